@@ -1,0 +1,336 @@
+// conv2d forward, backward-input and backward-weight as implicit GEMMs on one engine (gemm_driver.h).
+//
+//                 GEMM rows (M)        columns (N)          reduction           packed from
+// forward NCHW    k         (Kg)       pixel (n,p,q)        (c,r,s)             A: weights, B: im2col(x)
+// forward NHWC    pixel (n,p,q)        k         (Kg)       (r,s,c)             A: im2col(x), B: weights
+// grad-input      stride 1: the forward conv of dy with the flipped, transposed weights;
+//                 stride > 1: a GEMM per image into a small column buffer, scattered back (col2im)
+// grad-weight     k         (Kg)       tap (c,r,s)/(r,s,c)  pixel (n,p,q)       A: dy, B: im2col(x)^T
+//
+// Work is split into tasks over groups and blocks of the pixel dimension (forward), images (grad-input) or
+// tiles of the weight gradient plus a fixed number of batch chunks (grad-weight). Every output element is
+// summed in an order fixed by the shape alone, so results are bitwise the same for any thread count.
+#include "conv2d.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "gemm_driver.h"
+#include "pack.h"
+
+namespace fastconv::cpu {
+
+namespace {
+
+// Weights of group g as a packed GEMM operand: rows k, reduction kd, value w[(g*Kg + k) * red + kd]
+// (kd follows the weight's own layout, so this holds for NCHW and NHWC alike).
+template <typename T>
+std::vector<T> pack_weights(const ConvParams& p, const T* w, int64_t g, int64_t width, int64_t kc,
+                            bool k_is_row) {
+  const int64_t Kg = p.Kg(), red = p.Cg() * p.RS();
+  const T* wg = w + g * Kg * red;
+  return prepack<T>(Kg, red, width, kc, [&](T* dst, int64_t k0, int64_t klen, int64_t start, int64_t len) {
+    if (k_is_row) {  // weights are the A operand: panels over k, contiguous along kd
+      pack_panels_by_column(dst, k0, klen, start, len, width,
+                            [&](T* out, int64_t stride, int64_t k, int64_t kd0, int64_t kl) {
+                              const T* src = wg + k * red + kd0;
+                              for (int64_t i = 0; i < kl; ++i) out[i * stride] = src[i];
+                            });
+    } else {  // weights are the B operand: panels over k, one reduction row at a time
+      pack_panels_by_row(dst, k0, klen, start, len, width, [&](T* out, int64_t kd, int64_t k, int64_t count) {
+        for (int64_t i = 0; i < count; ++i) out[i] = wg[(k + i) * red + kd];
+      });
+    }
+  });
+}
+
+// Splits `extent` into about `parts` blocks, each a multiple of `unit` and at most `max_block` long.
+int64_t block_size(int64_t extent, int64_t parts, int64_t unit, int64_t max_block) {
+  const int64_t b = round_up(ceil_div(extent, std::max<int64_t>(parts, 1)), unit);
+  return std::max(unit, std::min(b, round_up(max_block, unit)));
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), pixels = p.N * p.PQ();
+  if (pixels == 0 || p.K == 0) return;
+  const MicroKernel<T> uk = micro_kernel<T>(active_isa());
+  const bool nhwc = p.channels_last;
+
+  std::vector<std::vector<T>> packed(p.groups);
+  at::parallel_for(0, p.groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      packed[g] = nhwc ? pack_weights(p, w, g, uk.nr, uk.kc, false) : pack_weights(p, w, g, uk.mr, uk.kc, true);
+  });
+
+  // Enough pixel blocks per group to keep every thread busy; blocks stay small enough that the packed
+  // im2col block (kc x block) stays in L2.
+  const int64_t unit = nhwc ? uk.mr : uk.nr;
+  const int64_t block = block_size(pixels, ceil_div(4 * at::get_num_threads(), p.groups), unit, nhwc ? 1024 : 512);
+  const int64_t blocks_per_group = ceil_div(pixels, block);
+
+  at::parallel_for(0, p.groups * blocks_per_group, 1, [&](int64_t t0, int64_t t1) {
+    PackBuffers<T> buf;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t g = t / blocks_per_group, j0 = (t % blocks_per_group) * block;
+      const int64_t jlen = std::min(block, pixels - j0);
+      const std::vector<T>& wp = packed[g];
+      if (!nhwc) {
+        T* c = y + g * Kg * p.PQ();
+        const OutputMap map{p.PQ(), p.PQ(), p.K * p.PQ()};
+        if (bias != nullptr)
+          for (int64_t k = 0; k < Kg; ++k)
+            for (int64_t j = j0; j < j0 + jlen; ++j) c[map.offset(k, j)] = bias[g * Kg + k];
+        gemm_block(
+            uk, 0, Kg, j0, jlen, red,
+            [&](T*, int64_t k0, int64_t klen, int64_t m0, int64_t) {
+              return prepacked_at(wp, Kg, uk.mr, k0, klen, m0);
+            },
+            [&](T* dst, int64_t k0, int64_t klen, int64_t n0, int64_t nlen) {
+              pack_panels_by_row(dst, k0, klen, n0, nlen, uk.nr, [&](T* out, int64_t kd, int64_t j, int64_t cnt) {
+                im2col_row_nchw(p, x, g, out, kd, j, cnt);
+              });
+              return static_cast<const T*>(dst);
+            },
+            c, map, bias != nullptr, buf);
+      } else {
+        T* c = y + g * Kg;
+        const OutputMap map{p.K, Kg, 0};
+        if (bias != nullptr)
+          for (int64_t j = j0; j < j0 + jlen; ++j) std::copy(bias + g * Kg, bias + (g + 1) * Kg, c + j * p.K);
+        gemm_block(
+            uk, j0, jlen, 0, Kg, red,
+            [&](T* dst, int64_t k0, int64_t klen, int64_t m0, int64_t mlen) {
+              pack_panels_by_column(dst, k0, klen, m0, mlen, uk.mr,
+                                    [&](T* out, int64_t stride, int64_t j, int64_t kd0, int64_t kl) {
+                                      im2col_column_nhwc(p, x, g, out, stride, j, kd0, kl);
+                                    });
+              return static_cast<const T*>(dst);
+            },
+            [&](T*, int64_t k0, int64_t klen, int64_t n0, int64_t) {
+              return prepacked_at(wp, Kg, uk.nr, k0, klen, n0);
+            },
+            c, map, bias != nullptr, buf);
+      }
+    }
+  });
+}
+
+namespace {
+
+// Stride 1: dx is the forward conv of dy with weights flipped in r, s and swapped in k <-> c, whose leading
+// padding is dil * (R - 1) - pad (possibly negative: the packers bound-check every tap).
+template <typename T>
+void grad_input_as_forward(const ConvParams& p, const T* dy, const T* w, T* dx) {
+  ConvParams q = p;
+  q.C = p.K; q.H = p.P; q.W = p.Q;
+  q.K = p.C; q.P = p.H; q.Q = p.W;
+  q.pad_h = p.dil_h * (p.R - 1) - p.pad_h;
+  q.pad_w = p.dil_w * (p.S - 1) - p.pad_w;
+  std::vector<T> flipped(static_cast<size_t>(p.K * p.Cg() * p.RS()));
+  at::parallel_for(0, p.K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t g = k / p.Kg(), kk = k % p.Kg();
+      for (int64_t c = 0; c < p.Cg(); ++c)
+        for (int64_t r = 0; r < p.R; ++r)
+          for (int64_t s = 0; s < p.S; ++s)
+            flipped[q.weight_offset(g * p.Cg() + c, kk, p.R - 1 - r, p.S - 1 - s)] = w[p.weight_offset(k, c, r, s)];
+    }
+  });
+  conv2d_forward<T>(q, dy, flipped.data(), nullptr, dx);
+}
+
+// Stride > 1: per image and group, cols = W^T dy in blocks of output pixels, each scattered into dx (col2im).
+// One task owns one (image, group) slice of dx, so the scatter needs no atomics.
+template <typename T>
+void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
+  const MicroKernel<T> uk = micro_kernel<T>(active_isa());
+  const int64_t Kg = p.Kg(), Cg = p.Cg(), red = Cg * p.RS(), PQ = p.PQ();
+  const bool nhwc = p.channels_last;
+  std::vector<std::vector<T>> packed(p.groups);  // weights with rows = taps, reduction = k
+  for (int64_t g = 0; g < p.groups; ++g) {
+    const T* wg = w + g * Kg * red;
+    const int64_t width = nhwc ? uk.nr : uk.mr;
+    packed[g] = prepack<T>(red, Kg, width, uk.kc, [&](T* dst, int64_t k0, int64_t klen, int64_t start, int64_t len) {
+      pack_panels_by_row(dst, k0, klen, start, len, width, [&](T* out, int64_t k, int64_t m, int64_t count) {
+        std::copy(wg + k * red + m, wg + k * red + m + count, out);
+      });
+    });
+  }
+  const int64_t block = std::min(PQ, block_size(std::max<int64_t>(65536 / red, 1), 1, uk.nr, 4096));
+
+  at::parallel_for(0, p.N * p.groups, 1, [&](int64_t t0, int64_t t1) {
+    PackBuffers<T> buf;
+    std::vector<T> cols(static_cast<size_t>(red * block));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / p.groups, g = t % p.groups;
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t h = 0; h < p.H; ++h)
+          for (int64_t x = 0; x < p.W; ++x) dx[p.input_offset(n, g * Cg + c, h, x)] = T(0);
+      for (int64_t j0 = 0; j0 < PQ; j0 += block) {
+        const int64_t jlen = std::min(block, PQ - j0);
+        if (!nhwc) {  // cols[tap][pixel] = sum_k W[k][tap] dy[n][k][pixel]
+          gemm_block(
+              uk, 0, red, j0, jlen, Kg,
+              [&](T*, int64_t k0, int64_t klen, int64_t m0, int64_t) {
+                return prepacked_at(packed[g], red, uk.mr, k0, klen, m0);
+              },
+              [&](T* dst, int64_t k0, int64_t klen, int64_t n0, int64_t nlen) {
+                pack_panels_by_row(dst, k0, klen, n0, nlen, uk.nr, [&](T* out, int64_t k, int64_t j, int64_t cnt) {
+                  const T* src = dy + ((n * p.K + g * Kg + k) * PQ + j);
+                  std::copy(src, src + cnt, out);
+                });
+                return static_cast<const T*>(dst);
+              },
+              cols.data(), OutputMap{jlen, jlen, 0, 0, j0}, false, buf);
+        } else {  // cols[pixel][tap] = sum_k dy[n][pixel][k] W[k][tap]
+          gemm_block(
+              uk, j0, jlen, 0, red, Kg,
+              [&](T* dst, int64_t k0, int64_t klen, int64_t m0, int64_t mlen) {
+                pack_panels_by_column(dst, k0, klen, m0, mlen, uk.mr,
+                                      [&](T* out, int64_t stride, int64_t j, int64_t kd0, int64_t kl) {
+                                        const T* src = dy + (n * PQ + j) * p.K + g * Kg + kd0;
+                                        for (int64_t i = 0; i < kl; ++i) out[i * stride] = src[i];
+                                      });
+                return static_cast<const T*>(dst);
+              },
+              [&](T*, int64_t k0, int64_t klen, int64_t n0, int64_t) {
+                return prepacked_at(packed[g], red, uk.nr, k0, klen, n0);
+              },
+              cols.data(), OutputMap{red, red, 0, j0, 0}, false, buf);
+        }
+        for (int64_t j = j0; j < j0 + jlen; ++j) {
+          const int64_t op = j / p.Q, oq = j % p.Q;
+          for (int64_t m = 0; m < red; ++m) {
+            const Tap tap = nhwc ? tap_nhwc(p, m) : tap_nchw(p, m);
+            const int64_t h = p.in_row(op, tap.r), x = p.in_col(oq, tap.s);
+            if (!p.in_bounds(h, x)) continue;
+            const T v = nhwc ? cols[(j - j0) * red + m] : cols[m * jlen + (j - j0)];
+            dx[p.input_offset(n, g * Cg + tap.c, h, x)] += v;
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
+  if (p.N == 0 || p.C == 0) return;
+  if (p.stride_h == 1 && p.stride_w == 1)
+    grad_input_as_forward(p, dy, w, dx);
+  else
+    grad_input_col2im(p, dy, w, dx);
+}
+
+template <typename T>
+void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
+  const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), PQ = p.PQ(), total = p.K * red;
+  std::fill(dw, dw + total, T(0));
+  if (p.N == 0 || PQ == 0) return;
+  const MicroKernel<T> uk = micro_kernel<T>(active_isa());
+  const bool nhwc = p.channels_last;
+
+  // Tiles of dW per group, and the batch cut into a number of chunks that depends on the shape only.
+  const int64_t mblocks = ceil_div(Kg, uk.mc);
+  const int64_t nblock = round_up(std::min<int64_t>(red, 512), uk.nr), nblocks = ceil_div(red, nblock);
+  const int64_t tiles = p.groups * mblocks * nblocks;
+  const int64_t memory_cap = std::max<int64_t>(1, (int64_t{1} << 24) / total);
+  const int64_t chunks = std::min({p.N, ceil_div(32, tiles), memory_cap});
+  std::vector<T> partial(chunks > 1 ? static_cast<size_t>(chunks * total) : 0);
+
+  at::parallel_for(0, chunks * tiles, 1, [&](int64_t t0, int64_t t1) {
+    PackBuffers<T> buf;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t chunk = t / tiles, tile = t % tiles;
+      const int64_t g = tile / (mblocks * nblocks), mb = (tile / nblocks) % mblocks, nb = tile % nblocks;
+      const int64_t n_lo = p.N * chunk / chunks, n_hi = p.N * (chunk + 1) / chunks;
+      const int64_t m0 = mb * uk.mc, mlen = std::min(uk.mc, Kg - m0);
+      const int64_t j0 = nb * nblock, jlen = std::min(nblock, red - j0);
+      const int64_t pix0 = n_lo * PQ;  // first pixel (n, p, q) of this chunk; reduction index kd = pixel - pix0
+      T* c = (chunks > 1 ? partial.data() + chunk * total : dw) + g * Kg * red;
+      auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
+        if (!nhwc) {
+          pack_panels_by_column(dst, k0, klen, a0, alen, uk.mr,
+                                [&](T* out, int64_t stride, int64_t k, int64_t kd0, int64_t kl) {
+                                  for (int64_t i = 0; i < kl; ++i) {
+                                    const int64_t pix = pix0 + kd0 + i;
+                                    out[i * stride] = dy[((pix / PQ) * p.K + g * Kg + k) * PQ + pix % PQ];
+                                  }
+                                });
+        } else {
+          pack_panels_by_row(dst, k0, klen, a0, alen, uk.mr, [&](T* out, int64_t kd, int64_t k, int64_t cnt) {
+            const T* src = dy + (pix0 + kd) * p.K + g * Kg + k;
+            std::copy(src, src + cnt, out);
+          });
+        }
+        return static_cast<const T*>(dst);
+      };
+      auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
+        pack_panels_by_row(dst, k0, klen, b0, blen, uk.nr, [&](T* out, int64_t kd, int64_t m, int64_t cnt) {
+          const Pixel px = pixel_of(p, pix0 + kd);
+          for (int64_t i = 0; i < cnt; ++i) {
+            const Tap tap = nhwc ? tap_nhwc(p, m + i) : tap_nchw(p, m + i);
+            const int64_t h = p.in_row(px.p, tap.r), xw = p.in_col(px.q, tap.s);
+            out[i] = p.in_bounds(h, xw) ? x[p.input_offset(px.n, g * p.Cg() + tap.c, h, xw)] : T(0);
+          }
+        });
+        return static_cast<const T*>(dst);
+      };
+      gemm_block(uk, m0, mlen, j0, jlen, (n_hi - n_lo) * PQ, pack_dy, pack_x, c, OutputMap{red, red, 0}, false,
+                 buf);
+    }
+  });
+
+  if (chunks > 1) {
+    at::parallel_for(0, total, 4096, [&](int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) {
+        T sum = partial[e];
+        for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += partial[chunk * total + e];
+        dw[e] = sum;
+      }
+    });
+  }
+}
+
+template <typename T>
+void conv2d_grad_bias(const ConvParams& p, const T* dy, T* db) {
+  const int64_t PQ = p.PQ();
+  // double accumulation: the sum runs over N * P * Q terms in a fixed order.
+  at::parallel_for(0, p.K, 16, [&](int64_t k0, int64_t k1) {
+    std::vector<double> acc(k1 - k0, 0.0);
+    for (int64_t n = 0; n < p.N; ++n) {
+      if (!p.channels_last) {
+        for (int64_t k = k0; k < k1; ++k) {
+          const T* src = dy + (n * p.K + k) * PQ;
+          double s = 0;
+          for (int64_t i = 0; i < PQ; ++i) s += src[i];
+          acc[k - k0] += s;
+        }
+      } else {
+        for (int64_t i = 0; i < PQ; ++i) {
+          const T* src = dy + (n * PQ + i) * p.K;
+          for (int64_t k = k0; k < k1; ++k) acc[k - k0] += src[k];
+        }
+      }
+    }
+    for (int64_t k = k0; k < k1; ++k) db[k] = static_cast<T>(acc[k - k0]);
+  });
+}
+
+#define FASTCONV_INSTANTIATE(T)                                                                   \
+  template void conv2d_forward<T>(const ConvParams&, const T*, const T*, const T*, T*);         \
+  template void conv2d_grad_input<T>(const ConvParams&, const T*, const T*, T*);                \
+  template void conv2d_grad_weight<T>(const ConvParams&, const T*, const T*, T*);               \
+  template void conv2d_grad_bias<T>(const ConvParams&, const T*, T*);
+FASTCONV_INSTANTIATE(float)
+FASTCONV_INSTANTIATE(double)
+#undef FASTCONV_INSTANTIATE
+
+}  // namespace fastconv::cpu

@@ -1,0 +1,113 @@
+// The blocked loops around the micro-kernel (BLIS's macro-kernel), for one block of C.
+//
+// C block [m0, m0+mlen) x [n0, n0+nlen) += A[.., 0..K) * B[0..K, ..] where A and B never exist as matrices:
+// callers hand in packers that write (or point at pre-packed) micro-panels straight from the conv tensors,
+// which is how im2col gets fused into packing. Loop order, outer to inner:
+//   k block (kc)  -> pack B block kc x nlen      (stays in L2/L3, reused by every A panel)
+//   m block (mc)  -> pack A block mc x kc        (stays in L2)
+//   n panel (nr)  -> B micro-panel kc x nr        (stays in L1 while ...)
+//   m panel (mr)  -> micro-kernel                 (... every A micro-panel streams past it)
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "gemm_micro.h"
+
+namespace fastconv::cpu {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Where C(i, j) lives: c + (i - row_origin) * row_stride + (j' / col_segment) * segment_stride + j' % col_segment
+// with j' = j - col_origin. Segments let one GEMM column range span several images of an NCHW batch (columns
+// (n, p, q)); origins let a small buffer hold just one block of a larger GEMM.
+struct OutputMap {
+  int64_t row_stride;
+  int64_t col_segment;
+  int64_t segment_stride;
+  int64_t row_origin = 0;
+  int64_t col_origin = 0;
+  int64_t offset(int64_t i, int64_t j) const {
+    const int64_t jj = j - col_origin;
+    return (i - row_origin) * row_stride + (jj / col_segment) * segment_stride + jj % col_segment;
+  }
+  bool contiguous_cols(int64_t j, int64_t count) const { return (j - col_origin) % col_segment + count <= col_segment; }
+};
+
+// Per-thread packing buffers, grown on demand.
+template <typename T>
+struct PackBuffers {
+  std::vector<T> a, b, tile;
+  void reserve(const MicroKernel<T>& uk, int64_t nlen) {
+    const size_t a_size = static_cast<size_t>(round_up(uk.mc, uk.mr) * uk.kc);
+    const size_t b_size = static_cast<size_t>(round_up(nlen, uk.nr) * uk.kc);
+    if (a.size() < a_size) a.resize(a_size);
+    if (b.size() < b_size) b.resize(b_size);
+    if (tile.size() < static_cast<size_t>(uk.mr * uk.nr)) tile.resize(uk.mr * uk.nr);
+  }
+};
+
+// pack_a(dst, k0, klen, m0, mlen) -> pointer to ceil(mlen/mr) panels of klen x mr (m0 is a multiple of mc).
+// pack_b(dst, k0, klen, n0, nlen) -> pointer to ceil(nlen/nr) panels of klen x nr.
+// Either may return a pointer into pre-packed storage instead of writing dst.
+template <typename T, class PackA, class PackB>
+void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, int64_t nlen, int64_t K,
+                PackA&& pack_a, PackB&& pack_b, T* c, const OutputMap& map, bool accumulate,
+                PackBuffers<T>& buf) {
+  const int mr = uk.mr, nr = uk.nr;
+  buf.reserve(uk, nlen);
+  for (int64_t k0 = 0; k0 < K; k0 += uk.kc) {
+    const int64_t klen = std::min(uk.kc, K - k0);
+    const bool acc = accumulate || k0 > 0;
+    const T* b_block = pack_b(buf.b.data(), k0, klen, n0, nlen);
+    for (int64_t mb = m0; mb < m0 + mlen; mb += uk.mc) {
+      const int64_t mblen = std::min(uk.mc, m0 + mlen - mb);
+      const T* a_block = pack_a(buf.a.data(), k0, klen, mb, mblen);
+      for (int64_t jr = 0; jr < nlen; jr += nr) {
+        const int64_t ncols = std::min<int64_t>(nr, nlen - jr);
+        const int64_t j = n0 + jr;
+        // Straight into C when the tile is whole and its columns are contiguous; else via a small tile buffer.
+        const bool cols_contiguous = ncols == nr && map.contiguous_cols(j, nr);
+        const T* b_panel = b_block + (jr / nr) * klen * nr;
+        for (int64_t ir = 0; ir < mblen; ir += mr) {
+          const int64_t nrows = std::min<int64_t>(mr, mblen - ir);
+          const T* a_panel = a_block + (ir / mr) * klen * mr;
+          T* c_tile = c + map.offset(mb + ir, j);
+          if (cols_contiguous && nrows == mr) {
+            uk.run(klen, a_panel, b_panel, c_tile, map.row_stride, acc);
+            continue;
+          }
+          T* tile = buf.tile.data();
+          uk.run(klen, a_panel, b_panel, tile, nr, false);
+          for (int64_t i = 0; i < nrows; ++i)
+            for (int64_t jj = 0; jj < ncols; ++jj) {
+              T& dst = c[map.offset(mb + ir + i, j + jj)];
+              dst = acc ? dst + tile[i * nr + jj] : tile[i * nr + jj];
+            }
+        }
+      }
+    }
+  }
+}
+
+// Packs a whole operand once (weights), in the layout gemm_block expects from a packer that is handed
+// k0 a multiple of kc and a panel-aligned start: block k0 holds ceil(extent/width) panels of klen x width.
+template <typename T, class PackPanels>
+std::vector<T> prepack(int64_t extent, int64_t K, int64_t width, int64_t kc, PackPanels&& pack_panels) {
+  std::vector<T> packed(static_cast<size_t>(round_up(extent, width) * K));
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t klen = std::min(kc, K - k0);
+    pack_panels(packed.data() + k0 * round_up(extent, width), k0, klen, int64_t{0}, extent);
+  }
+  return packed;
+}
+
+// Pointer into prepack()'s storage for the panels starting at `start` (a multiple of width) in k block k0.
+template <typename T>
+const T* prepacked_at(const std::vector<T>& packed, int64_t extent, int64_t width, int64_t k0, int64_t klen,
+                      int64_t start) {
+  return packed.data() + k0 * round_up(extent, width) + (start / width) * klen * width;
+}
+
+}  // namespace fastconv::cpu

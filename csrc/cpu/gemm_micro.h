@@ -1,0 +1,40 @@
+// The register-blocked GEMM micro-kernels, one per ISA, and nothing else (BLIS-style).
+//
+// Contract: C[MR x NR] (=, or += when accumulate) sum_k A[k][0..MR) * B[k][0..NR), with A and B packed
+// panels (A: kc x MR, B: kc x NR, both k-major, zero-padded at edges) and C row-major with row stride ldc.
+// The blocked loops and packing that feed it live in gemm_driver.h; the kernels themselves in gemm_<isa>.cpp,
+// each compiled for its ISA through `#pragma GCC target`, and chosen at run time from cpuid.
+#pragma once
+#include <cstdint>
+
+namespace fastconv::cpu {
+
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+template <typename T>
+using MicroKernelFn = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
+
+template <typename T>
+struct MicroKernel {
+  Isa isa;
+  int mr, nr;                // register tile
+  int64_t mc, kc, nc;        // cache blocking: A block mc x kc in L2, B micro-panel kc x nr in L1
+  MicroKernelFn<T> run;
+};
+
+// The best ISA this CPU (and OS) supports, unless FASTCONV_ISA=scalar|avx2|avx512 forces one; forcing an ISA
+// the CPU lacks raises an error instead of faulting.
+Isa active_isa();
+const char* isa_name(Isa isa);
+// A short description of the CPU: model name and the ISAs it supports.
+const char* cpu_description();
+
+template <typename T>
+MicroKernel<T> micro_kernel(Isa isa);
+
+// Per-ISA tables, defined in gemm_<isa>.cpp.
+namespace scalar { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
+namespace avx2 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
+namespace avx512 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
+
+}  // namespace fastconv::cpu

@@ -1,0 +1,22 @@
+// Portable reference micro-kernel: plain C++ for any CPU, and the path tests force to check the others.
+#include "gemm_micro.h"
+
+namespace fastconv::cpu::scalar {
+namespace {
+
+template <typename T, int MR, int NR>
+void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate) {
+  T acc[MR][NR] = {};
+  for (int64_t k = 0; k < kc; ++k, a += MR, b += NR)
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] += a[i] * b[j];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+}
+
+}  // namespace
+
+MicroKernel<float> kernel_f32() { return {Isa::kScalar, 4, 8, 128, 256, 1024, &micro_kernel<float, 4, 8>}; }
+MicroKernel<double> kernel_f64() { return {Isa::kScalar, 4, 8, 128, 256, 1024, &micro_kernel<double, 4, 8>}; }
+
+}  // namespace fastconv::cpu::scalar

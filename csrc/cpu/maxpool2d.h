@@ -1,0 +1,12 @@
+// CPU max_pool2d kernels on raw pointers; layout p.channels_last (NCHW or NHWC), dense tensors.
+#pragma once
+#include "../pool_params.h"
+
+namespace fastconv::cpu {
+
+template <typename T> void max_pool2d_forward(const PoolParams& p, const T* x, T* y, int64_t* indices);
+// dx must come zeroed; each gradient goes to the input element its index names. Returns false (and skips
+// them) when an index lies outside its input plane.
+template <typename T> bool max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indices, T* dx);
+
+}  // namespace fastconv::cpu

@@ -1,0 +1,152 @@
+// CPU binding: validate (op_checks.h), make inputs dense in the layout torch would pick, allocate, run the
+// kernel on raw pointers. float16 / bfloat16 are computed in float32 and rounded once at the end.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "../op_checks.h"
+#include "conv2d.h"
+#include "gemm_micro.h"
+#include "maxpool2d.h"
+
+namespace fastconv::cpu {
+
+namespace {
+
+at::ScalarType compute_type(at::ScalarType t) {
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
+// The tensor the kernel reads: dense in `fmt`, in the compute type.
+at::Tensor kernel_input(const at::Tensor& t, at::MemoryFormat fmt) {
+  return t.to(compute_type(t.scalar_type())).contiguous(fmt);
+}
+
+// Result in the caller's dtype; the layout of `computed` is kept.
+at::Tensor finish(const at::Tensor& computed, at::ScalarType dtype) {
+  return computed.scalar_type() == dtype ? computed : computed.to(dtype);
+}
+
+void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "fastconv: expected ", name, " on the CPU, got ", t.device());
+}
+
+at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const ConvParams p = make_conv_params(input, weight, stride, padding, dilation, groups);
+  check_conv_bias(bias, input, weight);
+  check_cpu(input, "input");
+  const auto fmt = conv_memory_format(p);
+  const at::Tensor x = kernel_input(input, fmt), w = kernel_input(weight, fmt);
+  const bool has_bias = bias.has_value() && bias->defined();
+  const at::Tensor b = has_bias ? kernel_input(*bias, at::MemoryFormat::Contiguous) : at::Tensor();
+  at::Tensor y = at::empty({p.N, p.K, p.P, p.Q}, x.options().memory_format(fmt));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastconv_conv2d", [&] {
+    conv2d_forward<scalar_t>(p, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                             has_bias ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
+  });
+  return finish(y, input.scalar_type());
+}
+
+at::Tensor conv2d_grad_input_op(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                             int64_t groups) {
+  const ConvParams p = make_conv_params(input, weight, stride, padding, dilation, groups);
+  check_grad_output(grad_output, p, input);
+  check_cpu(input, "input");
+  const auto fmt = conv_memory_format(p);
+  const at::Tensor dy = kernel_input(grad_output, fmt), w = kernel_input(weight, fmt);
+  at::Tensor dx = at::empty(input.sizes(), dy.options().memory_format(fmt));
+  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_conv2d_grad_input", [&] {
+    conv2d_grad_input<scalar_t>(p, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                dx.mutable_data_ptr<scalar_t>());
+  });
+  return finish(dx, input.scalar_type());
+}
+
+at::Tensor conv2d_grad_weight_op(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                              int64_t groups) {
+  const ConvParams p = make_conv_params(input, weight, stride, padding, dilation, groups);
+  check_grad_output(grad_output, p, input);
+  check_cpu(input, "input");
+  const auto fmt = conv_memory_format(p);
+  const at::Tensor dy = kernel_input(grad_output, fmt), x = kernel_input(input, fmt);
+  at::Tensor dw = at::empty(weight.sizes(), dy.options().memory_format(fmt));
+  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_conv2d_grad_weight", [&] {
+    conv2d_grad_weight<scalar_t>(p, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                 dw.mutable_data_ptr<scalar_t>());
+  });
+  return finish(dw, weight.scalar_type());
+}
+
+at::Tensor conv2d_grad_bias_op(const at::Tensor& grad_output) {
+  TORCH_CHECK(grad_output.dim() == 4, "fastconv: expected a 4D grad_output, got ", grad_output.sizes());
+  check_cpu(grad_output, "grad_output");
+  ConvParams p{};
+  p.N = grad_output.size(0); p.K = grad_output.size(1); p.P = grad_output.size(2); p.Q = grad_output.size(3);
+  p.channels_last = grad_output.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  const at::Tensor dy = kernel_input(grad_output, conv_memory_format(p));
+  at::Tensor db = at::empty({p.K}, dy.options());
+  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_conv2d_grad_bias", [&] {
+    conv2d_grad_bias<scalar_t>(p, dy.const_data_ptr<scalar_t>(), db.mutable_data_ptr<scalar_t>());
+  });
+  return finish(db, grad_output.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_op(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                              at::IntArrayRef stride, at::IntArrayRef padding,
+                                              at::IntArrayRef dilation, bool ceil_mode) {
+  const PoolParams p = make_pool_params(input, kernel_size, stride, padding, dilation, ceil_mode);
+  check_cpu(input, "input");
+  const auto fmt = pool_memory_format(p);
+  const at::Tensor x = kernel_input(input, fmt);
+  at::Tensor y = at::empty({p.N, p.C, p.P, p.Q}, x.options().memory_format(fmt));
+  at::Tensor indices = at::empty({p.N, p.C, p.P, p.Q}, x.options().dtype(at::kLong).memory_format(fmt));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastconv_max_pool2d", [&] {
+    max_pool2d_forward<scalar_t>(p, x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                 indices.mutable_data_ptr<int64_t>());
+  });
+  return {finish(y, input.scalar_type()), indices};
+}
+
+at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices) {
+  TORCH_CHECK(input.dim() == 4 && grad_output.dim() == 4 && grad_output.size(0) == input.size(0) &&
+                  grad_output.size(1) == input.size(1),
+              "fastconv: max_pool2d_grad expects 4D grad_output and input with equal N and C, got ",
+              grad_output.sizes(), " and ", input.sizes());
+  TORCH_CHECK(indices.sizes() == grad_output.sizes() && indices.scalar_type() == at::kLong,
+              "fastconv: expected int64 indices of size ", grad_output.sizes(), ", got ", indices.scalar_type(),
+              " of size ", indices.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), "expected scalar type ", input.scalar_type(),
+              " but found ", grad_output.scalar_type(), " (grad_output)");
+  check_cpu(input, "input");
+  check_cpu(grad_output, "grad_output");
+  check_cpu(indices, "indices");
+  PoolParams p{};
+  p.N = input.size(0); p.C = input.size(1); p.H = input.size(2); p.W = input.size(3);
+  p.P = grad_output.size(2); p.Q = grad_output.size(3);
+  p.channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  const auto fmt = pool_memory_format(p);
+  const at::Tensor dy = kernel_input(grad_output, fmt), idx = indices.contiguous(fmt);
+  at::Tensor dx = at::zeros(input.sizes(), dy.options().memory_format(fmt));
+  bool ok = true;
+  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_max_pool2d_grad", [&] {
+    ok = max_pool2d_backward<scalar_t>(p, dy.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(),
+                                       dx.mutable_data_ptr<scalar_t>());
+  });
+  TORCH_CHECK(ok, "fastconv: max_pool2d_grad got indices outside the input plane of ", p.H, " x ", p.W);
+  return finish(dx, input.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
+  m.impl("conv2d", &conv2d_op);
+  m.impl("conv2d_grad_input", &conv2d_grad_input_op);
+  m.impl("conv2d_grad_weight", &conv2d_grad_weight_op);
+  m.impl("conv2d_grad_bias", &conv2d_grad_bias_op);
+  m.impl("max_pool2d", &max_pool2d_op);
+  m.impl("max_pool2d_grad", &max_pool2d_grad_op);
+}
+
+}  // namespace fastconv::cpu

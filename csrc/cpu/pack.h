@@ -1,0 +1,107 @@
+// Packing: writing GEMM micro-panels straight from conv tensors (implicit im2col), never building the
+// im2col matrix. A panel is klen rows (the reduction index kd) of `width` consecutive entries of the other
+// GEMM index; entries past the operand's end are zeros so the micro-kernel never needs an edge case.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "../conv_params.h"
+
+namespace fastconv::cpu {
+
+// fill(out, kd, idx, count) writes entries idx..idx+count of reduction row kd, contiguously.
+// Suits operands that are contiguous along the panel index (NCHW activations along q, weights along k).
+template <typename T, class Fill>
+void pack_panels_by_row(T* dst, int64_t k0, int64_t klen, int64_t start, int64_t len, int64_t width, Fill&& fill) {
+  for (int64_t pos = 0; pos < len; pos += width, dst += klen * width) {
+    const int64_t count = std::min(width, len - pos);
+    for (int64_t kk = 0; kk < klen; ++kk) {
+      T* out = dst + kk * width;
+      fill(out, k0 + kk, start + pos, count);
+      for (int64_t w = count; w < width; ++w) out[w] = T(0);
+    }
+  }
+}
+
+// fill(out, stride, idx, kd0, klen) writes reduction rows kd0..kd0+klen of entry idx, `stride` apart.
+// Suits operands that are contiguous along the reduction (NHWC activations along c, NCHW weights along c,r,s).
+template <typename T, class Fill>
+void pack_panels_by_column(T* dst, int64_t k0, int64_t klen, int64_t start, int64_t len, int64_t width,
+                           Fill&& fill) {
+  for (int64_t pos = 0; pos < len; pos += width, dst += klen * width) {
+    const int64_t count = std::min(width, len - pos);
+    for (int64_t w = 0; w < count; ++w) fill(dst + w, width, start + pos + w, k0, klen);
+    for (int64_t w = count; w < width; ++w)
+      for (int64_t kk = 0; kk < klen; ++kk) dst[kk * width + w] = T(0);
+  }
+}
+
+// Reduction index of a conv over an NCHW input: kd = (c * R + r) * S + s. Over NHWC: kd = (r * S + s) * Cg + c.
+struct Tap {
+  int64_t c, r, s;
+};
+inline Tap tap_nchw(const ConvParams& p, int64_t kd) { return {kd / (p.R * p.S), (kd / p.S) % p.R, kd % p.S}; }
+inline Tap tap_nhwc(const ConvParams& p, int64_t kd) {
+  const int64_t rs = kd / p.Cg();
+  return {kd % p.Cg(), rs / p.S, rs % p.S};
+}
+
+// Output pixel j of the batch, j = (n * P + p) * Q + q.
+struct Pixel {
+  int64_t n, p, q;
+};
+inline Pixel pixel_of(const ConvParams& p, int64_t j) {
+  return {j / (p.P * p.Q), (j / p.Q) % p.P, j % p.Q};
+}
+
+// NCHW im2col entries for tap kd of group g at output pixels j..j+count: x[n, g*Cg + c, h, w] or 0 in padding.
+// A run of pixels in one output row with stride 1 reads consecutive input columns: copied in one go.
+template <typename T>
+void im2col_row_nchw(const ConvParams& p, const T* x, int64_t g, T* out, int64_t kd, int64_t j, int64_t count) {
+  const Tap t = tap_nchw(p, kd);
+  const T* plane_base = x + (g * p.Cg() + t.c) * p.HW();
+  int64_t done = 0;
+  while (done < count) {
+    const Pixel px = pixel_of(p, j + done);
+    const int64_t run = std::min(count - done, p.Q - px.q);  // pixels left in this output row
+    const int64_t h = p.in_row(px.p, t.r);
+    T* o = out + done;
+    if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) {
+      std::fill(o, o + run, T(0));
+    } else {
+      const T* row = plane_base + px.n * p.C * p.HW() + h * p.W;
+      const int64_t w0 = p.in_col(px.q, t.s);
+      if (p.stride_w == 1 && w0 >= 0 && w0 + run <= p.W) {
+        std::memcpy(o, row + w0, run * sizeof(T));
+      } else {
+        for (int64_t i = 0, w = w0; i < run; ++i, w += p.stride_w)
+          o[i] = static_cast<uint64_t>(w) < static_cast<uint64_t>(p.W) ? row[w] : T(0);
+      }
+    }
+    done += run;
+  }
+}
+
+// NHWC im2col entries of output pixel j for taps kd0..kd0+klen, `stride` apart: runs of c are contiguous in x.
+template <typename T>
+void im2col_column_nhwc(const ConvParams& p, const T* x, int64_t g, T* out, int64_t stride, int64_t j, int64_t kd0,
+                        int64_t klen) {
+  const Pixel px = pixel_of(p, j);
+  int64_t kk = 0;
+  while (kk < klen) {
+    const Tap t = tap_nhwc(p, kd0 + kk);
+    const int64_t run = std::min(klen - kk, p.Cg() - t.c);  // channels left in this tap
+    const int64_t h = p.in_row(px.p, t.r), w = p.in_col(px.q, t.s);
+    T* o = out + kk * stride;
+    if (p.in_bounds(h, w)) {
+      const T* src = x + p.input_offset(px.n, g * p.Cg() + t.c, h, w);
+      for (int64_t i = 0; i < run; ++i) o[i * stride] = src[i];
+    } else {
+      for (int64_t i = 0; i < run; ++i) o[i * stride] = T(0);
+    }
+    kk += run;
+  }
+}
+
+}  // namespace fastconv::cpu
