@@ -1,0 +1,26 @@
+"""Swap torch.nn.Conv2d / MaxPool2d layers of any model for fastconv's."""
+import torch
+
+from .modules import Conv2d, MaxPool2d
+
+__all__ = ["convert"]
+
+_REPLACEMENTS = {torch.nn.Conv2d: Conv2d, torch.nn.MaxPool2d: MaxPool2d}
+
+
+def convert(model: torch.nn.Module) -> torch.nn.Module:
+    """Make every torch.nn.Conv2d and torch.nn.MaxPool2d in `model` (nested anywhere, the root included) run
+    on fastconv, in place, and return `model`.
+
+    Each layer keeps its identity, so parameters (the same Parameter objects, on their device and dtype, hence
+    also any optimizer holding them), buffers, hooks and train/eval state stay as they were; only its class
+    changes to fastconv's subclass, whose state_dict is the same. Subclasses of the torch layers are left
+    alone: their own forward may do something fastconv's would not.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"convert() expects a torch.nn.Module, got {type(model).__name__}")
+    for module in model.modules():
+        replacement = _REPLACEMENTS.get(type(module))
+        if replacement is not None:
+            module.__class__ = replacement
+    return model
