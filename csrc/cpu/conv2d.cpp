@@ -5,7 +5,7 @@
 // forward NHWC    pixel (n,p,q)        k         (Kg)       (r,s,c)             A: im2col(x), B: weights
 // grad-input      stride 1: the forward conv of dy with the flipped, transposed weights;
 //                 stride > 1: a GEMM per image into a small column buffer, scattered back (col2im)
-// grad-weight     k         (Kg)       tap (c,r,s)/(r,s,c)  pixel (n,p,q)       A: dy, B: im2col(x)^T
+// grad-weight     NCHW: tap (c,r,s) x k, transposed at the end; NHWC: k x tap (r,s,c); reduction = pixels
 //
 // Work is split into tasks over groups and blocks of the pixel dimension (forward), images (grad-input) or
 // tiles of the weight gradient plus a fixed number of batch chunks (grad-weight). Every output element is
@@ -91,9 +91,7 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
               return prepacked_at(wp, Kg, uk.mr, k0, klen, m0);
             },
             [&](T* dst, int64_t k0, int64_t klen, int64_t n0, int64_t nlen) {
-              pack_panels_by_row(dst, k0, klen, n0, nlen, uk.nr, [&](T* out, int64_t kd, int64_t j, int64_t cnt) {
-                im2col_row_nchw(p, x, g, out, kd, j, cnt);
-              });
+              pack_im2col_nchw(p, x, g, dst, k0, klen, n0, nlen, uk.nr);
               return static_cast<const T*>(dst);
             },
             c, map, bias != nullptr, buf);
@@ -229,6 +227,10 @@ void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
     grad_input_col2im(p, dy, w, dx);
 }
 
+// NCHW: dW^T[tap][k] = sum_pixels im2col(x)[tap][pixel] * dy[pixel][k]: the im2col operand is the A side,
+//       packed tap by tap from contiguous input rows; the transposed result is written back at the end.
+// NHWC: dW[k][tap] = sum_pixels dy[k][pixel] * im2col(x)[pixel][tap]: dy rows are contiguous along k and the
+//       taps (r, s, c) along c, so both operands pack from contiguous runs.
 template <typename T>
 void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), PQ = p.PQ(), total = p.K * red;
@@ -236,67 +238,96 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   if (p.N == 0 || PQ == 0) return;
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const bool nhwc = p.channels_last;
+  const int64_t M = nhwc ? Kg : red, N = nhwc ? red : Kg;
 
-  // Tiles of dW per group, and the batch cut into a number of chunks that depends on the shape only.
-  const int64_t mblocks = ceil_div(Kg, uk.mc);
-  const int64_t nblock = round_up(std::min<int64_t>(red, 512), uk.nr), nblocks = ceil_div(red, nblock);
+  // Tiles of the per-group result, and the batch cut into a number of chunks that depends on the shape only.
+  const int64_t mblocks = ceil_div(M, uk.mc);
+  const int64_t nblock = round_up(std::min<int64_t>(N, 512), uk.nr), nblocks = ceil_div(N, nblock);
   const int64_t tiles = p.groups * mblocks * nblocks;
   const int64_t memory_cap = std::max<int64_t>(1, (int64_t{1} << 24) / total);
   const int64_t chunks = std::min({p.N, ceil_div(32, tiles), memory_cap});
-  std::vector<T> partial(chunks > 1 ? static_cast<size_t>(chunks * total) : 0);
+  const bool direct = nhwc && chunks == 1;  // else partial results, reduced (and for NCHW transposed) at the end
+  std::vector<T> partial(direct ? 0 : static_cast<size_t>(chunks * total));
 
   at::parallel_for(0, chunks * tiles, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
+    std::vector<PixelRun> runs;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t chunk = t / tiles, tile = t % tiles;
       const int64_t g = tile / (mblocks * nblocks), mb = (tile / nblocks) % mblocks, nb = tile % nblocks;
       const int64_t n_lo = p.N * chunk / chunks, n_hi = p.N * (chunk + 1) / chunks;
-      const int64_t m0 = mb * uk.mc, mlen = std::min(uk.mc, Kg - m0);
-      const int64_t j0 = nb * nblock, jlen = std::min(nblock, red - j0);
+      const int64_t m0 = mb * uk.mc, mlen = std::min(uk.mc, M - m0);
+      const int64_t j0 = nb * nblock, jlen = std::min(nblock, N - j0);
       const int64_t pix0 = n_lo * PQ;  // first pixel (n, p, q) of this chunk; reduction index kd = pixel - pix0
-      T* c = (chunks > 1 ? partial.data() + chunk * total : dw) + g * Kg * red;
-      auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
-        if (!nhwc) {
+      T* c = (direct ? dw : partial.data() + chunk * total) + g * Kg * red;
+      const int64_t pixels = (n_hi - n_lo) * PQ;
+      if (!nhwc) {
+        auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
+          pixel_runs(p, pix0 + k0, klen, runs);
           pack_panels_by_column(dst, k0, klen, a0, alen, uk.mr,
+                                [&](T* out, int64_t stride, int64_t tap, int64_t, int64_t) {
+                                  im2col_tap_nchw(p, x, g, tap_nchw(p, tap), runs, out, stride);
+                                });
+          return static_cast<const T*>(dst);
+        };
+        auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
+          pack_panels_by_column(dst, k0, klen, b0, blen, uk.nr,
                                 [&](T* out, int64_t stride, int64_t k, int64_t kd0, int64_t kl) {
+                                  int64_t n = (pix0 + kd0) / PQ, pq = (pix0 + kd0) % PQ;
+                                  const T* src = dy + (n * p.K + g * Kg + k) * PQ;
                                   for (int64_t i = 0; i < kl; ++i) {
-                                    const int64_t pix = pix0 + kd0 + i;
-                                    out[i * stride] = dy[((pix / PQ) * p.K + g * Kg + k) * PQ + pix % PQ];
+                                    out[i * stride] = src[pq];
+                                    if (++pq == PQ) pq = 0, src += p.K * PQ;
                                   }
                                 });
-        } else {
+          return static_cast<const T*>(dst);
+        };
+        gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_x, pack_dy, c, OutputMap{Kg, Kg, 0}, false, buf);
+      } else {
+        auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
           pack_panels_by_row(dst, k0, klen, a0, alen, uk.mr, [&](T* out, int64_t kd, int64_t k, int64_t cnt) {
             const T* src = dy + (pix0 + kd) * p.K + g * Kg + k;
             std::copy(src, src + cnt, out);
           });
-        }
-        return static_cast<const T*>(dst);
-      };
-      auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
-        pack_panels_by_row(dst, k0, klen, b0, blen, uk.nr, [&](T* out, int64_t kd, int64_t m, int64_t cnt) {
-          const Pixel px = pixel_of(p, pix0 + kd);
-          for (int64_t i = 0; i < cnt; ++i) {
-            const Tap tap = nhwc ? tap_nhwc(p, m + i) : tap_nchw(p, m + i);
-            const int64_t h = p.in_row(px.p, tap.r), xw = p.in_col(px.q, tap.s);
-            out[i] = p.in_bounds(h, xw) ? x[p.input_offset(px.n, g * p.Cg() + tap.c, h, xw)] : T(0);
-          }
-        });
-        return static_cast<const T*>(dst);
-      };
-      gemm_block(uk, m0, mlen, j0, jlen, (n_hi - n_lo) * PQ, pack_dy, pack_x, c, OutputMap{red, red, 0}, false,
-                 buf);
+          return static_cast<const T*>(dst);
+        };
+        auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
+          pack_panels_by_row(dst, k0, klen, b0, blen, uk.nr, [&](T* out, int64_t kd, int64_t m, int64_t cnt) {
+            const Pixel px = pixel_of(p, pix0 + kd);
+            for (int64_t i = 0; i < cnt;) {  // runs of consecutive channels of one tap
+              const Tap tap = tap_nhwc(p, m + i);
+              const int64_t run = std::min(cnt - i, p.Cg() - tap.c);
+              const int64_t h = p.in_row(px.p, tap.r), xw = p.in_col(px.q, tap.s);
+              if (p.in_bounds(h, xw)) {
+                const T* src = x + p.input_offset(px.n, g * p.Cg() + tap.c, h, xw);
+                std::copy(src, src + run, out + i);
+              } else {
+                std::fill(out + i, out + i + run, T(0));
+              }
+              i += run;
+            }
+          });
+          return static_cast<const T*>(dst);
+        };
+        gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_dy, pack_x, c, OutputMap{red, red, 0}, false, buf);
+      }
     }
   });
 
-  if (chunks > 1) {
-    at::parallel_for(0, total, 4096, [&](int64_t e0, int64_t e1) {
-      for (int64_t e = e0; e < e1; ++e) {
-        T sum = partial[e];
-        for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += partial[chunk * total + e];
-        dw[e] = sum;
+  if (direct) return;
+  // Sum the chunks in chunk order; NCHW partials hold dW^T per group ([tap][k]).
+  at::parallel_for(0, total, 4096, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      int64_t src = e;
+      if (!nhwc) {
+        const int64_t g = e / (Kg * red), k = (e / red) % Kg, tap = e % red;
+        src = g * Kg * red + tap * Kg + k;
       }
-    });
-  }
+      T sum = partial[src];
+      for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += partial[chunk * total + src];
+      dw[e] = sum;
+    }
+  });
 }
 
 template <typename T>

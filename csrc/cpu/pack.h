@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "../conv_params.h"
 
@@ -55,31 +56,71 @@ inline Pixel pixel_of(const ConvParams& p, int64_t j) {
   return {j / (p.P * p.Q), (j / p.Q) % p.P, j % p.Q};
 }
 
-// NCHW im2col entries for tap kd of group g at output pixels j..j+count: x[n, g*Cg + c, h, w] or 0 in padding.
-// A run of pixels in one output row with stride 1 reads consecutive input columns: copied in one go.
+// Runs of consecutive output pixels that share an output row, for a pixel range [j0, j0 + count): computed once
+// per packing call and reused for every tap, so the inner loops do no divisions.
+struct PixelRun {
+  int64_t image_offset;  // offset of x[n, 0, 0, 0]
+  int64_t p, q0, len, pos;  // output row, first column, length, position within the range
+};
+
+inline void pixel_runs(const ConvParams& p, int64_t j0, int64_t count, std::vector<PixelRun>& runs) {
+  runs.clear();
+  for (int64_t done = 0; done < count;) {
+    const Pixel px = pixel_of(p, j0 + done);
+    const int64_t len = std::min(count - done, p.Q - px.q);
+    runs.push_back({px.n * p.C * p.HW(), px.p, px.q, len, done});
+    done += len;
+  }
+}
+
+// Taps kd0..kd0+klen of an NCHW reduction, decoded once per packing call.
+inline void tap_table(const ConvParams& p, int64_t kd0, int64_t klen, std::vector<Tap>& taps) {
+  taps.resize(klen);
+  for (int64_t i = 0; i < klen; ++i) taps[i] = tap_nchw(p, kd0 + i);
+}
+
+// NCHW im2col entries of one tap of group g over a pixel range, written `stride` apart:
+// x[n, g*Cg + c, h, w], or 0 in the padding. Within a run, stride-1 convs read consecutive input columns.
 template <typename T>
-void im2col_row_nchw(const ConvParams& p, const T* x, int64_t g, T* out, int64_t kd, int64_t j, int64_t count) {
-  const Tap t = tap_nchw(p, kd);
-  const T* plane_base = x + (g * p.Cg() + t.c) * p.HW();
-  int64_t done = 0;
-  while (done < count) {
-    const Pixel px = pixel_of(p, j + done);
-    const int64_t run = std::min(count - done, p.Q - px.q);  // pixels left in this output row
-    const int64_t h = p.in_row(px.p, t.r);
-    T* o = out + done;
+void im2col_tap_nchw(const ConvParams& p, const T* x, int64_t g, const Tap& t, const std::vector<PixelRun>& runs,
+                     T* out, int64_t stride) {
+  const T* channel = x + (g * p.Cg() + t.c) * p.HW();
+  for (const PixelRun& run : runs) {
+    T* o = out + run.pos * stride;
+    const int64_t h = p.in_row(run.p, t.r);
     if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) {
-      std::fill(o, o + run, T(0));
-    } else {
-      const T* row = plane_base + px.n * p.C * p.HW() + h * p.W;
-      const int64_t w0 = p.in_col(px.q, t.s);
-      if (p.stride_w == 1 && w0 >= 0 && w0 + run <= p.W) {
-        std::memcpy(o, row + w0, run * sizeof(T));
-      } else {
-        for (int64_t i = 0, w = w0; i < run; ++i, w += p.stride_w)
-          o[i] = static_cast<uint64_t>(w) < static_cast<uint64_t>(p.W) ? row[w] : T(0);
-      }
+      for (int64_t i = 0; i < run.len; ++i) o[i * stride] = T(0);
+      continue;
     }
-    done += run;
+    const T* row = channel + run.image_offset + h * p.W;
+    const int64_t w0 = p.in_col(run.q0, t.s);
+    if (p.stride_w == 1 && w0 >= 0 && w0 + run.len <= p.W) {
+      if (stride == 1)
+        std::memcpy(o, row + w0, run.len * sizeof(T));
+      else
+        for (int64_t i = 0; i < run.len; ++i) o[i * stride] = row[w0 + i];
+    } else {
+      for (int64_t i = 0, w = w0; i < run.len; ++i, w += p.stride_w)
+        o[i * stride] = static_cast<uint64_t>(w) < static_cast<uint64_t>(p.W) ? row[w] : T(0);
+    }
+  }
+}
+
+// Forward NCHW B operand: panels of `width` pixels, reduction rows = taps (c, r, s).
+template <typename T>
+void pack_im2col_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_t k0, int64_t klen, int64_t j0,
+                      int64_t jlen, int64_t width) {
+  thread_local std::vector<PixelRun> runs;
+  thread_local std::vector<Tap> taps;
+  tap_table(p, k0, klen, taps);
+  for (int64_t pos = 0; pos < jlen; pos += width, dst += klen * width) {
+    const int64_t count = std::min(width, jlen - pos);
+    pixel_runs(p, j0 + pos, count, runs);
+    for (int64_t kk = 0; kk < klen; ++kk) {
+      T* out = dst + kk * width;
+      im2col_tap_nchw(p, x, g, taps[kk], runs, out, 1);
+      for (int64_t w = count; w < width; ++w) out[w] = T(0);
+    }
   }
 }
 
