@@ -101,7 +101,9 @@ PoolParams make_pool_params(const at::Tensor& input, at::IntArrayRef kernel_size
   check_pair(dilation, 2, "dilation");
   TORCH_CHECK(input.dim() == 4, "Expected 4D (batched) input to fastconv::max_pool2d, but got input of size: ",
               input.sizes());
-  check_float_dtype(input, "input");
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      at::isFloatingType(input.scalar_type()) || at::isIntegralType(input.scalar_type(), false),
+      "\"max_pool2d\" not implemented for '", input.scalar_type(), "'");
   for (int64_t k : kernel_size) TORCH_CHECK(k > 0, "kernel size should be greater than zero, but got ", kernel_size);
   for (int64_t s : stride) TORCH_CHECK(s > 0, "stride should be greater than zero, but got ", stride);
   for (int64_t d : dilation) TORCH_CHECK(d > 0, "dilation should be greater than zero, but got ", dilation);

@@ -62,8 +62,24 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     dilation = _pair(dilation, "dilation")
     padding = _conv_padding(padding, weight, stride, dilation)
     x = input if batched else input.unsqueeze(0)
-    out = ops.conv2d(x, weight, bias, stride, padding, dilation, int(groups))
+    out = _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, int(groups))
     return out if batched else out.squeeze(0)
+
+
+def _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, groups):
+    """Floating types run on the kernels as they are; like torch, complex and integer convs work too:
+    complex as four real convs, integers exactly in float64 (|sums| < 2**53), wrapping like torch's."""
+    if x.is_complex() and weight.is_complex() and x.dtype == weight.dtype:
+        def conv(a, b, bias_part):
+            return ops.conv2d(a, b, bias_part, stride, padding, dilation, groups)
+        real = conv(x.real, weight.real, None if bias is None else bias.real) - conv(x.imag, weight.imag, None)
+        imag = conv(x.real, weight.imag, None if bias is None else bias.imag) + conv(x.imag, weight.real, None)
+        return torch.complex(real, imag)
+    if not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool and x.dtype == weight.dtype:
+        as_double = [None if t is None else t.double() for t in (x, weight, bias)]
+        out = ops.conv2d(*as_double, stride, padding, dilation, groups)
+        return out.round().long().to(x.dtype)
+    return ops.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
 def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):

@@ -27,6 +27,18 @@ inline Window window(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int
   return {begin, end};
 }
 
+// Where a window's scan starts: -inf for floating types, the lowest value for integers (as torch).
+template <typename T>
+T lowest() {
+  return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
+}
+
+// NaN test that is false for integers and vectorises for floats.
+template <typename T>
+bool is_nan(T v) {
+  return v != v;
+}
+
 }  // namespace
 
 template <typename T>
@@ -42,11 +54,11 @@ void max_pool2d_forward(const PoolParams& p, const T* x, T* y, int64_t* indices)
           for (int64_t oq = 0; oq < p.Q; ++oq) {
             const Window ww = window(oq, p.stride_w, p.pad_w, p.kernel_w, p.dil_w, p.W);
             int64_t best = wh.begin * p.W + ww.begin;
-            T best_val = -std::numeric_limits<T>::infinity();
+            T best_val = lowest<T>();
             for (int64_t h = wh.begin; h < wh.end; h += p.dil_h)
               for (int64_t w = ww.begin; w < ww.end; w += p.dil_w) {
                 const T v = src[h * p.W + w];
-                if (v > best_val || std::isnan(v)) {
+                if (v > best_val || is_nan(v)) {
                   best_val = v;
                   best = h * p.W + w;
                 }
@@ -67,7 +79,7 @@ void max_pool2d_forward(const PoolParams& p, const T* x, T* y, int64_t* indices)
       const Window wh = window(op, p.stride_h, p.pad_h, p.kernel_h, p.dil_h, p.H);
       for (int64_t oq = 0; oq < p.Q; ++oq) {
         const Window ww = window(oq, p.stride_w, p.pad_w, p.kernel_w, p.dil_w, p.W);
-        std::fill(best_val.begin(), best_val.end(), -std::numeric_limits<T>::infinity());
+        std::fill(best_val.begin(), best_val.end(), lowest<T>());
         std::fill(best.begin(), best.end(), wh.begin * p.W + ww.begin);
         for (int64_t h = wh.begin; h < wh.end; h += p.dil_h)
           for (int64_t w = ww.begin; w < ww.end; w += p.dil_w) {
@@ -75,7 +87,7 @@ void max_pool2d_forward(const PoolParams& p, const T* x, T* y, int64_t* indices)
             const int64_t pos = h * p.W + w;
             for (int64_t c = 0; c < p.C; ++c) {
               const T v = src[c];
-              const bool take = v > best_val[c] || v != v;  // v != v: NaN, spelled so the loop vectorises
+              const bool take = v > best_val[c] || is_nan(v);
               best_val[c] = take ? v : best_val[c];
               best[c] = take ? pos : best[c];
             }
@@ -124,9 +136,16 @@ bool max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indice
   return indices_ok;
 }
 
-template void max_pool2d_forward<float>(const PoolParams&, const float*, float*, int64_t*);
-template void max_pool2d_forward<double>(const PoolParams&, const double*, double*, int64_t*);
-template bool max_pool2d_backward<float>(const PoolParams&, const float*, const int64_t*, float*);
-template bool max_pool2d_backward<double>(const PoolParams&, const double*, const int64_t*, double*);
+#define FASTCONV_INSTANTIATE(T)                                                              \
+  template void max_pool2d_forward<T>(const PoolParams&, const T*, T*, int64_t*);            \
+  template bool max_pool2d_backward<T>(const PoolParams&, const T*, const int64_t*, T*);
+FASTCONV_INSTANTIATE(float)
+FASTCONV_INSTANTIATE(double)
+FASTCONV_INSTANTIATE(uint8_t)
+FASTCONV_INSTANTIATE(int8_t)
+FASTCONV_INSTANTIATE(int16_t)
+FASTCONV_INSTANTIATE(int32_t)
+FASTCONV_INSTANTIATE(int64_t)
+#undef FASTCONV_INSTANTIATE
 
 }  // namespace fastconv::cpu

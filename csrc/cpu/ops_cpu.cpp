@@ -102,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_op(const at::Tensor& input, at::In
   const at::Tensor x = kernel_input(input, fmt);
   at::Tensor y = at::empty({p.N, p.C, p.P, p.Q}, x.options().memory_format(fmt));
   at::Tensor indices = at::empty({p.N, p.C, p.P, p.Q}, x.options().dtype(at::kLong).memory_format(fmt));
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastconv_max_pool2d", [&] {
+  AT_DISPATCH_ALL_TYPES(x.scalar_type(), "fastconv_max_pool2d", [&] {
     max_pool2d_forward<scalar_t>(p, x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
                                  indices.mutable_data_ptr<int64_t>());
   });
