@@ -75,6 +75,7 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
 
   at::parallel_for(0, p.groups * blocks_per_group, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
+    std::vector<TapRun> taps;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t g = t / blocks_per_group, j0 = (t % blocks_per_group) * block;
       const int64_t jlen = std::min(block, pixels - j0);
@@ -82,9 +83,13 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
       if (!nhwc) {
         T* c = y + g * Kg * p.PQ();
         const OutputMap map{p.PQ(), p.PQ(), p.K * p.PQ()};
-        if (bias != nullptr)
+        if (bias != nullptr) {  // C starts as the bias; the GEMM accumulates onto it
+          std::vector<int64_t>& col_offset = buf.col_offset;
+          col_offset.resize(jlen);
+          map.column_offsets(j0, jlen, col_offset.data());
           for (int64_t k = 0; k < Kg; ++k)
-            for (int64_t j = j0; j < j0 + jlen; ++j) c[map.offset(k, j)] = bias[g * Kg + k];
+            for (int64_t j = 0; j < jlen; ++j) c[k * map.row_stride + col_offset[j]] = bias[g * Kg + k];
+        }
         gemm_block(
             uk, 0, Kg, j0, jlen, red,
             [&](T*, int64_t k0, int64_t klen, int64_t m0, int64_t) {
@@ -103,9 +108,10 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
         gemm_block(
             uk, j0, jlen, 0, Kg, red,
             [&](T* dst, int64_t k0, int64_t klen, int64_t m0, int64_t mlen) {
+              tap_runs_nhwc(p, k0, klen, taps);
               pack_panels_by_column(dst, k0, klen, m0, mlen, uk.mr,
-                                    [&](T* out, int64_t stride, int64_t j, int64_t kd0, int64_t kl) {
-                                      im2col_column_nhwc(p, x, g, out, stride, j, kd0, kl);
+                                    [&](T* out, int64_t stride, int64_t j, int64_t, int64_t) {
+                                      im2col_pixel_nhwc(p, x, g, taps, j, out, stride);
                                     });
               return static_cast<const T*>(dst);
             },

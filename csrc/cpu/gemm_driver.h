@@ -33,18 +33,29 @@ struct OutputMap {
     return (i - row_origin) * row_stride + (jj / col_segment) * segment_stride + jj % col_segment;
   }
   bool contiguous_cols(int64_t j, int64_t count) const { return (j - col_origin) % col_segment + count <= col_segment; }
+  // Column parts of offset() for columns j..j+count.
+  void column_offsets(int64_t j, int64_t count, int64_t* out) const {
+    const int64_t jj = j - col_origin;
+    int64_t segment = jj / col_segment, within = jj % col_segment;
+    for (int64_t i = 0; i < count; ++i) {
+      out[i] = segment * segment_stride + within;
+      if (++within == col_segment) within = 0, ++segment;
+    }
+  }
 };
 
 // Per-thread packing buffers, grown on demand.
 template <typename T>
 struct PackBuffers {
   std::vector<T> a, b, tile;
+  std::vector<int64_t> col_offset;
   void reserve(const MicroKernel<T>& uk, int64_t nlen) {
     const size_t a_size = static_cast<size_t>(round_up(uk.mc, uk.mr) * uk.kc);
     const size_t b_size = static_cast<size_t>(round_up(nlen, uk.nr) * uk.kc);
     if (a.size() < a_size) a.resize(a_size);
     if (b.size() < b_size) b.resize(b_size);
     if (tile.size() < static_cast<size_t>(uk.mr * uk.nr)) tile.resize(uk.mr * uk.nr);
+    if (col_offset.size() < static_cast<size_t>(uk.nr)) col_offset.resize(uk.nr);
   }
 };
 
@@ -78,13 +89,19 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
             uk.run(klen, a_panel, b_panel, c_tile, map.row_stride, acc);
             continue;
           }
+          // Edge or segment-crossing tile: column offsets once per tile (no division per element).
           T* tile = buf.tile.data();
           uk.run(klen, a_panel, b_panel, tile, nr, false);
-          for (int64_t i = 0; i < nrows; ++i)
-            for (int64_t jj = 0; jj < ncols; ++jj) {
-              T& dst = c[map.offset(mb + ir + i, j + jj)];
-              dst = acc ? dst + tile[i * nr + jj] : tile[i * nr + jj];
-            }
+          int64_t* col_offset = buf.col_offset.data();
+          map.column_offsets(j, ncols, col_offset);
+          for (int64_t i = 0; i < nrows; ++i) {
+            T* row = c + (mb + ir + i - map.row_origin) * map.row_stride;
+            const T* src = tile + i * nr;
+            if (acc)
+              for (int64_t jj = 0; jj < ncols; ++jj) row[col_offset[jj]] += src[jj];
+            else
+              for (int64_t jj = 0; jj < ncols; ++jj) row[col_offset[jj]] = src[jj];
+          }
         }
       }
     }

@@ -124,24 +124,36 @@ void pack_im2col_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_
   }
 }
 
-// NHWC im2col entries of output pixel j for taps kd0..kd0+klen, `stride` apart: runs of c are contiguous in x.
-template <typename T>
-void im2col_column_nhwc(const ConvParams& p, const T* x, int64_t g, T* out, int64_t stride, int64_t j, int64_t kd0,
-                        int64_t klen) {
-  const Pixel px = pixel_of(p, j);
-  int64_t kk = 0;
-  while (kk < klen) {
+// Taps kd0..kd0+klen of an NHWC reduction as runs of consecutive channels of one (r, s), decoded once per
+// packing call.
+struct TapRun {
+  int64_t r, s, c0, len, pos;  // kernel row/column, first channel, length, position within the range
+};
+
+inline void tap_runs_nhwc(const ConvParams& p, int64_t kd0, int64_t klen, std::vector<TapRun>& runs) {
+  runs.clear();
+  for (int64_t kk = 0; kk < klen;) {
     const Tap t = tap_nhwc(p, kd0 + kk);
-    const int64_t run = std::min(klen - kk, p.Cg() - t.c);  // channels left in this tap
-    const int64_t h = p.in_row(px.p, t.r), w = p.in_col(px.q, t.s);
-    T* o = out + kk * stride;
+    const int64_t len = std::min(klen - kk, p.Cg() - t.c);
+    runs.push_back({t.r, t.s, t.c, len, kk});
+    kk += len;
+  }
+}
+
+// NHWC im2col entries of output pixel j over the tap runs, `stride` apart: runs of c are contiguous in x.
+template <typename T>
+void im2col_pixel_nhwc(const ConvParams& p, const T* x, int64_t g, const std::vector<TapRun>& runs, int64_t j,
+                       T* out, int64_t stride) {
+  const Pixel px = pixel_of(p, j);
+  for (const TapRun& run : runs) {
+    const int64_t h = p.in_row(px.p, run.r), w = p.in_col(px.q, run.s);
+    T* o = out + run.pos * stride;
     if (p.in_bounds(h, w)) {
-      const T* src = x + p.input_offset(px.n, g * p.Cg() + t.c, h, w);
-      for (int64_t i = 0; i < run; ++i) o[i * stride] = src[i];
+      const T* src = x + p.input_offset(px.n, g * p.Cg() + run.c0, h, w);
+      for (int64_t i = 0; i < run.len; ++i) o[i * stride] = src[i];
     } else {
-      for (int64_t i = 0; i < run; ++i) o[i * stride] = T(0);
+      for (int64_t i = 0; i < run.len; ++i) o[i * stride] = T(0);
     }
-    kk += run;
   }
 }
 
