@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "depthwise.h"
 #include "gemm_driver.h"
 #include "pack.h"
 
@@ -58,6 +59,7 @@ template <typename T>
 void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), pixels = p.N * p.PQ();
   if (pixels == 0 || p.K == 0) return;
+  if (is_depthwise(p)) return depthwise_forward(p, x, w, bias, y);
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const bool nhwc = p.channels_last;
 
@@ -227,6 +229,7 @@ void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
 template <typename T>
 void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
   if (p.N == 0 || p.C == 0) return;
+  if (is_depthwise(p)) return depthwise_grad_input(p, dy, w, dx);
   if (p.stride_h == 1 && p.stride_w == 1)
     grad_input_as_forward(p, dy, w, dx);
   else
@@ -242,6 +245,7 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), PQ = p.PQ(), total = p.K * red;
   std::fill(dw, dw + total, T(0));
   if (p.N == 0 || PQ == 0) return;
+  if (is_depthwise(p)) return depthwise_grad_weight(p, dy, x, dw);
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const bool nhwc = p.channels_last;
   const int64_t M = nhwc ? Kg : red, N = nhwc ? red : Kg;

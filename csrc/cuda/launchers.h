@@ -38,12 +38,19 @@ size_t conv2d_backward_bias_workspace_bytes(DType dtype, const ConvParams& p);
 cudaError_t conv2d_backward_bias(DType dtype, const void* grad_out, void* grad_bias, void* workspace,
                                  const ConvParams& p, cudaStream_t stream);
 
-// Tensor-core implicit GEMM (mma.sync; fp16/bf16 operands, or tf32 for fp32 when allow_tf32): true if it takes
-// this problem. These kernels are compile-checked only so far; the dispatcher in ops_cuda.cpp uses them only
-// when FASTCONV_TENSOR_CORES=1 is set in the environment.
+// Tensor-core implicit GEMM (conv_tc*.cu): mma.sync with fp16/bf16 operands (fp32 accumulate), or tf32 operands
+// for fp32 tensors when allow_tf32; ldmatrix from swizzled shared memory fed by multi-stage cp.async pipelines.
+// Deterministic (split-K weight gradient summed in fixed order, as above). conv2d_tc_supported says whether the
+// problem fits (dtype, channels_last layout, channel counts multiple of the 16-byte vector). Compile-checked only
+// so far: ops_cuda.cpp takes this path only when FASTCONV_TENSOR_CORES=1 is set in the environment.
 bool conv2d_tc_supported(DType dtype, const ConvParams& p, bool allow_tf32);
 cudaError_t conv2d_forward_tc(DType dtype, const void* in, const void* w, const void* bias, void* out,
                               const ConvParams& p, bool allow_tf32, cudaStream_t stream);
+cudaError_t conv2d_backward_input_tc(DType dtype, const void* grad_out, const void* w, void* grad_in,
+                                     const ConvParams& p, bool allow_tf32, cudaStream_t stream);
+size_t conv2d_backward_weight_tc_workspace_bytes(DType dtype, const ConvParams& p);
+cudaError_t conv2d_backward_weight_tc(DType dtype, const void* grad_out, const void* in, void* grad_w,
+                                      void* workspace, const ConvParams& p, bool allow_tf32, cudaStream_t stream);
 
 // out, indices (int64, h * W + w within the plane). Ties: first max in window order; NaN propagates.
 cudaError_t max_pool2d_forward(DType dtype, const void* in, void* out, int64_t* indices, const PoolParams& p,

@@ -222,7 +222,8 @@ cudaError_t max_pool2d_backward(DType dtype, const void* grad_out, const int64_t
     if (total == 0) return cudaSuccess;
     const PoolDev d = PoolDev::make(p);
     const Bounds b = Bounds::carve(workspace, p);
-    cudaError_t err = launch_kernel(bounds_init_kernel, dim3(blocks_for(p.P + p.Q)), dim3(256), stream, b, p.P, p.Q);
+    cudaError_t err = cudaSuccess;
+    if (p.P + p.Q > 0) err = launch_kernel(bounds_init_kernel, dim3(blocks_for(p.P + p.Q)), dim3(256), stream, b, p.P, p.Q);
     if (err != cudaSuccess) return err;
     const int64_t positions = p.PQ() * (p.channels_last ? p.C : 1);
     const int64_t planes = p.channels_last ? p.N : p.N * p.C;
@@ -233,8 +234,9 @@ cudaError_t max_pool2d_backward(DType dtype, const void* grad_out, const int64_t
     yb = yb < 65535 ? (yb > 0 ? yb : 1) : 65535;
     if (xb > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
     const auto bk = p.channels_last ? bounds_kernel<true> : bounds_kernel<false>;
-    err = launch_kernel(bk, dim3(static_cast<unsigned>(xb), static_cast<unsigned>(yb)), dim3(256), stream, indices,
-                        b, d);
+    if (xb > 0 && planes > 0)
+      err = launch_kernel(bk, dim3(static_cast<unsigned>(xb), static_cast<unsigned>(yb)), dim3(256), stream, indices,
+                          b, d);
     if (err != cudaSuccess) return err;
     err = launch_kernel(bounds_invert_kernel, dim3(static_cast<unsigned>(ceil_div(p.H + p.W, 256))), dim3(256),
                         stream, b, p.H, p.W, p.P, p.Q);

@@ -1,0 +1,174 @@
+// Depthwise conv2d (one input channel per group, Cg == 1; any channel multiplier Kg): direct loops.
+// A GEMM here would have a single row per group, so instead each output element sums R*S products straight
+// from the input: along q for NCHW (stride-1 rows vectorise), along k for NHWC (channels vectorise).
+// Parallel over planes / images x channel blocks; each output element is summed in a fixed order.
+#include "depthwise.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace fastconv::cpu {
+
+namespace {
+
+// Output columns q whose input column q*stride - pad + s*dil lies inside [0, W): q in [lo, hi).
+struct ColumnRange {
+  int64_t lo, hi;
+};
+inline ColumnRange valid_columns(const ConvParams& p, int64_t s) {
+  const int64_t off = s * p.dil_w - p.pad_w;  // input column of q = 0
+  const int64_t lo = off >= 0 ? 0 : (-off + p.stride_w - 1) / p.stride_w;
+  const int64_t hi = off >= p.W ? 0 : std::min(p.Q, (p.W - 1 - off) / p.stride_w + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// Weights as [r][s][k], so the NHWC loops read them contiguously along k.
+template <typename T>
+std::vector<T> weights_rsk(const ConvParams& p, const T* w) {
+  std::vector<T> out(static_cast<size_t>(p.RS() * p.K));
+  for (int64_t k = 0; k < p.K; ++k)
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t s = 0; s < p.S; ++s) out[(r * p.S + s) * p.K + k] = w[p.weight_offset(k, 0, r, s)];
+  return out;
+}
+
+}  // namespace
+
+bool is_depthwise(const ConvParams& p) { return p.Cg() == 1 && p.groups > 1; }
+
+template <typename T>
+void depthwise_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t Kg = p.Kg();
+  if (!p.channels_last) {
+    at::parallel_for(0, p.N * p.K, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t plane = b0; plane < b1; ++plane) {
+        const int64_t n = plane / p.K, k = plane % p.K;
+        const T* in = x + (n * p.C + k / Kg) * p.HW();
+        T* out = y + plane * p.PQ();
+        std::fill(out, out + p.PQ(), bias != nullptr ? bias[k] : T(0));
+        for (int64_t op = 0; op < p.P; ++op) {
+          T* out_row = out + op * p.Q;
+          for (int64_t r = 0; r < p.R; ++r) {
+            const int64_t h = p.in_row(op, r);
+            if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
+            const T* in_row = in + h * p.W;
+            for (int64_t s = 0; s < p.S; ++s) {
+              const T wv = w[p.weight_offset(k, 0, r, s)];
+              const ColumnRange cols = valid_columns(p, s);
+              const T* src = in_row + s * p.dil_w - p.pad_w;
+              for (int64_t q = cols.lo; q < cols.hi; ++q) out_row[q] += wv * src[q * p.stride_w];
+            }
+          }
+        }
+      }
+    });
+    return;
+  }
+  const std::vector<T> wt = weights_rsk(p, w);
+  at::parallel_for(0, p.N * p.P, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t row = b0; row < b1; ++row) {
+      const int64_t n = row / p.P, op = row % p.P;
+      for (int64_t oq = 0; oq < p.Q; ++oq) {
+        T* out = y + p.output_offset(n, 0, op, oq);
+        for (int64_t k = 0; k < p.K; ++k) out[k] = bias != nullptr ? bias[k] : T(0);
+        for (int64_t r = 0; r < p.R; ++r)
+          for (int64_t s = 0; s < p.S; ++s) {
+            const int64_t h = p.in_row(op, r), iw = p.in_col(oq, s);
+            if (!p.in_bounds(h, iw)) continue;
+            const T* in = x + p.input_offset(n, 0, h, iw);
+            const T* wk = wt.data() + (r * p.S + s) * p.K;
+            for (int64_t k = 0; k < p.K; ++k) out[k] += wk[k] * in[k / Kg];
+          }
+      }
+    }
+  });
+}
+
+template <typename T>
+void depthwise_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
+  const int64_t Kg = p.Kg();
+  if (!p.channels_last) {
+    // One task per input plane (n, c): it gathers from the Kg output planes of its group, race-free.
+    at::parallel_for(0, p.N * p.C, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t plane = b0; plane < b1; ++plane) {
+        const int64_t n = plane / p.C, c = plane % p.C;
+        T* in = dx + plane * p.HW();
+        std::fill(in, in + p.HW(), T(0));
+        for (int64_t k = c * Kg; k < (c + 1) * Kg; ++k) {
+          const T* g = dy + (n * p.K + k) * p.PQ();
+          for (int64_t op = 0; op < p.P; ++op)
+            for (int64_t r = 0; r < p.R; ++r) {
+              const int64_t h = p.in_row(op, r);
+              if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
+              T* in_row = in + h * p.W + (-p.pad_w);
+              for (int64_t s = 0; s < p.S; ++s) {
+                const T wv = w[p.weight_offset(k, 0, r, s)];
+                const ColumnRange cols = valid_columns(p, s);
+                T* dst = in_row + s * p.dil_w;
+                for (int64_t q = cols.lo; q < cols.hi; ++q) dst[q * p.stride_w] += wv * g[op * p.Q + q];
+              }
+            }
+        }
+      }
+    });
+    return;
+  }
+  // NHWC: one task per image; within it output pixels scatter in order (channels vectorise).
+  const std::vector<T> wt = weights_rsk(p, w);
+  at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      std::fill(dx + n * p.HW() * p.C, dx + (n + 1) * p.HW() * p.C, T(0));
+      for (int64_t op = 0; op < p.P; ++op)
+        for (int64_t oq = 0; oq < p.Q; ++oq) {
+          const T* g = dy + p.output_offset(n, 0, op, oq);
+          for (int64_t r = 0; r < p.R; ++r)
+            for (int64_t s = 0; s < p.S; ++s) {
+              const int64_t h = p.in_row(op, r), iw = p.in_col(oq, s);
+              if (!p.in_bounds(h, iw)) continue;
+              T* in = dx + p.input_offset(n, 0, h, iw);
+              const T* wk = wt.data() + (r * p.S + s) * p.K;
+              if (Kg == 1)
+                for (int64_t k = 0; k < p.K; ++k) in[k] += wk[k] * g[k];
+              else
+                for (int64_t k = 0; k < p.K; ++k) in[k / Kg] += wk[k] * g[k];
+            }
+        }
+    }
+  });
+}
+
+template <typename T>
+void depthwise_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
+  const int64_t Kg = p.Kg();
+  // One task per output channel: its R*S sums run over (n, p, q) in a fixed order.
+  at::parallel_for(0, p.K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t c = k / Kg;
+      for (int64_t r = 0; r < p.R; ++r)
+        for (int64_t s = 0; s < p.S; ++s) {
+          const ColumnRange cols = valid_columns(p, s);
+          T sum = T(0);
+          for (int64_t n = 0; n < p.N; ++n)
+            for (int64_t op = 0; op < p.P; ++op) {
+              const int64_t h = p.in_row(op, r);
+              if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
+              for (int64_t q = cols.lo; q < cols.hi; ++q)
+                sum += dy[p.output_offset(n, k, op, q)] * x[p.input_offset(n, c, h, p.in_col(q, s))];
+            }
+          dw[p.weight_offset(k, 0, r, s)] = sum;
+        }
+    }
+  });
+}
+
+#define FASTCONV_INSTANTIATE(T)                                                          \
+  template void depthwise_forward<T>(const ConvParams&, const T*, const T*, const T*, T*); \
+  template void depthwise_grad_input<T>(const ConvParams&, const T*, const T*, T*);      \
+  template void depthwise_grad_weight<T>(const ConvParams&, const T*, const T*, T*);
+FASTCONV_INSTANTIATE(float)
+FASTCONV_INSTANTIATE(double)
+#undef FASTCONV_INSTANTIATE
+
+}  // namespace fastconv::cpu
