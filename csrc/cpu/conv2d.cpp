@@ -169,8 +169,13 @@ void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
   }
   const int64_t block = std::min(PQ, block_size(std::max<int64_t>(65536 / red, 1), 1, uk.nr, 4096));
 
+  std::vector<Tap> taps;         // NCHW taps (c, r, s) of the column rows
+  std::vector<TapRun> tap_runs;  // NHWC taps (r, s, c) of the column entries, as channel runs
+  if (nhwc) tap_runs_nhwc(p, 0, red, tap_runs); else tap_table(p, 0, red, taps);
+
   at::parallel_for(0, p.N * p.groups, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
+    std::vector<PixelRun> runs;
     std::vector<T> cols(static_cast<size_t>(red * block));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / p.groups, g = t % p.groups;
@@ -209,15 +214,33 @@ void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
               },
               cols.data(), OutputMap{red, red, 0, j0, 0}, false, buf);
         }
-        for (int64_t j = j0; j < j0 + jlen; ++j) {
-          const int64_t op = j / p.Q, oq = j % p.Q;
+        // col2im: each column entry lands on the input pixel its tap reads, or in the padding.
+        pixel_runs(p, j0, jlen, runs);
+        if (!nhwc) {
           for (int64_t m = 0; m < red; ++m) {
-            const Tap tap = nhwc ? tap_nhwc(p, m) : tap_nchw(p, m);
-            const int64_t h = p.in_row(op, tap.r), x = p.in_col(oq, tap.s);
-            if (!p.in_bounds(h, x)) continue;
-            const T v = nhwc ? cols[(j - j0) * red + m] : cols[m * jlen + (j - j0)];
-            dx[p.input_offset(n, g * Cg + tap.c, h, x)] += v;
+            const Tap tap = taps[m];
+            T* channel = dx + p.input_offset(n, g * Cg + tap.c, 0, 0);
+            for (const PixelRun& run : runs) {
+              const int64_t h = p.in_row(run.p, tap.r);
+              if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
+              const T* src = cols.data() + m * jlen + run.pos;
+              for (int64_t i = 0; i < run.len; ++i) {
+                const int64_t xw = p.in_col(run.q0 + i, tap.s);
+                if (static_cast<uint64_t>(xw) < static_cast<uint64_t>(p.W)) channel[h * p.W + xw] += src[i];
+              }
+            }
           }
+        } else {
+          for (const PixelRun& run : runs)
+            for (int64_t i = 0; i < run.len; ++i) {
+              const T* src = cols.data() + (run.pos + i) * red;
+              for (const TapRun& tr : tap_runs) {
+                const int64_t h = p.in_row(run.p, tr.r), xw = p.in_col(run.q0 + i, tr.s);
+                if (!p.in_bounds(h, xw)) continue;
+                T* dst = dx + p.input_offset(n, g * Cg + tr.c0, h, xw);
+                for (int64_t c = 0; c < tr.len; ++c) dst[c] += src[tr.pos + c];
+              }
+            }
         }
       }
     }

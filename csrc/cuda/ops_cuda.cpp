@@ -180,13 +180,14 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_cuda(const at::Tensor& input, at::
 }
 
 at::Tensor max_pool2d_grad_cuda(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices) {
-  TORCH_CHECK(input.dim() == 4, "fastconv: expected a 4D input for max_pool2d_grad, but got size ", input.sizes());
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.sizes() == indices.sizes() &&
-                  grad_output.size(0) == input.size(0) && grad_output.size(1) == input.size(1),
-              "fastconv: max_pool2d_grad expects grad_output and indices of size [", input.size(0), ", ",
-              input.size(1), ", P, Q], but got ", grad_output.sizes(), " and ", indices.sizes());
-  TORCH_CHECK(indices.scalar_type() == at::kLong, "fastconv: max_pool2d_grad expects int64 indices, but got ",
-              indices.scalar_type());
+  // Same checks and wording as the CPU op (cpu/ops_cpu.cpp).
+  TORCH_CHECK(input.dim() == 4 && grad_output.dim() == 4 && grad_output.size(0) == input.size(0) &&
+                  grad_output.size(1) == input.size(1),
+              "fastconv: max_pool2d_grad expects 4D grad_output and input with equal N and C, got ",
+              grad_output.sizes(), " and ", input.sizes());
+  TORCH_CHECK(indices.sizes() == grad_output.sizes() && indices.scalar_type() == at::kLong,
+              "fastconv: expected int64 indices of size ", grad_output.sizes(), ", got ", indices.scalar_type(),
+              " of size ", indices.sizes());
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), "expected scalar type ", input.scalar_type(),
               " but found ", grad_output.scalar_type(), " (grad_output)");
   TORCH_CHECK(grad_output.device() == input.device() && indices.device() == input.device(),
