@@ -53,11 +53,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Same arguments, result, layout and errors as torch.nn.functional.conv2d."""
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"conv2d(): argument 'weight' must be Tensor, not {type(weight).__name__}")
-    if input.dim() not in (3, 4) if isinstance(input, torch.Tensor) else False:
+    batched = _batched(input, "conv2d")
+    if input.dim() not in (3, 4):
         raise RuntimeError(
             f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
         )
-    batched = _batched(input, "conv2d")
     stride = _pair(stride, "stride")
     dilation = _pair(dilation, "dilation")
     padding = _conv_padding(padding, weight, stride, dilation)
@@ -84,9 +84,9 @@ def _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, groups):
 
 def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """(output, indices) of max_pool2d; indices count h * W + w within each input plane, as torch's."""
-    if isinstance(input, torch.Tensor) and input.dim() not in (3, 4):
-        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
     batched = _batched(input, "max_pool2d")
+    if input.dim() not in (3, 4):
+        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
     op = "max_pool2d"
     kernel = _pool_pair(kernel_size, "kernel_size", op)
     stride = kernel if stride is None or (isinstance(stride, Sequence) and len(stride) == 0) else _pool_pair(stride, "stride", op)
