@@ -112,6 +112,9 @@ PoolParams make_pool_params(const at::Tensor& input, at::IntArrayRef kernel_size
     TORCH_CHECK(padding[i] <= ((kernel_size[i] - 1) * dilation[i] + 1) / 2,
                 "pad should be at most half of effective kernel size, but got pad=", padding[i],
                 ", kernel_size=", kernel_size[i], " and dilation=", dilation[i]);
+    TORCH_CHECK(padding[i] <= kernel_size[i] / 2,
+                "pad should be smaller than or equal to half of kernel size, but got padW = ", padding[1],
+                ", padH = ", padding[0], ", kW = ", kernel_size[1], ", kH = ", kernel_size[0]);
   }
   TORCH_CHECK(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0,
               "Expected input to have non-zero size for non-batch dimensions, but got ", input.sizes());

@@ -9,6 +9,7 @@ from . import functional
 from ._ops import cpu_info
 from .convert import convert
 from .modules import Conv2d, MaxPool2d
+from . import data, models, train  # noqa: E402  (they build on the layers above)
 
-__all__ = ["Conv2d", "MaxPool2d", "convert", "functional", "cpu_info"]
+__all__ = ["Conv2d", "MaxPool2d", "convert", "functional", "cpu_info", "models", "data", "train"]
 __version__ = "0.1.0"

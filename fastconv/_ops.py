@@ -84,6 +84,10 @@ def _pool_output_size(size, kernel, pad, stride, dilation, ceil_mode):
 @torch.library.register_fake("fastconv::max_pool2d")
 def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     torch._check(input.dim() == 4, lambda: "Expected 4D (batched) input to fastconv::max_pool2d")
+    torch._check(all(k > 0 for k in kernel_size) and all(s > 0 for s in stride) and all(d > 0 for d in dilation),
+                 lambda: "kernel size, stride and dilation should be greater than zero")
+    torch._check(all(0 <= p <= k // 2 for p, k in zip(padding, kernel_size)),
+                 lambda: "pad should be smaller than or equal to half of kernel size")
     n, c, h, w = input.shape
     p = _pool_output_size(h, kernel_size[0], padding[0], stride[0], dilation[0], ceil_mode)
     q = _pool_output_size(w, kernel_size[1], padding[1], stride[1], dilation[1], ceil_mode)

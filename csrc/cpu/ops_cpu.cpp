@@ -128,7 +128,8 @@ at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& i
   p.channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   const auto fmt = pool_memory_format(p);
   const at::Tensor dy = kernel_input(grad_output, fmt), idx = indices.contiguous(fmt);
-  at::Tensor dx = at::zeros(input.sizes(), dy.options().memory_format(fmt));
+  // at::zeros ignores a memory format in its options: allocate in the layout, then clear.
+  at::Tensor dx = at::empty(input.sizes(), dy.options().memory_format(fmt)).zero_();
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_max_pool2d_grad", [&] {
     ok = max_pool2d_backward<scalar_t>(p, dy.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(),

@@ -16,6 +16,11 @@
 #endif
 #define FC_HD __host__ __device__ __forceinline__
 #define FC_DEV __device__ __forceinline__
+#if defined(FASTCONV_EMULATE)
+#define FC_DYNAMIC_SMEM(name) static __attribute__((aligned(128))) unsigned char name[65536]
+#else
+#define FC_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
 #else
 #define FC_HD inline
 #endif
@@ -105,10 +110,15 @@ namespace cuda {
 #if !defined(FASTCONV_EMULATE)
 // kernel<<<grid, block, 0, stream>>>(args...), then the launch error.
 template <typename... KArgs, typename... Args>
+inline cudaError_t launch_kernel_smem(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                                      cudaStream_t stream, const Args&... args) {
+  kernel<<<grid, block, smem, stream>>>(static_cast<KArgs>(args)...);
+  return cudaGetLastError();
+}
+template <typename... KArgs, typename... Args>
 inline cudaError_t launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream,
                                  const Args&... args) {
-  kernel<<<grid, block, 0, stream>>>(static_cast<KArgs>(args)...);
-  return cudaGetLastError();
+  return launch_kernel_smem(kernel, grid, block, 0, stream, args...);
 }
 #endif
 

@@ -32,6 +32,23 @@ cudaError_t launch_split_sum(const Acc* ws, T* out, int64_t n, int nsplit, cudaS
   return launch_kernel(split_sum_kernel<T, Acc>, dim3(grid_1d(n, 256)), dim3(256), st, ws, out, n, nsplit);
 }
 
+// Shape-only split-K plan for grad_weight: enough blocks to fill a GPU, at least 16 BK-steps per chunk, and a
+// workspace of at most 1 GiB. Never depends on timing or on the device, so results are reproducible anywhere.
+struct WgradPlan { int64_t nsplit, chunk; };
+inline WgradPlan wgrad_plan(const ConvParams& p, int bm, int bn, int bk, int64_t acc_bytes) {
+  const int64_t npq = p.N * p.PQ();
+  const int64_t tiles = ceil_div(p.Kg(), bm) * ceil_div(p.Cg() * p.RS(), bn) * p.groups;
+  const int64_t steps = ceil_div(npq, bk);
+  int64_t ns = ceil_div(1024, tiles > 0 ? tiles : 1);
+  ns = ns < steps / 16 ? ns : steps / 16;
+  ns = ns < 4096 ? ns : 4096;
+  const int64_t per_split = p.K * p.Cg() * p.RS() * acc_bytes;
+  if (per_split > 0 && ns * per_split > (int64_t{1} << 30)) ns = (int64_t{1} << 30) / per_split;
+  if (ns < 1) ns = 1;
+  const int64_t chunk = ceil_div(steps, ns) * bk;
+  return WgradPlan{chunk > 0 ? ceil_div(npq, chunk) : 1, chunk};
+}
+
 // Output element i (memory order) -> n, k, pq.
 template <bool CL> FC_DEV void split_out_index(const ConvDev& d, int64_t i, int64_t& n, int64_t& k, int64_t& pq) {
   if (CL) { const int64_t npq = i / d.K; k = i - npq * d.K; n = d.d_pq.divmod(npq, pq); }

@@ -1,0 +1,308 @@
+"""fastconv.functional.max_pool2d against torch.nn.functional.max_pool2d: values, indices, layout, backward,
+errors."""
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastconv.functional import max_pool2d
+
+from conftest import memory_format_flags
+
+
+def _pair(v):
+    if isinstance(v, (tuple, list)):
+        return (v[0], v[-1]) if len(v) else None
+    return (v, v)
+
+
+def _output_size(size, k, s, p, d, ceil_mode):
+    """torch's pooling_output_shape."""
+    span = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
+    out = span // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _valid(H, W, kernel, stride, padding, dilation, ceil_mode):
+    k, p, d = _pair(kernel), _pair(padding), _pair(dilation)
+    s = _pair(stride) if stride is not None and _pair(stride) is not None else k
+    for i, size in enumerate((H, W)):
+        # torch checks the padding against half the kernel and half the dilated kernel
+        if p[i] > k[i] // 2 or p[i] > ((k[i] - 1) * d[i] + 1) // 2:
+            return False
+        if _output_size(size, k[i], s[i], p[i], d[i], ceil_mode) < 1:
+            return False
+    return True
+
+
+def _random_configs(count, seed):
+    rng = random.Random(seed)
+    configs = []
+    while len(configs) < count:
+        kernel = rng.choice([1, 2, 3, 4, (2, 3), (3, 1), [3, 2]])
+        stride = rng.choice([None, [], 1, 2, 3, (1, 2), (2, 3)])
+        padding = rng.choice([0, 0, 1, 2, (1, 0), (0, 1)])
+        dilation = rng.choice([1, 1, 2, (1, 2), (3, 1)])
+        ceil_mode = rng.random() < 0.5
+        H, W = rng.randint(1, 11), rng.randint(1, 11)
+        if _valid(H, W, kernel, stride, padding, dilation, ceil_mode):
+            configs.append((H, W, kernel, stride, padding, dilation, ceil_mode))
+    return configs
+
+
+# (H, W, kernel_size, stride, padding, dilation, ceil_mode)
+HAND_CONFIGS = [
+    (8, 8, 2, None, 0, 1, False),            # the classic 2x2/2
+    (7, 9, 3, 2, 1, 1, False),               # ResNet stem pool, odd size
+    (7, 9, 3, 2, 1, 1, True),                # ... with ceil_mode adding a window
+    (5, 5, 2, 2, 1, 1, True),                # ceil_mode drops the last window (it would start in padding)
+    (6, 7, 2, 2, 1, 1, True),                # ceil_mode, drop in H only
+    (5, 7, 2, None, 0, 1, True),             # ceil_mode adds a partial window
+    (9, 8, (3, 2), (2, 1), (1, 1), 1, False),  # tuple kernel / stride / padding
+    (10, 11, 3, 1, 1, 2, False),             # dilation
+    (11, 10, (2, 3), (3, 2), (1, 1), (3, 2), True),  # tuple dilation + ceil
+    (6, 6, 1, 1, 0, 1, False),               # identity pool
+    (4, 6, 4, 1, 2, 1, False),               # padding = half kernel
+    (3, 3, 3, [], 0, 1, False),              # stride=[] means kernel_size
+    (1, 9, (1, 3), (1, 2), 0, 1, True),      # single row
+]
+CONFIGS = HAND_CONFIGS + _random_configs(30, seed=99)
+CONFIG_IDS = [f"{i:02d}-{H}x{W}-k{k}-s{s}-p{p}-d{d}-{'ceil' if c else 'floor'}".replace(" ", "")
+              for i, (H, W, k, s, p, d, c) in enumerate(CONFIGS)]
+
+
+def _input(N, C, H, W, dtype, values, layout, seed):
+    gen = torch.Generator().manual_seed(seed)
+    shape = (N, C, H, W) if N is not None else (C, H, W)
+    numel = torch.Size(shape).numel()
+    if values == "distinct":  # unique values: every window has one argmax
+        x = (torch.randperm(numel, generator=gen).to(dtype) / numel - 0.5).reshape(shape)
+    elif values == "ties":  # integer-valued, many equal maxima: the first one must win, as in torch
+        x = torch.randint(0, 3, shape, generator=gen).to(dtype)
+    else:  # "special": ties plus NaN, +inf, and whole windows of -inf
+        x = torch.randint(-2, 2, shape, generator=gen).to(dtype)
+        flat = x.view(-1)
+        if numel:
+            pick = torch.randperm(numel, generator=gen)
+            flat[pick[: max(1, numel // 10)]] = float("-inf")
+            flat[pick[numel // 10: numel // 10 + max(1, numel // 30)]] = float("nan")
+            flat[pick[-1]] = float("inf")
+            if x.dim() == 4 and H >= 3 and W >= 3:
+                x[..., :3, :3] = float("-inf")
+    if layout == "channels_last" and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        x = x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return x
+
+
+def _pool_both(x, kwargs, grad_seed=3):
+    """(out, indices, grad_input) from torch and from fastconv for the same input and grad_output."""
+    results = []
+    for fn in (F.max_pool2d, max_pool2d):
+        leaf = x.detach().requires_grad_()
+        out, idx = fn(leaf, return_indices=True, **kwargs)
+        g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(grad_seed))
+        (grad,) = torch.autograd.grad(out, leaf, g)
+        results.append((out.detach(), idx, grad))
+    return results
+
+
+def _assert_same(expected, got, exact_grad=True):
+    (e_out, e_idx, e_grad), (out, idx, grad) = expected, got
+    assert out.shape == e_out.shape and idx.shape == e_idx.shape
+    assert out.dtype == e_out.dtype and idx.dtype == e_idx.dtype == torch.int64
+    assert memory_format_flags(out) == memory_format_flags(e_out), (out.stride(), e_out.stride())
+    assert memory_format_flags(idx) == memory_format_flags(e_idx), (idx.stride(), e_idx.stride())
+    torch.testing.assert_close(out, e_out, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(idx, e_idx), f"indices differ at {(idx != e_idx).nonzero()[:5].tolist()}"
+    assert grad.shape == e_grad.shape
+    tol = dict(rtol=0, atol=0) if exact_grad else {}
+    torch.testing.assert_close(grad, e_grad, **tol, equal_nan=True, msg=lambda m: f"grad_input: {m}")
+    assert memory_format_flags(grad) == memory_format_flags(e_grad), ("grad_input layout", grad.stride(),
+                                                                      e_grad.stride())
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+@pytest.mark.parametrize("values", ["distinct", "ties", "special"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_max_pool2d_matches_torch(config, dtype, values, layout):
+    """Output, argmax indices (first maximum wins; NaN propagates, the last NaN wins; an all -inf window
+    reports its first in-bounds element), their memory format, and the backward scatter equal torch's."""
+    H, W, kernel, stride, padding, dilation, ceil_mode = config
+    x = _input(2, 3, H, W, dtype, values, layout, seed=CONFIGS.index(config))
+    kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    expected, got = _pool_both(x, kwargs)
+    _assert_same(expected, got)
+
+
+def test_grid_covers_ceil_mode_drop_and_add():
+    """The grid has configs where ceil_mode drops a window (it would start in the padding) and where it adds
+    one, in torch's own shape."""
+    drop = add = False
+    for H, W, kernel, stride, padding, dilation, ceil_mode in CONFIGS:
+        if not ceil_mode:
+            continue
+        x = torch.zeros(1, 1, H, W)
+        ceil = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=True).shape[-2:]
+        floor = [_output_size(size, k_, s_, p_, d_, False) for size, k_, s_, p_, d_ in
+                 zip((H, W), _pair(kernel), _pair(stride) if stride not in (None, []) else _pair(kernel),
+                     _pair(padding), _pair(dilation))]
+        k, p, d = _pair(kernel), _pair(padding), _pair(dilation)
+        s = k if stride is None or _pair(stride) is None else _pair(stride)
+        naive = [(size + 2 * p[i] - d[i] * (k[i] - 1) - 1 + s[i] - 1) // s[i] + 1 for i, size in enumerate((H, W))]
+        drop |= any(c < n for c, n in zip(ceil, naive))
+        add |= any(c > f for c, f in zip(ceil, floor))
+    assert drop and add
+
+
+def test_ceil_mode_drops_last_window():
+    """torch: with ceil_mode, a last window that would start in the right/bottom padding is dropped
+    (5 wide, k=2, s=2, pad=1 -> 3 windows, not 4)."""
+    x = torch.randn(1, 2, 5, 5)
+    out, idx = max_pool2d(x, 2, 2, 1, ceil_mode=True, return_indices=True)
+    assert out.shape == F.max_pool2d(x, 2, 2, 1, ceil_mode=True).shape == (1, 2, 3, 3)
+    torch.testing.assert_close(out, F.max_pool2d(x, 2, 2, 1, ceil_mode=True), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_max_pool2d_without_indices_and_unbatched(layout):
+    """return_indices=False returns the tensor alone; a 3-D (C, H, W) input gives 3-D output and indices."""
+    x = _input(2, 4, 7, 6, torch.float32, "distinct", layout, seed=1)
+    out = max_pool2d(x, 3, 2, 1)
+    assert isinstance(out, torch.Tensor)
+    torch.testing.assert_close(out, F.max_pool2d(x, 3, 2, 1), rtol=0, atol=0)
+    xu = _input(None, 4, 7, 6, torch.float32, "ties", "contiguous", seed=2)
+    expected, got = _pool_both(xu, dict(kernel_size=(3, 2), stride=(2, 1), padding=1, ceil_mode=True))
+    assert got[0].dim() == 3 and got[1].dim() == 3
+    _assert_same(expected, got)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_max_pool2d_zero_batch(layout):
+    """torch accepts N=0: empty output of the right shape and an empty gradient."""
+    x = _input(0, 3, 6, 6, torch.float32, "distinct", layout, seed=0)
+    expected, got = _pool_both(x, dict(kernel_size=2, ceil_mode=True))
+    assert got[0].shape == (0, 3, 3, 3)
+    _assert_same(expected, got)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_max_pool2d_larger_channels_last(layout):
+    """More channels than one vector / one backward channel block (NHWC kernels block channels by 64)."""
+    x = _input(3, 130, 9, 10, torch.float32, "ties", layout, seed=4)
+    expected, got = _pool_both(x, dict(kernel_size=3, stride=2, padding=1))
+    _assert_same(expected, got)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("kwargs", [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(2, 3), stride=1, dilation=(2, 1), padding=(1, 0)),
+], ids=["k2", "k3s2p1ceil", "dilated"])
+def test_max_pool2d_gradcheck(kwargs, layout):
+    """max_pool2d and its backward (max_pool2d_grad, whose own backward gathers) pass gradcheck and
+    gradgradcheck in float64 (distinct values, so the argmax is stable under perturbation)."""
+    x = _input(2, 2, 6, 5, torch.float64, "distinct", layout, seed=5).requires_grad_()
+    fn = lambda t: max_pool2d(t, **kwargs)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_max_pool2d_reduced_precision():
+    """float16 / bfloat16 are supported like torch's: same values (a max is exact) and indices."""
+    for dtype in (torch.float16, torch.bfloat16):
+        x = _input(2, 3, 7, 7, torch.float32, "distinct", "contiguous", seed=6).to(dtype)
+        e_out, e_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+        out, idx = max_pool2d(x, 3, 2, 1, return_indices=True)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out, e_out, rtol=0, atol=0)
+        assert torch.equal(idx, e_idx)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64],
+                         ids=lambda d: str(d).split(".")[1])
+def test_max_pool2d_integer_dtypes(dtype, layout):
+    """torch's CPU max_pool2d accepts integer tensors (padding never wins: the scan starts at the type's lowest
+    value); values, indices (ties: the first wins) and layout equal torch's."""
+    info = torch.iinfo(dtype)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(info.min, info.max, (2, 3, 7, 8), generator=gen, dtype=torch.int64).to(dtype)
+    x[0, :, :4, :4] = info.min  # whole windows at the lowest value
+    x[1, :, 2:6, 2:6] = 1       # ties
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+                   dict(kernel_size=(2, 3), stride=1, padding=(1, 1), dilation=(2, 1))):
+        out, idx = max_pool2d(x, return_indices=True, **kwargs)
+        e_out, e_idx = F.max_pool2d(x, return_indices=True, **kwargs)
+        assert out.dtype == dtype
+        assert memory_format_flags(out) == memory_format_flags(e_out)
+        assert torch.equal(out, e_out)
+        assert torch.equal(idx, e_idx)
+
+
+# --- errors --------------------------------------------------------------------------------------------
+
+X = torch.randn(2, 4, 6, 6)
+
+# (id, input, kwargs, regex for fastconv's message)
+BAD_POOLS = [
+    ("pad-over-half-kernel", X, dict(kernel_size=2, padding=2), r"pad should be at most half of effective kernel"),
+    ("pad-over-half-kernel-tuple", X, dict(kernel_size=(3, 2), padding=(1, 2)), r"pad should be at most half"),
+    ("pad-over-half-kernel-dilated", X, dict(kernel_size=3, stride=1, padding=2, dilation=2),
+     r"pad should be"),  # torch also requires pad <= kernel_size // 2, whatever the dilation
+    ("negative-pad", X, dict(kernel_size=2, padding=-1), r"pad must be non-negative"),
+    ("output-too-small", torch.randn(1, 2, 2, 2), dict(kernel_size=3), r"Output size is too small"),
+    ("output-too-small-dilated", X, dict(kernel_size=3, dilation=3), r"Output size is too small"),
+    ("zero-stride", X, dict(kernel_size=2, stride=0), r"stride should not be zero"),
+    ("zero-kernel", X, dict(kernel_size=0), r"stride should not be zero|kernel size should be greater than zero"),
+    ("zero-kernel-stride-1", X, dict(kernel_size=0, stride=1), r"kernel size should be greater than zero"),
+    ("zero-dilation", X, dict(kernel_size=2, dilation=0), r"dilation should be greater than zero"),
+    ("rank-2", torch.randn(6, 6), dict(kernel_size=2), r"3D or 4D \(batch mode\) tensor expected"),
+    ("rank-5", torch.randn(2, 2, 4, 4, 4), dict(kernel_size=2), r"3D or 4D \(batch mode\) tensor expected"),
+    ("zero-channels", torch.randn(1, 0, 4, 4), dict(kernel_size=2), r"non-zero size for non-batch dimensions"),
+    ("zero-channels-unbatched", torch.randn(0, 4, 4), dict(kernel_size=2), r"non-zero size"),
+    ("zero-height", torch.randn(1, 2, 0, 4), dict(kernel_size=1), r"non-zero size|Output size is too small"),
+    ("kernel-tuple-of-3", X, dict(kernel_size=(2, 2, 2)), r"kernel_size must either be a single int, or a tuple"),
+    ("stride-tuple-of-3", X, dict(kernel_size=2, stride=(1, 1, 1)), r"stride must either be a single int"),
+    ("complex-input", X.to(torch.complex64), dict(kernel_size=2), r"not implemented for 'ComplexFloat'"),
+    ("bool-input", X > 0, dict(kernel_size=2), r"not implemented for 'Bool'"),
+]
+
+
+@pytest.mark.parametrize("inp, kwargs, match", [c[1:] for c in BAD_POOLS], ids=[c[0] for c in BAD_POOLS])
+def test_max_pool2d_rejects_what_torch_rejects(inp, kwargs, match):
+    """Every call torch.nn.functional.max_pool2d rejects raises in fastconv too, with a relevant message."""
+    with pytest.raises(Exception):
+        F.max_pool2d(inp, **kwargs)
+    with pytest.raises(Exception, match=match):
+        max_pool2d(inp, **kwargs)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("bad", [-1, 36, 1 << 40], ids=["negative", "one-past-plane", "huge"])
+def test_max_pool2d_grad_rejects_out_of_range_indices(bad, layout):
+    """The raw backward op validates indices instead of scattering out of bounds."""
+    x = _input(2, 3, 6, 6, torch.float32, "distinct", layout, seed=8)
+    out, idx = torch.ops.fastconv.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    idx = idx.clone()
+    idx[1, 2, 1, 0] = bad
+    with pytest.raises(RuntimeError, match="outside the input plane"):
+        torch.ops.fastconv.max_pool2d_grad(torch.ones_like(out), x, idx)
+
+
+def test_max_pool2d_grad_rejects_bad_indices_tensor():
+    """int32 indices, or indices of the wrong shape, are rejected."""
+    x = torch.randn(1, 2, 4, 4)
+    out, idx = torch.ops.fastconv.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="int64 indices"):
+        torch.ops.fastconv.max_pool2d_grad(out, x, idx.int())
+    with pytest.raises(RuntimeError, match="int64 indices"):
+        torch.ops.fastconv.max_pool2d_grad(out, x, idx[..., :1])
