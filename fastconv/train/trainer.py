@@ -387,6 +387,11 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if old["epochs"] != cfg.epochs:  # the next step's LR from the re-planned schedule, not the old plan's
+            s = self.scheduler
+            for g, base, fn in zip(self.optimizer.param_groups, s.base_lrs, s.lr_lambdas):
+                g["lr"] = base * fn(s.last_epoch)
+            s._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         if self.scaler.is_enabled() and ckpt["scaler"]:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
