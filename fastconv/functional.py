@@ -62,8 +62,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     dilation = _pair(dilation, "dilation")
     padding = _conv_padding(padding, weight, stride, dilation)
     x = input if batched else input.unsqueeze(0)
+    x, weight, bias = _autocast(x, weight, bias)
     out = _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, int(groups))
     return out if batched else out.squeeze(0)
+
+
+def _autocast(x, weight, bias):
+    """Under torch.autocast a conv runs in the autocast dtype, as torch's does (max_pool keeps its dtype)."""
+    device = x.device.type
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device) or not x.is_floating_point():
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(None if t is None else t.to(dtype) for t in (x, weight, bias))
 
 
 def _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, groups):

@@ -364,3 +364,16 @@ def test_unsupported_isa_raises(monkeypatch):
     monkeypatch.setenv("FASTCONV_ISA", missing[0])
     with pytest.raises(Exception, match=re.escape(f"FASTCONV_ISA={missing[0]} but this CPU does not support it")):
         conv2d(X, W)
+
+
+def test_conv2d_under_cpu_autocast_runs_in_autocast_dtype():
+    """torch.autocast('cpu', bfloat16): torch's conv2d computes and returns bfloat16; max_pool2d keeps float32."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3), torch.randn(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = torch.nn.functional.conv2d(x, w, b, padding=1)
+        got = fastconv.functional.conv2d(x, w, b, padding=1)
+        pooled = fastconv.functional.max_pool2d(x, 2)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=2e-2)
+    assert pooled.dtype == torch.float32
