@@ -27,6 +27,7 @@ cuda::DType dtype_of(const at::Tensor& t) {
   }
   TORCH_CHECK(false, "fastconv (CUDA): unsupported dtype ", t.scalar_type(),
               "; expected float32, float64, float16 or bfloat16");
+  return cuda::DType::Float32;  // not reached
 }
 
 void check_on_cuda(const at::Tensor& t, const char* name) {
