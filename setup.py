@@ -33,7 +33,8 @@ def sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
 
 
-cxx_flags = ["-O3", "-fopenmp", "-std=c++17", "-Wall", "-Wno-unknown-pragmas"]
+# The C++ standard is left to torch.utils.cpp_extension, which picks the one its headers need.
+cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
 cpu_sources = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
 include_dirs = [os.path.join(ROOT, "csrc")]
 
@@ -42,7 +43,7 @@ if use_cuda():
         "fastconv._C",
         cpu_sources + sources("csrc/cuda/*.cpp") + sources("csrc/cuda/*.cu"),
         include_dirs=include_dirs,
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
         extra_link_args=["-fopenmp"],
         define_macros=[("FASTCONV_WITH_CUDA", "1")],
     )

@@ -20,5 +20,7 @@ at::MemoryFormat conv_memory_format(const ConvParams& p);
 PoolParams make_pool_params(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode);
 at::MemoryFormat pool_memory_format(const PoolParams& p);
+// max_pool2d_grad: checks grad_output / input / indices agree (shape, dtype, device); the problem they describe.
+PoolParams make_pool_grad_params(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices);
 
 }  // namespace fastconv

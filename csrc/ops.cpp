@@ -132,6 +132,26 @@ PoolParams make_pool_params(const at::Tensor& input, at::IntArrayRef kernel_size
   return p;
 }
 
+PoolParams make_pool_grad_params(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices) {
+  TORCH_CHECK(input.dim() == 4 && grad_output.dim() == 4 && grad_output.size(0) == input.size(0) &&
+                  grad_output.size(1) == input.size(1),
+              "fastconv: max_pool2d_grad expects 4D grad_output and input with equal N and C, got ",
+              grad_output.sizes(), " and ", input.sizes());
+  TORCH_CHECK(indices.sizes() == grad_output.sizes() && indices.scalar_type() == at::kLong,
+              "fastconv: expected int64 indices of size ", grad_output.sizes(), ", got ", indices.scalar_type(),
+              " of size ", indices.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), "expected scalar type ", input.scalar_type(),
+              " but found ", grad_output.scalar_type(), " (grad_output)");
+  TORCH_CHECK(grad_output.device() == input.device() && indices.device() == input.device(),
+              "Expected grad_output, input and indices on the same device, but got ", grad_output.device(), ", ",
+              input.device(), " and ", indices.device());
+  PoolParams p{};
+  p.N = input.size(0); p.C = input.size(1); p.H = input.size(2); p.W = input.size(3);
+  p.P = grad_output.size(2); p.Q = grad_output.size(3);
+  p.channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return p;
+}
+
 at::MemoryFormat pool_memory_format(const PoolParams& p) {
   return p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }

@@ -110,22 +110,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_op(const at::Tensor& input, at::In
 }
 
 at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices) {
-  TORCH_CHECK(input.dim() == 4 && grad_output.dim() == 4 && grad_output.size(0) == input.size(0) &&
-                  grad_output.size(1) == input.size(1),
-              "fastconv: max_pool2d_grad expects 4D grad_output and input with equal N and C, got ",
-              grad_output.sizes(), " and ", input.sizes());
-  TORCH_CHECK(indices.sizes() == grad_output.sizes() && indices.scalar_type() == at::kLong,
-              "fastconv: expected int64 indices of size ", grad_output.sizes(), ", got ", indices.scalar_type(),
-              " of size ", indices.sizes());
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), "expected scalar type ", input.scalar_type(),
-              " but found ", grad_output.scalar_type(), " (grad_output)");
+  const PoolParams p = make_pool_grad_params(grad_output, input, indices);
   check_cpu(input, "input");
-  check_cpu(grad_output, "grad_output");
-  check_cpu(indices, "indices");
-  PoolParams p{};
-  p.N = input.size(0); p.C = input.size(1); p.H = input.size(2); p.W = input.size(3);
-  p.P = grad_output.size(2); p.Q = grad_output.size(3);
-  p.channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   const auto fmt = pool_memory_format(p);
   const at::Tensor dy = kernel_input(grad_output, fmt), idx = indices.contiguous(fmt);
   // at::zeros ignores a memory format in its options: allocate in the layout, then clear.
