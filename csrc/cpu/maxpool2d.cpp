@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -37,6 +38,38 @@ T lowest() {
 template <typename T>
 bool is_nan(T v) {
   return v != v;
+}
+
+template <typename T, typename Pos>
+void max_pool2d_forward_nhwc(const PoolParams& p, const T* x, T* y, int64_t* indices) {
+  at::parallel_for(0, p.N * p.P, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<T> best_val(p.C);
+    std::vector<Pos> best(p.C);
+    for (int64_t row = r0; row < r1; ++row) {
+      const int64_t n = row / p.P, op = row % p.P;
+      const Window wh = window(op, p.stride_h, p.pad_h, p.kernel_h, p.dil_h, p.H);
+      for (int64_t oq = 0; oq < p.Q; ++oq) {
+        const Window ww = window(oq, p.stride_w, p.pad_w, p.kernel_w, p.dil_w, p.W);
+        T* bv = best_val.data();
+        Pos* bp = best.data();
+        const Pos first = static_cast<Pos>(wh.begin * p.W + ww.begin);
+        for (int64_t c = 0; c < p.C; ++c) bv[c] = lowest<T>(), bp[c] = first;
+        for (int64_t h = wh.begin; h < wh.end; h += p.dil_h)
+          for (int64_t w = ww.begin; w < ww.end; w += p.dil_w) {
+            const T* src = x + p.input_offset(n, 0, h, w);
+            const Pos pos = static_cast<Pos>(h * p.W + w);
+            for (int64_t c = 0; c < p.C; ++c) {
+              const T v = src[c];
+              const bool take = v > bv[c] || is_nan(v);
+              bv[c] = take ? v : bv[c];
+              bp[c] = take ? pos : bp[c];
+            }
+          }
+        const int64_t o = p.output_offset(n, 0, op, oq);
+        for (int64_t c = 0; c < p.C; ++c) y[o + c] = bv[c], indices[o + c] = bp[c];
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -71,33 +104,13 @@ void max_pool2d_forward(const PoolParams& p, const T* x, T* y, int64_t* indices)
     });
     return;
   }
-  at::parallel_for(0, p.N * p.P, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<T> best_val(p.C);
-    std::vector<int64_t> best(p.C);
-    for (int64_t row = r0; row < r1; ++row) {
-      const int64_t n = row / p.P, op = row % p.P;
-      const Window wh = window(op, p.stride_h, p.pad_h, p.kernel_h, p.dil_h, p.H);
-      for (int64_t oq = 0; oq < p.Q; ++oq) {
-        const Window ww = window(oq, p.stride_w, p.pad_w, p.kernel_w, p.dil_w, p.W);
-        std::fill(best_val.begin(), best_val.end(), lowest<T>());
-        std::fill(best.begin(), best.end(), wh.begin * p.W + ww.begin);
-        for (int64_t h = wh.begin; h < wh.end; h += p.dil_h)
-          for (int64_t w = ww.begin; w < ww.end; w += p.dil_w) {
-            const T* src = x + p.input_offset(n, 0, h, w);
-            const int64_t pos = h * p.W + w;
-            for (int64_t c = 0; c < p.C; ++c) {
-              const T v = src[c];
-              const bool take = v > best_val[c] || is_nan(v);
-              best_val[c] = take ? v : best_val[c];
-              best[c] = take ? pos : best[c];
-            }
-          }
-        const int64_t o = p.output_offset(n, 0, op, oq);
-        std::copy(best_val.begin(), best_val.end(), y + o);
-        std::copy(best.begin(), best.end(), indices + o);
-      }
-    }
-  });
+  // NHWC: the channel loop is innermost and branch-free. Positions are kept in 32 bits while the plane allows,
+  // so the compare mask and the position blend have the same lane width as float and the loop vectorises.
+  if (p.HW() <= INT32_MAX) {
+    max_pool2d_forward_nhwc<T, int32_t>(p, x, y, indices);
+  } else {
+    max_pool2d_forward_nhwc<T, int64_t>(p, x, y, indices);
+  }
 }
 
 template <typename T>
