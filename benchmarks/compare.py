@@ -252,6 +252,14 @@ def main(argv=None):
         say(line)
     if peaks.get("warning"):
         say("WARNING: " + peaks["warning"])
+    busy = [v for v in (info.get("loadavg"), info.get("loadavg_end")) if v]
+    if args.device == "cpu" and any(float(v.split()[0]) > 0.5 * (info.get("logical_cpus") or 1) for v in busy):
+        info["busy_warning"] = (f"WARNING: other processes were running (1-min load average {' / '.join(busy)} on "
+                                f"{info.get('logical_cpus')} CPUs): a descheduled worker thread stalls a parallel "
+                                f"region for a whole time slice, so small ops (< ~5 ms) can read several ms too slow "
+                                f"on both sides; medians and interleaving limit the damage, the min times are in "
+                                f"the JSON")
+        say(info["busy_warning"])
     for line in tables(results, sections):
         say(line)
     if aborted:
