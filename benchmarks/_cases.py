@@ -84,7 +84,7 @@ def conv_case(layer, batch, fmt, device="cpu", dtype=torch.float32):
 
 
 def pool_case(pool, batch, fmt, device="cpu", dtype=torch.float32):
-    """{'fwd'|'bwd': (torch_fn, fastconv_fn)} and check(). Both compute argmax indices (torch's
+    """{'fwd'|'bwd'|'fwd+bwd': (torch_fn, fastconv_fn)} and check(). Both compute argmax indices (torch's
     max_pool2d_with_indices, what autograd uses)."""
     _seed(pool.label, batch, fmt)
     mf = FORMATS[fmt]
@@ -97,6 +97,15 @@ def pool_case(pool, batch, fmt, device="cpu", dtype=torch.float32):
                    lambda: ops.max_pool2d(x, k, s, p, d, False)),
            "bwd": (lambda: aten.max_pool2d_with_indices_backward(gy, x, k, s, p, d, False, idx_ref),
                    lambda: ops.max_pool2d_grad(gy, x, idx))}
+
+    def both(fwd, bwd):  # a training step's pooling: forward, then backward with the indices it produced
+        def run():
+            out, ix = fwd(x, k, s, p, d, False)
+            return bwd(gy, x, ix)
+        return run
+    fns["fwd+bwd"] = (both(aten.max_pool2d_with_indices,
+                           lambda g, x_, i: aten.max_pool2d_with_indices_backward(g, x_, k, s, p, d, False, i)),
+                      both(ops.max_pool2d, ops.max_pool2d_grad))
 
     def check():
         gx_ref = aten.max_pool2d_with_indices_backward(gy, x, k, s, p, d, False, idx_ref)

@@ -191,7 +191,7 @@ def run_cuda(args, log, results):
                         continue
                     if not verify(what, errs, POOL_TOLERANCE[mode]):
                         continue
-                    for ps in ("fwd", "bwd"):
+                    for ps in ("fwd", "bwd", "fwd+bwd"):
                         ta, tb = interleaved_cuda(*fns[ps], **tk)
                         rec = pool_record(pool, batch, fmt, mode, ps, ta, tb, dtype_size=dtype.itemsize)
                         results["pool"].append(rec)

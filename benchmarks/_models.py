@@ -249,10 +249,12 @@ class PoolLayer:
 
     def bytes(self, batch, dtype_size=4):
         """Compulsory traffic, the same formula for both libraries:
-        forward = read x + write out + write int64 indices; backward = read grad_out + read indices + write grad_in."""
+        forward = read x + write out + write int64 indices; backward = read grad_out + read indices + write grad_in;
+        fwd+bwd = both."""
         p, q = self.out_hw()
         inp, out = batch * self.C * self.H * self.W, batch * self.C * p * q
-        return {"fwd": inp * dtype_size + out * (dtype_size + 8), "bwd": out * (dtype_size + 8) + inp * dtype_size}
+        fwd, bwd = inp * dtype_size + out * (dtype_size + 8), out * (dtype_size + 8) + inp * dtype_size
+        return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
 
 
 CPU_POOLS = [(PoolLayer("resnet-stem maxpool", 64, 32, 32, 3, 2, 1), (64, 128)),

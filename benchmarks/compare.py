@@ -151,7 +151,7 @@ def run_cpu(args, results):
                 fns, check = pool_case(pool, batch, fmt)
                 if not verify(f"{pool.label} N{batch} {fmt}", check(), 1e-6):
                     continue
-                for ps in ("fwd", "bwd"):
+                for ps in ("fwd", "bwd", "fwd+bwd"):
                     ta, tb = interleaved_cpu(*fns[ps], **tk)
                     rec = pool_record(pool, batch, fmt, "fp32", ps, ta, tb)
                     results["pool"].append(rec)

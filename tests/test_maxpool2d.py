@@ -130,11 +130,31 @@ def _assert_same(expected, got, exact_grad=True):
 @pytest.mark.parametrize("values", ["distinct", "ties", "special"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
-def test_max_pool2d_matches_torch(config, dtype, values, layout):
+def test_max_pool2d_matches_torch(config, dtype, values, layout, isa):
     """Output, argmax indices (first maximum wins; NaN propagates, the last NaN wins; an all -inf window
-    reports its first in-bounds element), their memory format, and the backward scatter equal torch's."""
+    reports its first in-bounds element), their memory format, and the backward scatter equal torch's, with
+    each ISA's row kernels forced."""
     H, W, kernel, stride, padding, dilation, ceil_mode = config
     x = _input(2, 3, H, W, dtype, values, layout, seed=CONFIGS.index(config))
+    kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    expected, got = _pool_both(x, kwargs)
+    _assert_same(expected, got)
+
+
+# Rows longer than one 16-column chunk of the NCHW row kernel (and its stride-1/2/other paths), whose last
+# chunk is partial; the windows of the last columns reach past the input (ceil_mode) or into the padding.
+WIDE_CONFIGS = [
+    (3, 70, 3, 2, 1, 1, False), (3, 70, 3, 2, 1, 1, True), (2, 33, 2, 2, 0, 1, True), (2, 40, 3, 1, 1, 1, False),
+    (3, 50, (2, 4), (1, 3), (1, 2), (1, 2), True), (2, 64, (1, 5), (1, 1), (0, 2), (1, 3), False),
+]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("values", ["distinct", "ties", "special"])
+@pytest.mark.parametrize("config", WIDE_CONFIGS, ids=[str(i) for i in range(len(WIDE_CONFIGS))])
+def test_max_pool2d_wide_rows(config, values, layout, isa):
+    H, W, kernel, stride, padding, dilation, ceil_mode = config
+    x = _input(2, 5, H, W, torch.float32, values, layout, seed=7 + WIDE_CONFIGS.index(config))
     kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
     expected, got = _pool_both(x, kwargs)
     _assert_same(expected, got)
@@ -228,12 +248,14 @@ def test_max_pool2d_reduced_precision():
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64],
                          ids=lambda d: str(d).split(".")[1])
-def test_max_pool2d_integer_dtypes(dtype, layout):
+def test_max_pool2d_integer_dtypes(dtype, layout, isa):
     """torch's CPU max_pool2d accepts integer tensors (padding never wins: the scan starts at the type's lowest
     value); values, indices (ties: the first wins) and layout equal torch's."""
     info = torch.iinfo(dtype)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randint(info.min, info.max, (2, 3, 7, 8), generator=gen, dtype=torch.int64).to(dtype)
+    # NCHW rows wider than one 16-column chunk; torch's channels_last kernel for int8 takes planes < 128 only
+    width = 8 if layout == "channels_last" else 36
+    x = torch.randint(info.min, info.max, (2, 3, 7, width), generator=gen, dtype=torch.int64).to(dtype)
     x[0, :, :4, :4] = info.min  # whole windows at the lowest value
     x[1, :, 2:6, 2:6] = 1       # ties
     if layout == "channels_last":

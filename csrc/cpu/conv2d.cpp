@@ -278,7 +278,10 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t nblock = round_up(std::min<int64_t>(N, 512), uk.nr), nblocks = ceil_div(N, nblock);
   const int64_t tiles = p.groups * mblocks * nblocks;
   const int64_t memory_cap = std::max<int64_t>(1, (int64_t{1} << 24) / total);
-  const int64_t chunks = std::min({p.N, ceil_div(32, tiles), memory_cap});
+  // Enough chunks to feed every thread, but each keeps a reduction of >= kc pixels: shorter ones spend their
+  // time packing and summing partials (a 1x1 stride-2 layer at 4x4 has only 16 pixels per image).
+  const int64_t min_chunk_images = ceil_div(uk.kc, PQ);
+  const int64_t chunks = std::max<int64_t>(1, std::min({p.N, ceil_div(32, tiles), memory_cap, p.N / min_chunk_images}));
   const bool direct = nhwc && chunks == 1;  // else partial results, reduced (and for NCHW transposed) at the end
   std::vector<T> partial(direct ? 0 : static_cast<size_t>(chunks * total));
 

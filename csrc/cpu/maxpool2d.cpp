@@ -1,7 +1,6 @@
-// max_pool2d forward (with argmax indices) and backward. Bandwidth-bound, so the work is one streaming pass:
-// NCHW walks each plane's windows; NHWC keeps the channel loop innermost, where it vectorises.
-// Semantics are torch's: a window's first maximum wins, a NaN wins over everything (the last NaN seen),
-// and a window of -inf reports its first in-bounds element.
+// max_pool2d forward (with argmax indices) and backward, bandwidth-bound: one streaming pass each.
+// The forward's inner loops are the per-ISA row kernels of maxpool_rows.h (semantics there); this file
+// splits the work over threads, and holds the backward scatter.
 #include "maxpool2d.h"
 
 #include <ATen/Parallel.h>
@@ -9,24 +8,14 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
-#include <cmath>
 #include <limits>
 #include <vector>
+
+#include "maxpool_rows.h"
 
 namespace fastconv::cpu {
 
 namespace {
-
-// In-bounds window of output index o along one dim: first input index, one past the last, and the step.
-struct Window {
-  int64_t begin, end;
-};
-inline Window window(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int64_t dil, int64_t in) {
-  int64_t begin = o * stride - pad;
-  const int64_t end = std::min(begin + (kernel - 1) * dil + 1, in);
-  while (begin < 0) begin += dil;
-  return {begin, end};
-}
 
 // Where a window's scan starts: -inf for floating types, the lowest value for integers (as torch).
 template <typename T>
@@ -34,40 +23,29 @@ T lowest() {
   return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
 }
 
-// NaN test that is false for integers and vectorises for floats.
-template <typename T>
-bool is_nan(T v) {
-  return v != v;
+template <typename T, typename Pos>
+PoolRowKernels<T, Pos> row_kernels(Isa isa) {
+  return isa == Isa::kAvx512 ? avx512::pool_rows<T, Pos>()
+         : isa == Isa::kAvx2 ? avx2::pool_rows<T, Pos>()
+                             : scalar::pool_rows<T, Pos>();
 }
 
+// One task per (plane or image, output row) block; each row is written by exactly one task.
 template <typename T, typename Pos>
-void max_pool2d_forward_nhwc(const PoolParams& p, const T* x, T* y, int64_t* indices) {
-  at::parallel_for(0, p.N * p.P, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<T> best_val(p.C);
-    std::vector<Pos> best(p.C);
-    for (int64_t row = r0; row < r1; ++row) {
-      const int64_t n = row / p.P, op = row % p.P;
-      const Window wh = window(op, p.stride_h, p.pad_h, p.kernel_h, p.dil_h, p.H);
-      for (int64_t oq = 0; oq < p.Q; ++oq) {
-        const Window ww = window(oq, p.stride_w, p.pad_w, p.kernel_w, p.dil_w, p.W);
-        T* bv = best_val.data();
-        Pos* bp = best.data();
-        const Pos first = static_cast<Pos>(wh.begin * p.W + ww.begin);
-        for (int64_t c = 0; c < p.C; ++c) bv[c] = lowest<T>(), bp[c] = first;
-        for (int64_t h = wh.begin; h < wh.end; h += p.dil_h)
-          for (int64_t w = ww.begin; w < ww.end; w += p.dil_w) {
-            const T* src = x + p.input_offset(n, 0, h, w);
-            const Pos pos = static_cast<Pos>(h * p.W + w);
-            for (int64_t c = 0; c < p.C; ++c) {
-              const T v = src[c];
-              const bool take = v > bv[c] || is_nan(v);
-              bv[c] = take ? v : bv[c];
-              bp[c] = take ? pos : bp[c];
-            }
-          }
-        const int64_t o = p.output_offset(n, 0, op, oq);
-        for (int64_t c = 0; c < p.C; ++c) y[o + c] = bv[c], indices[o + c] = bp[c];
-      }
+void forward_rows(const PoolParams& p, const T* x, T* y, int64_t* indices) {
+  const PoolRowKernels<T, Pos> rows = row_kernels<T, Pos>(active_isa());
+  const int64_t planes = p.channels_last ? p.N : p.N * p.C;
+  const int64_t in_plane = p.channels_last ? p.HW() * p.C : p.HW(), out_row = p.channels_last ? p.Q * p.C : p.Q;
+  at::parallel_for(0, planes * p.P, std::max<int64_t>(1, 4096 / std::max<int64_t>(out_row, 1)),
+                   [&](int64_t r0, int64_t r1) {
+    std::vector<T> best(std::max(padded_columns(p), p.C));
+    std::vector<Pos> best_pos(best.size());
+    std::vector<T> padded(p.channels_last ? 0 : padded_row_length(p));
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t plane = r / p.P, op = r % p.P;
+      const int64_t o = (plane * p.P + op) * out_row;
+      (p.channels_last ? rows.nhwc_row : rows.nchw_row)(p, x + plane * in_plane, op, lowest<T>(), y + o,
+                                                         indices + o, best.data(), best_pos.data(), padded.data());
     }
   });
 }
@@ -76,41 +54,12 @@ void max_pool2d_forward_nhwc(const PoolParams& p, const T* x, T* y, int64_t* ind
 
 template <typename T>
 void max_pool2d_forward(const PoolParams& p, const T* x, T* y, int64_t* indices) {
-  if (!p.channels_last) {
-    at::parallel_for(0, p.N * p.C, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t plane = b0; plane < b1; ++plane) {
-        const T* src = x + plane * p.HW();
-        T* out = y + plane * p.PQ();
-        int64_t* idx = indices + plane * p.PQ();
-        for (int64_t op = 0; op < p.P; ++op) {
-          const Window wh = window(op, p.stride_h, p.pad_h, p.kernel_h, p.dil_h, p.H);
-          for (int64_t oq = 0; oq < p.Q; ++oq) {
-            const Window ww = window(oq, p.stride_w, p.pad_w, p.kernel_w, p.dil_w, p.W);
-            int64_t best = wh.begin * p.W + ww.begin;
-            T best_val = lowest<T>();
-            for (int64_t h = wh.begin; h < wh.end; h += p.dil_h)
-              for (int64_t w = ww.begin; w < ww.end; w += p.dil_w) {
-                const T v = src[h * p.W + w];
-                if (v > best_val || is_nan(v)) {
-                  best_val = v;
-                  best = h * p.W + w;
-                }
-              }
-            out[op * p.Q + oq] = best_val;
-            idx[op * p.Q + oq] = best;
-          }
-        }
-      }
-    });
-    return;
-  }
-  // NHWC: the channel loop is innermost and branch-free. Positions are kept in 32 bits while the plane allows,
-  // so the compare mask and the position blend have the same lane width as float and the loop vectorises.
-  if (p.HW() <= INT32_MAX) {
-    max_pool2d_forward_nhwc<T, int32_t>(p, x, y, indices);
-  } else {
-    max_pool2d_forward_nhwc<T, int64_t>(p, x, y, indices);
-  }
+  if (p.N * p.C * p.P * p.Q == 0) return;
+  // 32-bit positions while the plane allows: same lane width as float, so the compare-and-blend vectorises.
+  if (p.HW() <= INT32_MAX)
+    forward_rows<T, int32_t>(p, x, y, indices);
+  else
+    forward_rows<T, int64_t>(p, x, y, indices);
 }
 
 template <typename T>
@@ -134,17 +83,24 @@ bool max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indice
     });
     return indices_ok;
   }
-  // NHWC: a task owns a block of channels of one image; within it, output pixels are visited in order.
-  const int64_t cblock = std::min<int64_t>(p.C, 64), cblocks = (p.C + cblock - 1) / cblock;
-  at::parallel_for(0, p.N * cblocks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = t / cblocks, c0 = (t % cblocks) * cblock, c1 = std::min(p.C, c0 + cblock);
-      for (int64_t o = 0; o < p.PQ(); ++o) {
-        const int64_t off = (n * p.PQ() + o) * p.C;
-        for (int64_t c = c0; c < c1; ++c)
-          if (in_plane(indices[off + c])) dx[(n * p.HW() + indices[off + c]) * p.C + c] += dy[off + c];
+  // NHWC: a task owns one image; within it, output pixels are visited in order and each pixel's channels
+  // scatter to distinct addresses. The range check is folded into a flag, not a branch per element.
+  const int64_t C = p.C, HW = p.HW();
+  at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
+    bool bad = false;
+    for (int64_t n = n0; n < n1; ++n) {
+      T* image = dx + n * HW * C;
+      for (int64_t o = n * p.PQ(); o < (n + 1) * p.PQ(); ++o) {
+        const int64_t* idx = indices + o * C;
+        const T* g = dy + o * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const bool inside = static_cast<uint64_t>(idx[c]) < static_cast<uint64_t>(HW);
+          bad |= !inside;
+          image[(inside ? idx[c] : 0) * C + c] += inside ? g[c] : T(0);
+        }
       }
     }
+    if (bad) indices_ok = false;
   });
   return indices_ok;
 }

@@ -1,0 +1,43 @@
+// The innermost max_pool2d loops, one output row at a time, compiled once per ISA (maxpool_<isa>.cpp) and
+// chosen at run time like the GEMM micro-kernels. The threading, index checks and fallbacks stay in
+// maxpool2d.cpp; these see raw pointers only.
+//
+// Semantics are torch's: a window's first maximum wins, a NaN wins over everything (the last NaN seen), and a
+// window with nothing above `lowest` reports its first in-bounds element. Positions are h * W + w within the
+// plane, carried as Pos (int32 while the plane allows, so compare masks and position blends share a lane
+// width with float and vectorise) and widened to int64 on store.
+#pragma once
+#include <cstdint>
+
+#include "../pool_params.h"
+#include "gemm_micro.h"
+
+namespace fastconv::cpu {
+
+// Scratch, per thread: best / best_pos of max(padded_columns(p), C) entries each, padded of padded_row_length(p) entries.
+template <typename T, typename Pos>
+struct PoolRowKernels {
+  // Output row op of one NCHW plane: out[0..Q) and idx[0..Q).
+  void (*nchw_row)(const PoolParams& p, const T* plane, int64_t op, T lowest, T* out, int64_t* idx, T* best,
+                   Pos* best_pos, T* padded);
+  // Output row op of one NHWC image: out[0..Q*C) and idx[0..Q*C).
+  void (*nhwc_row)(const PoolParams& p, const T* image, int64_t op, T lowest, T* out, int64_t* idx, T* best,
+                   Pos* best_pos, T* padded);
+};
+
+// NCHW rows are computed in chunks of kLanes output columns (the last one partly past Q).
+constexpr int kLanes = 16;
+inline int64_t padded_columns(const PoolParams& p) { return (p.Q + kLanes - 1) / kLanes * kLanes; }
+// An NCHW input row with `lowest` padding on both sides, as far as the last chunk's windows reach.
+inline int64_t padded_row_length(const PoolParams& p) {
+  return (padded_columns(p) - 1) * p.stride_w + (p.kernel_w - 1) * p.dil_w + 1;
+}
+
+template <typename T, typename Pos>
+PoolRowKernels<T, Pos> pool_row_kernels(Isa isa);
+
+namespace scalar { template <typename T, typename Pos> PoolRowKernels<T, Pos> pool_rows(); }
+namespace avx2 { template <typename T, typename Pos> PoolRowKernels<T, Pos> pool_rows(); }
+namespace avx512 { template <typename T, typename Pos> PoolRowKernels<T, Pos> pool_rows(); }
+
+}  // namespace fastconv::cpu
