@@ -231,6 +231,47 @@ def test_conv2d_larger_case(layout, isa):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=2e-4)
 
 
+# --- the Winograd F(2x2, 3x3) path (NCHW float32, stride-1 3x3, C and K >= 32) -----------------------------
+
+# (N, C, K, H, W, padding [top, left, bottom, right]): odd and even outputs (half-outside edge tiles), the
+# padding of 'same' and 'valid', uneven padding (as 'same' makes for even kernels; here via the raw op), one
+# tile, and a K that does not fill the micro-kernel's rows.
+WINOGRAD_CASES = [(2, 32, 40, 7, 9, [1, 1, 1, 1]), (3, 64, 32, 8, 8, [0, 0, 0, 0]), (1, 33, 35, 5, 6, [2, 2, 2, 2]),
+                  (2, 48, 64, 2, 2, [1, 1, 1, 1]), (2, 40, 36, 9, 4, [0, 1, 2, 1]), (5, 300, 37, 4, 5, [1, 1, 1, 1])]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[str(i) for i in range(len(WINOGRAD_CASES))])
+def test_conv2d_winograd_matches_torch(case, isa, monkeypatch, restore_num_threads):
+    """Forward and grad-input (stride 1: the forward conv of dy with flipped weights, Winograd too) against
+    torch in float64; the result differs from the GEMM path's (FASTCONV_WINOGRAD=0) in rounding only, and is
+    bitwise the same for 1 and 2 threads."""
+    N, C, K, H, W, pad = case
+    gen = torch.Generator().manual_seed(C + K)
+    x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
+    args = ([1, 1], pad, [1, 1], 1)
+    padded = F.pad(x.double(), (pad[1], pad[3], pad[0], pad[2]))
+    expected = F.conv2d(padded, w.double(), b.double())
+    gy = torch.randn(expected.shape, generator=gen)
+    xd = padded.clone().requires_grad_()
+    (gx_expected,) = torch.autograd.grad(F.conv2d(xd, w.double()), xd, gy.double())
+    gx_expected = gx_expected[:, :, pad[0]:pad[0] + H, pad[1]:pad[1] + W]
+
+    def run():
+        return (torch.ops.fastconv.conv2d(x, w, b, *args), torch.ops.fastconv.conv2d_grad_input(gy, x, w, *args))
+
+    scale = expected.abs().max().item()
+    out, gx = run()
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=2e-6 * scale)
+    torch.testing.assert_close(gx.double(), gx_expected, rtol=0, atol=2e-6 * gx_expected.abs().max().item())
+    torch.set_num_threads(1)
+    assert all(torch.equal(u, v) for u, v in zip(run(), (out, gx)))
+    torch.set_num_threads(restore_num_threads)
+    monkeypatch.setenv("FASTCONV_WINOGRAD", "0")
+    gemm_out, _ = run()
+    torch.testing.assert_close(gemm_out.double(), expected, rtol=0, atol=2e-6 * scale)
+    assert not torch.equal(gemm_out, out), "the Winograd path did not run"
+
+
 # --- errors --------------------------------------------------------------------------------------------
 
 def _x(*shape, dtype=torch.float32):
