@@ -15,10 +15,11 @@ the report (header, tables, summary) to stdout at the end.
 
 CUDA (--device cuda): see _cuda.py (cuDNN in fp32, TF32, fp16, bf16; CUDA-event timing; AMP training step).
 
---save writes benchmarks/results/{cpu-<cpu>-<isa>|cuda-<gpu>}.json/.png; otherwise only what --json/--plot name.
+--save writes benchmarks/results/{cpu-<cpu>-f<family>m<model>-<isa>|cuda-<gpu>}.json/.png; otherwise only what --json/--plot name.
 """
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -276,7 +277,9 @@ def main(argv=None):
     if args.device == "cuda":
         stem = f"cuda-{slug(info.get('gpu', 'gpu'))}"
     else:
-        stem = f"cpu-{slug(info['cpu_model'])}-{info['isa_in_use']}"
+        # the model name alone ("AMD EPYC" in these VMs) does not tell Zen 3, 4 and 5 apart; family/model do
+        fm = re.sub(r"family (\d+) model (\d+)", r"f\1m\2", info.get("cpu_family_model") or "")
+        stem = f"cpu-{slug(info['cpu_model'])}{'-' + slug(fm) if fm else ''}-{info['isa_in_use']}"
     json_path = args.json or (os.path.join(RESULTS_DIR, stem + ".json") if args.save else None)
     plot_path = args.plot or (os.path.join(RESULTS_DIR, stem + ".png") if args.save else None)
     data = {"info": info, "peaks": peaks, "aborted": aborted,
