@@ -235,16 +235,17 @@ def test_conv2d_larger_case(layout, isa):
 
 # (N, C, K, H, W, padding [top, left, bottom, right]): odd and even outputs (half-outside edge tiles), the
 # padding of 'same' and 'valid', uneven padding (as 'same' makes for even kernels; here via the raw op), one
-# tile, and a K that does not fill the micro-kernel's rows.
+# tile, a K that does not fill the micro-kernel's rows, and more tiles than one block.
 WINOGRAD_CASES = [(2, 32, 40, 7, 9, [1, 1, 1, 1]), (3, 64, 32, 8, 8, [0, 0, 0, 0]), (1, 33, 35, 5, 6, [2, 2, 2, 2]),
-                  (2, 48, 64, 2, 2, [1, 1, 1, 1]), (2, 40, 36, 9, 4, [0, 1, 2, 1]), (5, 300, 37, 4, 5, [1, 1, 1, 1])]
+                  (2, 48, 64, 2, 2, [1, 1, 1, 1]), (2, 40, 36, 9, 4, [0, 1, 2, 1]), (5, 300, 37, 4, 5, [1, 1, 1, 1]),
+                  (8, 32, 33, 19, 20, [1, 1, 1, 1])]  # 800 tiles: several GEMM blocks, grad-weight in chunks
 
 
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[str(i) for i in range(len(WINOGRAD_CASES))])
 def test_conv2d_winograd_matches_torch(case, isa, monkeypatch, restore_num_threads):
-    """Forward and grad-input (stride 1: the forward conv of dy with flipped weights, Winograd too) against
-    torch in float64; the result differs from the GEMM path's (FASTCONV_WINOGRAD=0) in rounding only, and is
-    bitwise the same for 1 and 2 threads."""
+    """Forward, grad-input (stride 1: the forward conv of dy with flipped weights, Winograd too) and
+    grad-weight (F(3x3, 2x2)) against torch in float64; the results differ from the GEMM path's
+    (FASTCONV_WINOGRAD=0) in rounding only, and are bitwise the same for 1 and 2 threads."""
     N, C, K, H, W, pad = case
     gen = torch.Generator().manual_seed(C + K)
     x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
@@ -252,24 +253,26 @@ def test_conv2d_winograd_matches_torch(case, isa, monkeypatch, restore_num_threa
     padded = F.pad(x.double(), (pad[1], pad[3], pad[0], pad[2]))
     expected = F.conv2d(padded, w.double(), b.double())
     gy = torch.randn(expected.shape, generator=gen)
-    xd = padded.clone().requires_grad_()
-    (gx_expected,) = torch.autograd.grad(F.conv2d(xd, w.double()), xd, gy.double())
+    xd, wd = padded.clone().requires_grad_(), w.double().requires_grad_()
+    gx_expected, gw_expected = torch.autograd.grad(F.conv2d(xd, wd), (xd, wd), gy.double())
     gx_expected = gx_expected[:, :, pad[0]:pad[0] + H, pad[1]:pad[1] + W]
+    ops = torch.ops.fastconv
 
     def run():
-        return (torch.ops.fastconv.conv2d(x, w, b, *args), torch.ops.fastconv.conv2d_grad_input(gy, x, w, *args))
+        return (ops.conv2d(x, w, b, *args), ops.conv2d_grad_input(gy, x, w, *args),
+                ops.conv2d_grad_weight(gy, x, w, *args))
 
-    scale = expected.abs().max().item()
-    out, gx = run()
-    torch.testing.assert_close(out.double(), expected, rtol=0, atol=2e-6 * scale)
-    torch.testing.assert_close(gx.double(), gx_expected, rtol=0, atol=2e-6 * gx_expected.abs().max().item())
+    results = run()
+    for got, want in zip(results, (expected, gx_expected, gw_expected)):
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max().item())
     torch.set_num_threads(1)
-    assert all(torch.equal(u, v) for u, v in zip(run(), (out, gx)))
+    assert all(torch.equal(u, v) for u, v in zip(run(), results))
     torch.set_num_threads(restore_num_threads)
     monkeypatch.setenv("FASTCONV_WINOGRAD", "0")
-    gemm_out, _ = run()
-    torch.testing.assert_close(gemm_out.double(), expected, rtol=0, atol=2e-6 * scale)
-    assert not torch.equal(gemm_out, out), "the Winograd path did not run"
+    gemm_results = run()
+    for got, want, wino, name in zip(gemm_results, (expected, gx_expected, gw_expected), results, ("out", "dx", "dw")):
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max().item())
+        assert not torch.equal(got, wino), f"{name}: the Winograd path did not run"
 
 
 # --- errors --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "gemm_driver.h"
@@ -83,6 +84,78 @@ inline void transform_output(const T (&m)[kXi], T (&y)[2][2]) {
   }
 }
 
+// dW tile = G^T m G for the weight gradient's F(3x3, 2x2) (m: 4x4 sum of element-wise products).
+template <typename T>
+inline void transform_weight_grad(const T (&m)[kXi], T* g) {
+  T t[3][4];  // G^T m, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]
+  for (int j = 0; j < 4; ++j) {
+    t[0][j] = m[0 * 4 + j] + T(0.5) * (m[1 * 4 + j] + m[2 * 4 + j]);
+    t[1][j] = T(0.5) * (m[1 * 4 + j] - m[2 * 4 + j]);
+    t[2][j] = T(0.5) * (m[1 * 4 + j] + m[2 * 4 + j]) + m[3 * 4 + j];
+  }
+  for (int i = 0; i < 3; ++i) {
+    g[i * 3 + 0] = t[i][0] + T(0.5) * (t[i][1] + t[i][2]);
+    g[i * 3 + 1] = T(0.5) * (t[i][1] - t[i][2]);
+    g[i * 3 + 2] = T(0.5) * (t[i][1] + t[i][2]) + t[i][3];
+  }
+}
+
+// e' = A e A^T, A = [1 0; 1 1; 1 -1; 0 -1], for a 2x2 tile e of dy (the weight gradient's data transform).
+template <typename T>
+inline void transform_grad_output(const T (&e)[2][2], T (&v)[kXi]) {
+  T t[4][2];  // A e
+  for (int j = 0; j < 2; ++j) {
+    t[0][j] = e[0][j];
+    t[1][j] = e[0][j] + e[1][j];
+    t[2][j] = e[0][j] - e[1][j];
+    t[3][j] = -e[1][j];
+  }
+  for (int i = 0; i < 4; ++i) {  // (A e) A^T
+    v[i * 4 + 0] = t[i][0];
+    v[i * 4 + 1] = t[i][0] + t[i][1];
+    v[i * 4 + 2] = t[i][0] - t[i][1];
+    v[i * 4 + 3] = -t[i][1];
+  }
+}
+
+// Output tile (th, tw) of image n covers output rows 2 th, 2 th + 1 and columns 2 tw, 2 tw + 1, and reads
+// input rows 2 th - pad_h .. + 3, columns 2 tw - pad_w .. + 3.
+struct TileAt {
+  int64_t n, th, tw;
+};
+
+// Tiles t0 .. t0 + count in (n, th, tw) order, decoded once per block so the inner loops do no divisions.
+inline void decode_tiles(int64_t t0, int64_t count, int64_t TH, int64_t TW, std::vector<TileAt>& out) {
+  out.resize(count);
+  for (int64_t j = 0, n = t0 / (TH * TW), th = (t0 / TW) % TH, tw = t0 % TW; j < count; ++j) {
+    out[j] = {n, th, tw};
+    if (++tw == TW && (tw = 0, ++th == TH)) th = 0, ++n;
+  }
+}
+
+// The 4x4 input tile of channel c (zeros in the padding), transformed: v = B^T d B.
+template <typename T>
+inline void input_tile(const ConvParams& p, const T* x, int64_t c, const TileAt& at, T (&v)[kXi]) {
+  const int64_t h0 = 2 * at.th - p.pad_h, w0 = 2 * at.tw - p.pad_w;
+  const T* corner = x + (at.n * p.C + c) * p.HW() + h0 * p.W + w0;  // may point into the padding
+  T d[kTile][kTile];
+  if (h0 >= 0 && w0 >= 0 && h0 + kTile <= p.H && w0 + kTile <= p.W) {
+    for (int i = 0; i < kTile; ++i)
+      for (int j = 0; j < kTile; ++j) d[i][j] = corner[i * p.W + j];
+  } else {
+    for (int i = 0; i < kTile; ++i)
+      for (int j = 0; j < kTile; ++j) d[i][j] = p.in_bounds(h0 + i, w0 + j) ? corner[i * p.W + j] : T(0);
+  }
+  transform_input(d, v);
+}
+
+// Where element (reduction r, index e) lives in the micro-kernel's packed layout of an operand whose other
+// index runs over `extent` in panels of `width`, reduction in blocks of kc out of `reduction` (as prepack()).
+inline int64_t packed_offset(int64_t r, int64_t e, int64_t extent, int64_t width, int64_t kc, int64_t reduction) {
+  const int64_t r0 = r / kc * kc, rlen = std::min(kc, reduction - r0);
+  return r0 * round_up(extent, width) + (e / width) * rlen * width + (r - r0) * width + e % width;
+}
+
 }  // namespace
 
 bool winograd_applies(const ConvParams& p) {
@@ -105,9 +178,7 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
   at::parallel_for(0, ceil_div(K, uk.mr), 1, [&](int64_t panel0, int64_t panel1) {
     for (int64_t k = panel0 * uk.mr; k < std::min(K, panel1 * uk.mr); ++k)
       for (int64_t c = 0; c < C; ++c) {
-        const int64_t k0 = c / uk.kc * uk.kc, klen = std::min(uk.kc, C - k0);
-        const int64_t at = k0 * round_up(K, uk.mr) + (k / uk.mr) * klen * uk.mr + (c - k0) * uk.mr + k % uk.mr;
-        transform_weight(w + (k * C + c) * 9, packed_u.data() + at, u_stride);
+        transform_weight(w + (k * C + c) * 9, packed_u.data() + packed_offset(c, k, K, uk.mr, uk.kc, C), u_stride);
       }
   });
 
@@ -120,62 +191,37 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
     // The 16 planes of V (and of M) are a power of two apart for common shapes, which would put a tile's 16
     // values in one L1 set; a 32-element skew between planes spreads them.
     const int64_t v_stride = C * block + 32, m_stride = K * block + 32;
-    std::vector<T> v(static_cast<size_t>(kXi * v_stride)), m(static_cast<size_t>(kXi * m_stride));
-    struct TileAt {
-      int64_t n, th, tw;
-    };
-    std::vector<TileAt> tile_at(block);  // tile j of the block, decoded once
+    std::unique_ptr<T[]> v(new T[kXi * v_stride]), m(new T[kXi * m_stride]);  // every entry used is written
+    std::vector<TileAt> tile_at;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t t0 = b * block, tlen = std::min(block, tiles - t0), width = round_up(tlen, uk.nr);
-      for (int64_t j = 0, n = t0 / (TH * TW), th = (t0 / TW) % TH, tw = t0 % TW; j < tlen; ++j) {
-        tile_at[j] = {n, th, tw};
-        if (++tw == TW && (tw = 0, ++th == TH)) th = 0, ++n;
-      }
+      decode_tiles(t0, tlen, TH, TW, tile_at);
 
-      // Input transform into V[xi] in packed B layout: k block k0 (of kc channels), panel of nr tiles, [c][tile].
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t k0 = c / uk.kc * uk.kc, klen = std::min(uk.kc, C - k0);
-        const T* channel = x + c * p.HW();
+      // Input transform into V[xi] in packed B layout: reduction c (blocks of kc), panels of nr tiles.
+      for (int64_t c = 0; c < C; ++c)
         for (int64_t j = 0; j < width; ++j) {
-          T vt[kXi];
-          if (j < tlen) {
-            const TileAt& at = tile_at[j];
-            const int64_t h0 = 2 * at.th - p.pad_h, w0 = 2 * at.tw - p.pad_w;
-            const T* corner = channel + at.n * C * p.HW() + h0 * p.W + w0;  // may point into the padding
-            T d[kTile][kTile];
-            if (h0 >= 0 && w0 >= 0 && h0 + kTile <= p.H && w0 + kTile <= p.W) {
-              for (int i = 0; i < kTile; ++i)
-                for (int jj = 0; jj < kTile; ++jj) d[i][jj] = corner[i * p.W + jj];
-            } else {
-              for (int i = 0; i < kTile; ++i)
-                for (int jj = 0; jj < kTile; ++jj)
-                  d[i][jj] = p.in_bounds(h0 + i, w0 + jj) ? corner[i * p.W + jj] : T(0);
-            }
-            transform_input(d, vt);
-          } else {
-            std::fill(vt, vt + kXi, T(0));  // the last panel's padding columns
-          }
-          const int64_t packed_at = k0 * width + (j / uk.nr) * klen * uk.nr + (c - k0) * uk.nr + j % uk.nr;
-          for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + packed_at] = vt[xi];
+          T vt[kXi] = {};  // the last panel's padding columns stay zero
+          if (j < tlen) input_tile(p, x, c, tile_at[j], vt);
+          const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
+          for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = vt[xi];
         }
-      }
 
       // The 16 GEMMs: M[xi] (K x width) = U[xi] V[xi].
       for (int xi = 0; xi < kXi; ++xi) {
-        const T* vx = v.data() + xi * v_stride;
+        const T* vx = v.get() + xi * v_stride;
         gemm_block(
             uk, 0, K, 0, tlen, C,
             [&](T*, int64_t k0, int64_t klen, int64_t m0, int64_t) {
               return packed_u.data() + xi * u_stride + k0 * round_up(K, uk.mr) + (m0 / uk.mr) * klen * uk.mr;
             },
             [&](T*, int64_t k0, int64_t, int64_t, int64_t) { return vx + k0 * width; },
-            m.data() + xi * m_stride, OutputMap{width, width, 0}, false, buf);
+            m.get() + xi * m_stride, OutputMap{width, width, 0}, false, buf);
       }
 
       // Output transform, plus bias, into y (tiles at the bottom/right edge may be half outside).
       for (int64_t k = 0; k < K; ++k) {
         const T bk = bias != nullptr ? bias[k] : T(0);
-        const T* mk = m.data() + k * width;
+        const T* mk = m.get() + k * width;
         for (int64_t j = 0; j < tlen; ++j) {
           T mt[kXi], yt[2][2];
           for (int xi = 0; xi < kXi; ++xi) mt[xi] = mk[xi * m_stride + j];
@@ -196,6 +242,85 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
   });
 }
 
+// dW = G^T [ sum over tiles (A e A^T) (.) (B^T d B) ] G with e the 2x2 dy tile, d the 4x4 input tile: per xi
+// a GEMM  Mw[xi] (K x C) = E[xi] (K x tiles) * V[xi]^T (tiles x C), reduced over tiles. The tiles are cut into
+// a number of chunks fixed by the shape, each summed into its own partial result in tile order, and the
+// partials are added in chunk order: bitwise the same result for any thread count.
+template <typename T>
+void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
+  const MicroKernel<T> uk = micro_kernel<T>(active_isa());
+  const int64_t C = p.C, K = p.K, TH = ceil_div(p.P, 2), TW = ceil_div(p.Q, 2), tiles = p.N * TH * TW;
+  const int64_t block = uk.kc;  // tiles per GEMM: one reduction block
+  const int64_t blocks = ceil_div(tiles, block);
+  const int64_t m_stride = K * C + 32;  // skewed planes, as in the forward
+  const int64_t memory_cap = std::max<int64_t>(1, (int64_t{64} << 20) / (kXi * m_stride * int64_t{sizeof(T)}));
+  // Few chunks: each is a 16 x K x C partial result to write and add up again.
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>({blocks, 4, memory_cap}));
+  // Left uninitialised (first writes overwrite): zero-filling fresh pages costs as much as the GEMMs here.
+  std::unique_ptr<T[]> partial(new T[chunks * kXi * m_stride]);
+
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    PackBuffers<T> buf;
+    const int64_t e_stride = round_up(K, uk.mr) * block + 32, v_stride = round_up(C, uk.nr) * block + 32;
+    std::unique_ptr<T[]> e(new T[kXi * e_stride]), v(new T[kXi * v_stride]);  // every entry is written
+    std::vector<TileAt> tile_at;
+    for (int64_t chunk = c0; chunk < c1; ++chunk) {
+      T* acc = partial.get() + chunk * kXi * m_stride;
+      const int64_t first = blocks * chunk / chunks, last = blocks * (chunk + 1) / chunks;
+      for (int64_t b = first; b < last; ++b) {
+        const int64_t t0 = b * block, tlen = std::min(block, tiles - t0);
+        decode_tiles(t0, tlen, TH, TW, tile_at);
+        // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
+        // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
+        for (int64_t k = 0; k < round_up(K, uk.mr); ++k)
+          for (int64_t j = 0; j < tlen; ++j) {
+            T et[kXi] = {};
+            if (k < K) {
+              const TileAt& at = tile_at[j];
+              const T* src = dy + ((at.n * K + k) * p.P + 2 * at.th) * p.Q + 2 * at.tw;
+              const bool down = 2 * at.th + 1 < p.P, right = 2 * at.tw + 1 < p.Q;
+              const T tile[2][2] = {{src[0], right ? src[1] : T(0)},
+                                    {down ? src[p.Q] : T(0), down && right ? src[p.Q + 1] : T(0)}};
+              transform_grad_output(tile, et);
+            }
+            const int64_t at = packed_offset(j, k, K, uk.mr, block, tlen);
+            for (int xi = 0; xi < kXi; ++xi) e[xi * e_stride + at] = et[xi];
+          }
+        for (int64_t c = 0; c < round_up(C, uk.nr); ++c)
+          for (int64_t j = 0; j < tlen; ++j) {
+            T vt[kXi] = {};
+            if (c < C) input_tile(p, x, c, tile_at[j], vt);
+            const int64_t at = packed_offset(j, c, C, uk.nr, block, tlen);
+            for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = vt[xi];
+          }
+        for (int xi = 0; xi < kXi; ++xi) {
+          const T* ex = e.get() + xi * e_stride;
+          gemm_block(
+              uk, 0, K, 0, C, tlen,
+              [&](T*, int64_t, int64_t klen, int64_t m0, int64_t) { return ex + (m0 / uk.mr) * klen * uk.mr; },
+              [&](T*, int64_t, int64_t, int64_t, int64_t) { return static_cast<const T*>(v.get() + xi * v_stride); },
+              acc + xi * m_stride, OutputMap{C, C, 0}, b > first, buf);
+        }
+      }
+    }
+  });
+
+  // Partials summed in chunk order, then dW = G^T m G.
+  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t c = 0; c < C; ++c) {
+        T m[kXi];
+        for (int xi = 0; xi < kXi; ++xi) {
+          T sum = partial[xi * m_stride + k * C + c];
+          for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += partial[(chunk * kXi + xi) * m_stride + k * C + c];
+          m[xi] = sum;
+        }
+        transform_weight_grad(m, dw + (k * C + c) * 9);
+      }
+  });
+}
+
 template void winograd_forward<float>(const ConvParams&, const float*, const float*, const float*, float*);
+template void winograd_grad_weight<float>(const ConvParams&, const float*, const float*, float*);
 
 }  // namespace fastconv::cpu

@@ -1,4 +1,5 @@
-// Winograd F(2x2, 3x3) conv2d forward for stride-1 3x3 float convs in NCHW (see winograd.cpp).
+// Winograd conv2d for stride-1 3x3 float convs in NCHW: F(2x2, 3x3) forward, F(3x3, 2x2) weight gradient
+// (see winograd.cpp). Stride-1 grad-input is a forward conv, so it takes the forward's path.
 #pragma once
 #include "../conv_params.h"
 
@@ -8,5 +9,6 @@ namespace fastconv::cpu {
 // GEMM path and for comparisons.
 bool winograd_applies(const ConvParams& p);
 template <typename T> void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y);
+template <typename T> void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw);
 
 }  // namespace fastconv::cpu
