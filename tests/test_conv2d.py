@@ -231,7 +231,7 @@ def test_conv2d_larger_case(layout, isa):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=2e-4)
 
 
-# --- the Winograd F(2x2, 3x3) path (NCHW float32, stride-1 3x3, C and K >= 32) -----------------------------
+# --- the Winograd F(2x2, 3x3) path (float32, stride-1 3x3, C and K >= 32, NCHW and NHWC) -----------------------------
 
 # (N, C, K, H, W, padding [top, left, bottom, right]): odd and even outputs (half-outside edge tiles), the
 # padding of 'same' and 'valid', uneven padding (as 'same' makes for even kernels; here via the raw op), one
@@ -241,18 +241,21 @@ WINOGRAD_CASES = [(2, 32, 40, 7, 9, [1, 1, 1, 1]), (3, 64, 32, 8, 8, [0, 0, 0, 0
                   (8, 32, 33, 19, 20, [1, 1, 1, 1])]  # 800 tiles: several GEMM blocks, grad-weight in chunks
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[str(i) for i in range(len(WINOGRAD_CASES))])
-def test_conv2d_winograd_matches_torch(case, isa, monkeypatch, restore_num_threads):
+def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_num_threads):
     """Forward, grad-input (stride 1: the forward conv of dy with flipped weights, Winograd too) and
     grad-weight (F(3x3, 2x2)) against torch in float64; the results differ from the GEMM path's
     (FASTCONV_WINOGRAD=0) in rounding only, and are bitwise the same for 1 and 2 threads."""
     N, C, K, H, W, pad = case
     gen = torch.Generator().manual_seed(C + K)
     x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
+    mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x, w = x.contiguous(memory_format=mf), w.contiguous(memory_format=mf)
     args = ([1, 1], pad, [1, 1], 1)
     padded = F.pad(x.double(), (pad[1], pad[3], pad[0], pad[2]))
     expected = F.conv2d(padded, w.double(), b.double())
-    gy = torch.randn(expected.shape, generator=gen)
+    gy = torch.randn(expected.shape, generator=gen).contiguous(memory_format=mf)
     xd, wd = padded.clone().requires_grad_(), w.double().requires_grad_()
     gx_expected, gw_expected = torch.autograd.grad(F.conv2d(xd, wd), (xd, wd), gy.double())
     gx_expected = gx_expected[:, :, pad[0]:pad[0] + H, pad[1]:pad[1] + W]
@@ -263,6 +266,7 @@ def test_conv2d_winograd_matches_torch(case, isa, monkeypatch, restore_num_threa
                 ops.conv2d_grad_weight(gy, x, w, *args))
 
     results = run()
+    assert all(r.is_contiguous(memory_format=mf) for r in results)
     for got, want in zip(results, (expected, gx_expected, gw_expected)):
         torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max().item())
     torch.set_num_threads(1)

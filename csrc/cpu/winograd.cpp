@@ -1,4 +1,4 @@
-// Winograd F(2x2, 3x3) for stride-1 3x3 convs in NCHW, on the same GEMM engine (gemm_driver.h).
+// Winograd F(2x2, 3x3) for stride-1 3x3 convs (NCHW and NHWC), on the same GEMM engine (gemm_driver.h).
 //
 // Each 2x2 output tile of each (image, k) comes from a 4x4 input tile d of each c:
 //   Y = A^T [ sum_c (G g G^T) (.) (B^T d B) ] A
@@ -32,12 +32,13 @@ namespace {
 constexpr int kTile = 4;               // input tile edge (m + r - 1 = 2 + 3 - 1)
 constexpr int kXi = kTile * kTile;     // transform-domain positions, one GEMM each
 
-// u = G g G^T for a 3x3 kernel g (row-major), G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+// u = G g G^T for a 3x3 kernel g (tap r, s at g[(3 r + s) * tap_stride]), G = [1 0 0; 1/2 1/2 1/2;
+// 1/2 -1/2 1/2; 0 0 1].
 template <typename T>
-void transform_weight(const T* g, T* u, int64_t xi_stride) {
+void transform_weight(const T* g, int64_t tap_stride, T* u, int64_t xi_stride) {
   T t[4][3];  // G g
   for (int j = 0; j < 3; ++j) {
-    const T g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+    const T g0 = g[j * tap_stride], g1 = g[(3 + j) * tap_stride], g2 = g[(6 + j) * tap_stride];
     t[0][j] = g0;
     t[1][j] = T(0.5) * (g0 + g1 + g2);
     t[2][j] = T(0.5) * (g0 - g1 + g2);
@@ -86,7 +87,7 @@ inline void transform_output(const T (&m)[kXi], T (&y)[2][2]) {
 
 // dW tile = G^T m G for the weight gradient's F(3x3, 2x2) (m: 4x4 sum of element-wise products).
 template <typename T>
-inline void transform_weight_grad(const T (&m)[kXi], T* g) {
+inline void transform_weight_grad(const T (&m)[kXi], T* g, int64_t tap_stride) {
   T t[3][4];  // G^T m, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]
   for (int j = 0; j < 4; ++j) {
     t[0][j] = m[0 * 4 + j] + T(0.5) * (m[1 * 4 + j] + m[2 * 4 + j]);
@@ -94,9 +95,9 @@ inline void transform_weight_grad(const T (&m)[kXi], T* g) {
     t[2][j] = T(0.5) * (m[1 * 4 + j] + m[2 * 4 + j]) + m[3 * 4 + j];
   }
   for (int i = 0; i < 3; ++i) {
-    g[i * 3 + 0] = t[i][0] + T(0.5) * (t[i][1] + t[i][2]);
-    g[i * 3 + 1] = T(0.5) * (t[i][1] - t[i][2]);
-    g[i * 3 + 2] = T(0.5) * (t[i][1] + t[i][2]) + t[i][3];
+    g[(i * 3 + 0) * tap_stride] = t[i][0] + T(0.5) * (t[i][1] + t[i][2]);
+    g[(i * 3 + 1) * tap_stride] = T(0.5) * (t[i][1] - t[i][2]);
+    g[(i * 3 + 2) * tap_stride] = T(0.5) * (t[i][1] + t[i][2]) + t[i][3];
   }
 }
 
@@ -133,21 +134,53 @@ inline void decode_tiles(int64_t t0, int64_t count, int64_t TH, int64_t TW, std:
   }
 }
 
+// Strides of an activation (images, channels, rows, columns) with `channels` channels of rows x cols, in p's
+// layout: the transforms read and write through these, so one code serves NCHW and NHWC.
+struct Strides {
+  int64_t image, channel, row, col;
+  int64_t at(int64_t n, int64_t c, int64_t h, int64_t w) const { return n * image + c * channel + h * row + w * col; }
+};
+inline Strides strides_of(const ConvParams& p, int64_t channels, int64_t rows, int64_t cols) {
+  return p.channels_last ? Strides{rows * cols * channels, 1, cols * channels, channels}
+                         : Strides{channels * rows * cols, rows * cols, cols, 1};
+}
+
+// Visits (a, j), a < A channels and j < J tiles, with the index along which the tensor is contiguous
+// innermost: tiles (along w) for NCHW, channels for NHWC.
+template <class F>
+inline void for_each_channel_tile(bool channels_last, int64_t A, int64_t J, F&& f) {
+  if (channels_last) {
+    for (int64_t j = 0; j < J; ++j)
+      for (int64_t a = 0; a < A; ++a) f(a, j);
+  } else {
+    for (int64_t a = 0; a < A; ++a)
+      for (int64_t j = 0; j < J; ++j) f(a, j);
+  }
+}
+
 // The 4x4 input tile of channel c (zeros in the padding), transformed: v = B^T d B.
 template <typename T>
-inline void input_tile(const ConvParams& p, const T* x, int64_t c, const TileAt& at, T (&v)[kXi]) {
+inline void input_tile(const ConvParams& p, const Strides& xs, const T* x, int64_t c, const TileAt& at,
+                       T (&v)[kXi]) {
   const int64_t h0 = 2 * at.th - p.pad_h, w0 = 2 * at.tw - p.pad_w;
-  const T* corner = x + (at.n * p.C + c) * p.HW() + h0 * p.W + w0;  // may point into the padding
+  const T* corner = x + xs.at(at.n, c, h0, w0);  // may point into the padding
   T d[kTile][kTile];
   if (h0 >= 0 && w0 >= 0 && h0 + kTile <= p.H && w0 + kTile <= p.W) {
     for (int i = 0; i < kTile; ++i)
-      for (int j = 0; j < kTile; ++j) d[i][j] = corner[i * p.W + j];
+      for (int j = 0; j < kTile; ++j) d[i][j] = corner[i * xs.row + j * xs.col];
   } else {
     for (int i = 0; i < kTile; ++i)
-      for (int j = 0; j < kTile; ++j) d[i][j] = p.in_bounds(h0 + i, w0 + j) ? corner[i * p.W + j] : T(0);
+      for (int j = 0; j < kTile; ++j)
+        d[i][j] = p.in_bounds(h0 + i, w0 + j) ? corner[i * xs.row + j * xs.col] : T(0);
   }
   transform_input(d, v);
 }
+
+// Weight (k, c)'s first tap and the distance between taps, in p's layout (K x C x 3 x 3 or K x 3 x 3 x C).
+inline int64_t weight_at(const ConvParams& p, int64_t k, int64_t c) {
+  return p.channels_last ? k * 9 * p.C + c : (k * p.C + c) * 9;
+}
+inline int64_t tap_stride(const ConvParams& p) { return p.channels_last ? p.C : 1; }
 
 // Where element (reduction r, index e) lives in the micro-kernel's packed layout of an operand whose other
 // index runs over `extent` in panels of `width`, reduction in blocks of kc out of `reduction` (as prepack()).
@@ -162,7 +195,7 @@ bool winograd_applies(const ConvParams& p) {
   const char* env = std::getenv("FASTCONV_WINOGRAD");  // read at every call, as FASTCONV_ISA is
   const bool disabled = env != nullptr && std::strcmp(env, "0") == 0;
   // Below ~32 channels the transforms cost more than the multiplies they save.
-  return !disabled && !p.channels_last && p.groups == 1 && p.R == 3 && p.S == 3 && p.stride_h == 1 &&
+  return !disabled && p.groups == 1 && p.R == 3 && p.S == 3 && p.stride_h == 1 &&
          p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && p.C >= 32 && p.K >= 32 && p.P >= 2 && p.Q >= 2;
 }
 
@@ -178,7 +211,8 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
   at::parallel_for(0, ceil_div(K, uk.mr), 1, [&](int64_t panel0, int64_t panel1) {
     for (int64_t k = panel0 * uk.mr; k < std::min(K, panel1 * uk.mr); ++k)
       for (int64_t c = 0; c < C; ++c) {
-        transform_weight(w + (k * C + c) * 9, packed_u.data() + packed_offset(c, k, K, uk.mr, uk.kc, C), u_stride);
+        transform_weight(w + weight_at(p, k, c), tap_stride(p), packed_u.data() + packed_offset(c, k, K, uk.mr, uk.kc, C),
+                         u_stride);
       }
   });
 
@@ -186,6 +220,7 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
   const int64_t block = std::max<int64_t>(uk.nr, std::min<int64_t>(256, round_up(16384 / std::max(C, K), uk.nr)));
   const int64_t blocks = ceil_div(tiles, block);
 
+  const Strides xs = strides_of(p, C, p.H, p.W), ys = strides_of(p, K, p.P, p.Q);
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     PackBuffers<T> buf;
     // The 16 planes of V (and of M) are a power of two apart for common shapes, which would put a tile's 16
@@ -198,13 +233,12 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
       decode_tiles(t0, tlen, TH, TW, tile_at);
 
       // Input transform into V[xi] in packed B layout: reduction c (blocks of kc), panels of nr tiles.
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t j = 0; j < width; ++j) {
-          T vt[kXi] = {};  // the last panel's padding columns stay zero
-          if (j < tlen) input_tile(p, x, c, tile_at[j], vt);
-          const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
-          for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = vt[xi];
-        }
+      for_each_channel_tile(p.channels_last, C, width, [&](int64_t c, int64_t j) {
+        T vt[kXi] = {};  // the last panel's padding columns stay zero
+        if (j < tlen) input_tile(p, xs, x, c, tile_at[j], vt);
+        const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
+        for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = vt[xi];
+      });
 
       // The 16 GEMMs: M[xi] (K x width) = U[xi] V[xi].
       for (int xi = 0; xi < kXi; ++xi) {
@@ -219,25 +253,18 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
       }
 
       // Output transform, plus bias, into y (tiles at the bottom/right edge may be half outside).
-      for (int64_t k = 0; k < K; ++k) {
+      for_each_channel_tile(p.channels_last, K, tlen, [&](int64_t k, int64_t j) {
+        T mt[kXi], yt[2][2];
+        for (int xi = 0; xi < kXi; ++xi) mt[xi] = m[xi * m_stride + k * width + j];
+        transform_output(mt, yt);
         const T bk = bias != nullptr ? bias[k] : T(0);
-        const T* mk = m.get() + k * width;
-        for (int64_t j = 0; j < tlen; ++j) {
-          T mt[kXi], yt[2][2];
-          for (int xi = 0; xi < kXi; ++xi) mt[xi] = mk[xi * m_stride + j];
-          transform_output(mt, yt);
-          const TileAt& at = tile_at[j];
-          const int64_t oh = 2 * at.th, ow = 2 * at.tw;
-          T* out = y + ((at.n * K + k) * p.P + oh) * p.Q + ow;
-          if (oh + 1 < p.P && ow + 1 < p.Q) {
-            out[0] = yt[0][0] + bk, out[1] = yt[0][1] + bk, out[p.Q] = yt[1][0] + bk, out[p.Q + 1] = yt[1][1] + bk;
-          } else {
-            for (int i = 0; i < 2; ++i)
-              for (int jj = 0; jj < 2; ++jj)
-                if (oh + i < p.P && ow + jj < p.Q) out[i * p.Q + jj] = yt[i][jj] + bk;
-          }
-        }
-      }
+        const TileAt& at = tile_at[j];
+        const int64_t oh = 2 * at.th, ow = 2 * at.tw;
+        T* out = y + ys.at(at.n, k, oh, ow);
+        for (int i = 0; i < 2; ++i)
+          for (int jj = 0; jj < 2; ++jj)
+            if (oh + i < p.P && ow + jj < p.Q) out[i * ys.row + jj * ys.col] = yt[i][jj] + bk;
+      });
     }
   });
 }
@@ -259,6 +286,7 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   // Left uninitialised (first writes overwrite): zero-filling fresh pages costs as much as the GEMMs here.
   std::unique_ptr<T[]> partial(new T[chunks * kXi * m_stride]);
 
+  const Strides xs = strides_of(p, C, p.H, p.W), ys = strides_of(p, K, p.P, p.Q);
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     PackBuffers<T> buf;
     const int64_t e_stride = round_up(K, uk.mr) * block + 32, v_stride = round_up(C, uk.nr) * block + 32;
@@ -272,27 +300,25 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
         decode_tiles(t0, tlen, TH, TW, tile_at);
         // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
         // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
-        for (int64_t k = 0; k < round_up(K, uk.mr); ++k)
-          for (int64_t j = 0; j < tlen; ++j) {
+        for_each_channel_tile(p.channels_last, round_up(K, uk.mr), tlen, [&](int64_t k, int64_t j) {
             T et[kXi] = {};
             if (k < K) {
               const TileAt& at = tile_at[j];
-              const T* src = dy + ((at.n * K + k) * p.P + 2 * at.th) * p.Q + 2 * at.tw;
+              const T* src = dy + ys.at(at.n, k, 2 * at.th, 2 * at.tw);
               const bool down = 2 * at.th + 1 < p.P, right = 2 * at.tw + 1 < p.Q;
-              const T tile[2][2] = {{src[0], right ? src[1] : T(0)},
-                                    {down ? src[p.Q] : T(0), down && right ? src[p.Q + 1] : T(0)}};
+              const T tile[2][2] = {{src[0], right ? src[ys.col] : T(0)},
+                                    {down ? src[ys.row] : T(0), down && right ? src[ys.row + ys.col] : T(0)}};
               transform_grad_output(tile, et);
             }
             const int64_t at = packed_offset(j, k, K, uk.mr, block, tlen);
             for (int xi = 0; xi < kXi; ++xi) e[xi * e_stride + at] = et[xi];
-          }
-        for (int64_t c = 0; c < round_up(C, uk.nr); ++c)
-          for (int64_t j = 0; j < tlen; ++j) {
+        });
+        for_each_channel_tile(p.channels_last, round_up(C, uk.nr), tlen, [&](int64_t c, int64_t j) {
             T vt[kXi] = {};
-            if (c < C) input_tile(p, x, c, tile_at[j], vt);
+            if (c < C) input_tile(p, xs, x, c, tile_at[j], vt);
             const int64_t at = packed_offset(j, c, C, uk.nr, block, tlen);
             for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = vt[xi];
-          }
+        });
         for (int xi = 0; xi < kXi; ++xi) {
           const T* ex = e.get() + xi * e_stride;
           gemm_block(
@@ -315,7 +341,7 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
           for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += partial[(chunk * kXi + xi) * m_stride + k * C + c];
           m[xi] = sum;
         }
-        transform_weight_grad(m, dw + (k * C + c) * 9);
+        transform_weight_grad(m, dw + weight_at(p, k, c), tap_stride(p));
       }
   });
 }

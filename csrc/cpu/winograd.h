@@ -1,4 +1,4 @@
-// Winograd conv2d for stride-1 3x3 float convs in NCHW: F(2x2, 3x3) forward, F(3x3, 2x2) weight gradient
+// Winograd conv2d for stride-1 3x3 float convs, NCHW and NHWC: F(2x2, 3x3) forward, F(3x3, 2x2) weight gradient
 // (see winograd.cpp). Stride-1 grad-input is a forward conv, so it takes the forward's path.
 #pragma once
 #include "../conv_params.h"
