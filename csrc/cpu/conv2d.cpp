@@ -21,6 +21,7 @@
 #include "depthwise.h"
 #include "gemm_driver.h"
 #include "pack.h"
+#include "small_k.h"
 #include "winograd.h"
 
 namespace fastconv::cpu {
@@ -62,8 +63,10 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), pixels = p.N * p.PQ();
   if (pixels == 0 || p.K == 0) return;
   if (is_depthwise(p)) return depthwise_forward(p, x, w, bias, y);
-  if constexpr (std::is_same_v<T, float>)
+  if constexpr (std::is_same_v<T, float>) {
     if (winograd_applies(p)) return winograd_forward(p, x, w, bias, y);
+    if (small_k_applies(p)) return small_k_forward(p, x, w, bias, y);
+  }
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const bool nhwc = p.channels_last;
 

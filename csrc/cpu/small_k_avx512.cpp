@@ -1,0 +1,12 @@
+// The small-K direct conv row kernel compiled for AVX-512; see small_k.h.
+// Headers first: their inline functions must stay baseline code (the linker keeps one copy of each).
+#include "small_k.h"
+
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx2,fma")
+// acc += w * v as one FMA: ISO C++ modes (-std=c++NN) leave contraction off by default.
+#pragma GCC optimize("fp-contract=fast")
+
+namespace fastconv::cpu::avx512 {
+#define FASTCONV_VEC_BYTES 64  // zmm
+#include "small_k_row.inc"
+}  // namespace fastconv::cpu::avx512
