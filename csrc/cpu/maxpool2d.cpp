@@ -84,7 +84,7 @@ bool max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indice
     return indices_ok;
   }
   // NHWC: a task owns one image; within it, output pixels are visited in order and each pixel's channels
-  // scatter to distinct addresses. The range check is folded into a flag, not a branch per element.
+  // scatter to distinct addresses.
   const int64_t C = p.C, HW = p.HW();
   at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
     bool bad = false;
@@ -93,11 +93,15 @@ bool max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indice
       for (int64_t o = n * p.PQ(); o < (n + 1) * p.PQ(); ++o) {
         const int64_t* idx = indices + o * C;
         const T* g = dy + o * C;
-        for (int64_t c = 0; c < C; ++c) {
-          const bool inside = static_cast<uint64_t>(idx[c]) < static_cast<uint64_t>(HW);
-          bad |= !inside;
-          image[(inside ? idx[c] : 0) * C + c] += inside ? g[c] : T(0);
+        bool pixel_bad = false;  // one vectorised range check per pixel, then an unchecked scatter
+        for (int64_t c = 0; c < C; ++c) pixel_bad |= static_cast<uint64_t>(idx[c]) >= static_cast<uint64_t>(HW);
+        if (!pixel_bad) {
+          for (int64_t c = 0; c < C; ++c) image[idx[c] * C + c] += g[c];
+          continue;
         }
+        bad = true;
+        for (int64_t c = 0; c < C; ++c)
+          if (static_cast<uint64_t>(idx[c]) < static_cast<uint64_t>(HW)) image[idx[c] * C + c] += g[c];
       }
     }
     if (bad) indices_ok = false;
