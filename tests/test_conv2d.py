@@ -279,6 +279,36 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
         assert not torch.equal(got, wino), f"{name}: the Winograd path did not run"
 
 
+# --- the direct paths for thin convs (few output channels forward, few taps grad-weight; NCHW float32) ------
+
+# (N, C, K, H, W, kernel, stride, padding, dilation): rows of several vectors with a partial last one, a
+# kernel wider than tall, stride in H only, dilation, negative effective padding in grad-input (kernel 1,
+# padding 1), and enough 64-wide rows that the weight gradient goes over the images in several batches.
+THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1), (2, 5, 7, 19, 33, (3, 5), (2, 1), (1, 2), 1),
+              (2, 4, 6, 21, 40, 3, 1, 2, 2), (2, 3, 9, 12, 20, 1, 1, 1, 1), (12, 2, 5, 64, 64, 3, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("case", THIN_CASES, ids=[str(i) for i in range(len(THIN_CASES))])
+def test_conv2d_thin_direct_paths_match_torch(case, isa):
+    """Forward (K <= 16 output channels: the direct row kernel), grad-input (its forward conv has C output
+    channels) and grad-weight (C * R * S <= 160 taps: the direct row-sum kernel) against torch in float64."""
+    N, C, K, H, W, kernel, stride, padding, dilation = case
+    gen = torch.Generator().manual_seed(N * C * K)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = torch.randn(N, C, H, W, generator=gen, requires_grad=True)
+    w = torch.randn(K, C, kh, kw, generator=gen, requires_grad=True)
+    b = torch.randn(K, generator=gen, requires_grad=True)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation)
+    out = conv2d(x, w, b, **kwargs)
+    gy = torch.randn(out.shape, generator=gen)
+    grads = torch.autograd.grad(out, (x, w, b), gy)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    expected = F.conv2d(xd, wd, bd, **kwargs)
+    expected_grads = torch.autograd.grad(expected, (xd, wd, bd), gy.double())
+    for got, want in zip((out, *grads), (expected, *expected_grads)):
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max().item())
+
+
 # --- errors --------------------------------------------------------------------------------------------
 
 def _x(*shape, dtype=torch.float32):

@@ -21,7 +21,7 @@
 #include "depthwise.h"
 #include "gemm_driver.h"
 #include "pack.h"
-#include "small_k.h"
+#include "direct.h"
 #include "winograd.h"
 
 namespace fastconv::cpu {
@@ -276,8 +276,10 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   std::fill(dw, dw + total, T(0));
   if (p.N == 0 || PQ == 0) return;
   if (is_depthwise(p)) return depthwise_grad_weight(p, dy, x, dw);
-  if constexpr (std::is_same_v<T, float>)
+  if constexpr (std::is_same_v<T, float>) {
     if (winograd_applies(p)) return winograd_grad_weight(p, dy, x, dw);
+    if (small_c_grad_weight_applies(p)) return small_c_grad_weight(p, dy, x, dw);
+  }
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const bool nhwc = p.channels_last;
   const int64_t M = nhwc ? Kg : red, N = nhwc ? red : Kg;

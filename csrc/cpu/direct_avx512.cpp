@@ -1,6 +1,6 @@
-// The small-K direct conv row kernel compiled for AVX-512; see small_k.h.
+// The direct conv kernels compiled for AVX-512; see direct.h.
 // Headers first: their inline functions must stay baseline code (the linker keeps one copy of each).
-#include "small_k.h"
+#include "direct.h"
 
 #pragma GCC target("avx512f,avx512dq,avx512vl,avx2,fma")
 // acc += w * v as one FMA: ISO C++ modes (-std=c++NN) leave contraction off by default.
@@ -8,5 +8,5 @@
 
 namespace fastconv::cpu::avx512 {
 #define FASTCONV_VEC_BYTES 64  // zmm
-#include "small_k_row.inc"
+#include "direct_rows.inc"
 }  // namespace fastconv::cpu::avx512

@@ -1,0 +1,93 @@
+// Drivers of the direct conv kernels (see direct.h): applicability, weight layout, padded rows, threads.
+#include "direct.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace fastconv::cpu {
+
+namespace {
+
+// Input rows h0 .. h1 of channel c of image n into dst (rows `width` apart): padded column i holds input column
+// i - pad_w, zeros elsewhere (pad_w < 0 for some grad-input problems: the row's first columns are never read).
+void pad_rows(const ConvParams& p, const float* x, int64_t n, int64_t c, int64_t h0, int64_t h1, int64_t width,
+              float* dst) {
+  const int64_t i0 = std::max<int64_t>(0, p.pad_w), i1 = std::min(width, p.W + p.pad_w);
+  for (int64_t h = h0; h < h1 && i0 < i1; ++h)
+    std::copy_n(x + p.input_offset(n, c, h, i0 - p.pad_w), i1 - i0, dst + (h - h0) * width + i0);
+}
+
+}  // namespace
+
+bool small_k_applies(const ConvParams& p) {
+  // stride_w 1: each tap of an output row is one contiguous run of its padded input row.
+  return !p.channels_last && p.groups == 1 && p.K <= kSmallKMax && p.stride_w == 1;
+}
+
+bool small_c_grad_weight_applies(const ConvParams& p) {
+  return !p.channels_last && p.groups == 1 && p.stride_w == 1 && p.S <= kSmallTapsMaxS &&
+         p.C * p.R * p.S <= kSmallTapsMax;
+}
+
+DirectKernels direct_kernels(Isa isa) {
+  return isa == Isa::kAvx512 ? avx512::direct_kernels() : isa == Isa::kAvx2 ? avx2::direct_kernels()
+                                                                            : scalar::direct_kernels();
+}
+
+// Each task owns whole output channels and sums over every image and row in order: the result does not depend
+// on the thread count, and no partial sums need adding up.
+void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw) {
+  const DirectKernels kernels = direct_kernels(active_isa());
+  // dy rows in whole vectors of the widest ISA (16 floats), which every narrower one divides.
+  const int64_t width = padded_row_width(p), columns = (p.Q + 15) / 16 * 16;
+  std::vector<float> padded_x(static_cast<size_t>(p.N * p.C * p.H * width), 0.0f);
+  at::parallel_for(0, p.N * p.C, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      pad_rows(p, x, t / p.C, t % p.C, 0, p.H, width, padded_x.data() + t * p.H * width);
+  });
+  // dy rows as they are when they fill whole vectors, else copied with zeros after them.
+  std::vector<float> padded_dy;
+  const float* dy_rows = dy;
+  if (columns != p.Q) {
+    padded_dy.assign(static_cast<size_t>(p.N * p.K * p.P * columns), 0.0f);
+    at::parallel_for(0, p.N * p.K * p.P, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) std::copy_n(dy + r * p.Q, p.Q, padded_dy.data() + r * columns);
+    });
+    dy_rows = padded_dy.data();
+  }
+  const int64_t groups = (p.K + kernels.wgrad_channels - 1) / kernels.wgrad_channels;
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      kernels.grad_weight(p, padded_x.data(), width, dy_rows, columns, g * kernels.wgrad_channels, dw);
+  });
+}
+
+void small_k_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+  const SmallKRow row = direct_kernels(active_isa()).forward_row;
+  std::vector<float> wp(static_cast<size_t>(p.C * p.R * p.S * p.K));  // [c][r][s][k]: k contiguous
+  for (int64_t k = 0; k < p.K; ++k)
+    for (int64_t c = 0; c < p.C; ++c)
+      for (int64_t r = 0; r < p.R; ++r)
+        for (int64_t s = 0; s < p.S; ++s) wp[((c * p.R + r) * p.S + s) * p.K + k] = w[p.weight_offset(k, c, r, s)];
+  const int64_t width = padded_row_width(p);
+  // Tasks of several output rows of one image: their input rows are padded once and read by up to R output
+  // rows each. Whole images when there are enough of them to share out.
+  const int64_t rows = p.N >= 2 * at::get_num_threads() ? p.P : std::max<int64_t>(1, p.P / (2 * at::get_num_threads()));
+  const int64_t blocks = (p.P + rows - 1) / rows;
+  at::parallel_for(0, p.N * blocks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> padded;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / blocks, p0 = (t % blocks) * rows, p1 = std::min(p.P, p0 + rows);
+      const int64_t first = std::max<int64_t>(0, p.in_row(p0, 0)), last = std::min(p.H - 1, p.in_row(p1 - 1, p.R - 1));
+      const int64_t count = std::max<int64_t>(0, last - first + 1);
+      padded.assign(static_cast<size_t>(p.C * count * width), 0.0f);
+      for (int64_t c = 0; c < p.C; ++c) pad_rows(p, x, n, c, first, last + 1, width, padded.data() + c * count * width);
+      const PaddedRows in{padded.data(), count * width, first};
+      for (int64_t op = p0; op < p1; ++op) row(p, in, wp.data(), bias, y, n, op);
+    }
+  });
+}
+
+}  // namespace fastconv::cpu

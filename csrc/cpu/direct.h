@@ -1,0 +1,60 @@
+// Direct (GEMM-free) conv2d kernels for thin NCHW float convs, where a GEMM's register tile would stay mostly
+// empty and its im2col packing would cost more than the multiplies:
+// - forward with few output channels (K <= kSmallKMax): the first layer's grad-input (3 channels out of 64),
+//   LeNet's layers. Each output row accumulates straight from padded copies of the input rows, vectorised
+//   along the row.
+// - weight gradient with few taps (C * R * S <= kSmallTapsMax): the first layer's, LeNet's. Rows of dy times
+//   the shifted padded input rows, summed along the row in vector lanes.
+// Both need column stride 1 (a tap of a row is one contiguous run). The inner loops are compiled once per ISA
+// (direct_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
+#pragma once
+#include <cstdint>
+
+#include "../conv_params.h"
+#include "gemm_micro.h"
+
+namespace fastconv::cpu {
+
+constexpr int64_t kSmallKMax = 16;
+constexpr int64_t kSmallTapsMax = 160;
+constexpr int64_t kSmallTapsMaxS = 5;  // kernel width: S accumulators per output channel in registers
+
+// Input rows first_row .. of every channel of one image, each padded_row_width(p) long with the left padding
+// in front and zeros after the row; channel c's rows start at data + c * channel_stride.
+struct PaddedRows {
+  const float* data;
+  int64_t channel_stride, first_row;
+};
+
+// Output row `op` of image n, all K channels, from the padded rows it reads (rows in the padding are skipped).
+// wp: weights as wp[((c * R + r) * S + s) * K + k]. bias may be null.
+using SmallKRow = void (*)(const ConvParams& p, const PaddedRows& in, const float* wp, const float* bias, float* y,
+                           int64_t n, int64_t op);
+
+// dW of output channels k0 .. k0 + DirectKernels::wgrad_channels (those < K), every tap. x: every input row of
+// every image padded as for the forward (rows [n][c][h], x_row apart); dy: rows [n][k][p], dy_row apart, each
+// with zeros from Q up to dy_row, a multiple of 16.
+using SmallCGradWeight = void (*)(const ConvParams& p, const float* x, int64_t x_row, const float* dy, int64_t dy_row,
+                                  int64_t k0, float* dw);
+
+struct DirectKernels {
+  SmallKRow forward_row;
+  SmallCGradWeight grad_weight;
+  int64_t wgrad_channels;  // output channels per grad_weight call (its accumulators fill the registers)
+};
+
+// Columns of one padded input row: the output row rounded up to whole vectors of every ISA, plus the taps.
+inline int64_t small_k_columns(const ConvParams& p) { return (p.Q + 31) / 32 * 32; }
+inline int64_t padded_row_width(const ConvParams& p) { return small_k_columns(p) + (p.S - 1) * p.dil_w; }
+
+bool small_k_applies(const ConvParams& p);
+void small_k_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
+bool small_c_grad_weight_applies(const ConvParams& p);
+void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw);
+
+DirectKernels direct_kernels(Isa isa);
+namespace scalar { DirectKernels direct_kernels(); }
+namespace avx2 { DirectKernels direct_kernels(); }
+namespace avx512 { DirectKernels direct_kernels(); }
+
+}  // namespace fastconv::cpu
