@@ -37,30 +37,42 @@ DirectKernels direct_kernels(Isa isa) {
 }
 
 // Each task owns whole output channels and sums over every image and row in order: the result does not depend
-// on the thread count, and no partial sums need adding up.
+// on the thread count, and no partial sums need adding up. Images go in slices of at most ~16 MiB of padded
+// input and dy, so the scratch stays bounded for large images and batches.
 void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw) {
   const DirectKernels kernels = direct_kernels(active_isa());
   // dy rows in whole vectors of the widest ISA (16 floats), which every narrower one divides.
   const int64_t width = padded_row_width(p), columns = (p.Q + 15) / 16 * 16;
-  std::vector<float> padded_x(static_cast<size_t>(p.N * p.C * p.H * width), 0.0f);
-  at::parallel_for(0, p.N * p.C, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t)
-      pad_rows(p, x, t / p.C, t % p.C, 0, p.H, width, padded_x.data() + t * p.H * width);
-  });
-  // dy rows as they are when they fill whole vectors, else copied with zeros after them.
-  std::vector<float> padded_dy;
-  const float* dy_rows = dy;
-  if (columns != p.Q) {
-    padded_dy.assign(static_cast<size_t>(p.N * p.K * p.P * columns), 0.0f);
-    at::parallel_for(0, p.N * p.K * p.P, 64, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) std::copy_n(dy + r * p.Q, p.Q, padded_dy.data() + r * columns);
-    });
-    dy_rows = padded_dy.data();
-  }
+  const int64_t slice = std::max<int64_t>(1, (int64_t{1} << 22) / (p.C * p.H * width + p.K * p.P * columns));
   const int64_t groups = (p.K + kernels.wgrad_channels - 1) / kernels.wgrad_channels;
+  std::vector<double> sums(static_cast<size_t>(groups * kernels.wgrad_sums(p)), 0.0);
+  std::vector<float> padded_x, padded_dy;
+  for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
+    const int64_t images = std::min(slice, p.N - n0);
+    padded_x.assign(static_cast<size_t>(images * p.C * p.H * width), 0.0f);
+    at::parallel_for(0, images * p.C, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        pad_rows(p, x, n0 + t / p.C, t % p.C, 0, p.H, width, padded_x.data() + t * p.H * width);
+    });
+    // dy rows as they are when they fill whole vectors, else copied with zeros after them.
+    const float* dy_rows = dy + n0 * p.K * p.P * p.Q;
+    if (columns != p.Q) {
+      padded_dy.assign(static_cast<size_t>(images * p.K * p.P * columns), 0.0f);
+      const float* src = dy_rows;
+      at::parallel_for(0, images * p.K * p.P, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) std::copy_n(src + r * p.Q, p.Q, padded_dy.data() + r * columns);
+      });
+      dy_rows = padded_dy.data();
+    }
+    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g)
+        kernels.grad_weight(p, padded_x.data(), width, dy_rows, columns, g * kernels.wgrad_channels, images,
+                            sums.data() + g * kernels.wgrad_sums(p));
+    });
+  }
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g)
-      kernels.grad_weight(p, padded_x.data(), width, dy_rows, columns, g * kernels.wgrad_channels, dw);
+      kernels.grad_weight_finish(p, sums.data() + g * kernels.wgrad_sums(p), g * kernels.wgrad_channels, dw);
   });
 }
 
@@ -73,8 +85,10 @@ void small_k_forward(const ConvParams& p, const float* x, const float* w, const 
         for (int64_t s = 0; s < p.S; ++s) wp[((c * p.R + r) * p.S + s) * p.K + k] = w[p.weight_offset(k, c, r, s)];
   const int64_t width = padded_row_width(p);
   // Tasks of several output rows of one image: their input rows are padded once and read by up to R output
-  // rows each. Whole images when there are enough of them to share out.
-  const int64_t rows = p.N >= 2 * at::get_num_threads() ? p.P : std::max<int64_t>(1, p.P / (2 * at::get_num_threads()));
+  // rows each. Whole images when there are enough of them to share out (and they fit in a few MiB).
+  const int64_t share = p.N >= 2 * at::get_num_threads() ? p.P : std::max<int64_t>(1, p.P / (2 * at::get_num_threads()));
+  const int64_t fit = (int64_t{1} << 20) / (p.C * width) - (p.R - 1) * p.dil_h;  // <= ~4 MiB of padded rows
+  const int64_t rows = std::max<int64_t>(1, std::min(share, fit));
   const int64_t blocks = (p.P + rows - 1) / rows;
   at::parallel_for(0, p.N * blocks, 1, [&](int64_t t0, int64_t t1) {
     std::vector<float> padded;

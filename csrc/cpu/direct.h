@@ -31,16 +31,21 @@ struct PaddedRows {
 using SmallKRow = void (*)(const ConvParams& p, const PaddedRows& in, const float* wp, const float* bias, float* y,
                            int64_t n, int64_t op);
 
-// dW of output channels k0 .. k0 + DirectKernels::wgrad_channels (those < K), every tap. x: every input row of
-// every image padded as for the forward (rows [n][c][h], x_row apart); dy: rows [n][k][p], dy_row apart, each
-// with zeros from Q up to dy_row, a multiple of 16.
+// The weight gradient of output channels k0 .. k0 + DirectKernels::wgrad_channels (those < K), every tap, over
+// `images` images: x holds their input rows padded as for the forward ([n][c][h], x_row apart), dy their rows
+// ([n][k][p], dy_row apart, zeros from Q up to dy_row, a multiple of 16). Lane sums accumulate into `sums`
+// (double, wgrad_sums(p) entries per channel group) over calls; the finish call turns them into dW.
 using SmallCGradWeight = void (*)(const ConvParams& p, const float* x, int64_t x_row, const float* dy, int64_t dy_row,
-                                  int64_t k0, float* dw);
+                                  int64_t k0, int64_t images, double* sums);
+using SmallCGradWeightFinish = void (*)(const ConvParams& p, const double* sums, int64_t k0, float* dw);
 
 struct DirectKernels {
   SmallKRow forward_row;
   SmallCGradWeight grad_weight;
+  SmallCGradWeightFinish grad_weight_finish;
   int64_t wgrad_channels;  // output channels per grad_weight call (its accumulators fill the registers)
+  int64_t lanes;           // floats per vector
+  int64_t wgrad_sums(const ConvParams& p) const { return p.C * p.R * p.S * wgrad_channels * lanes; }
 };
 
 // Columns of one padded input row: the output row rounded up to whole vectors of every ISA, plus the taps.
