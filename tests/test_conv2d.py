@@ -290,15 +290,18 @@ THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1), (2
               (3, 1, 2, 1100, 1100, 3, 1, 1, 1)]
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", THIN_CASES, ids=[str(i) for i in range(len(THIN_CASES))])
-def test_conv2d_thin_direct_paths_match_torch(case, isa):
+def test_conv2d_thin_direct_paths_match_torch(case, layout, isa):
     """Forward (K <= 16 output channels: the direct row kernel), grad-input (its forward conv has C output
-    channels) and grad-weight (C * R * S <= 160 taps: the direct row-sum kernel) against torch in float64."""
+    channels) and grad-weight (C * R * S <= 160 taps: the direct row-sum kernel) against torch in float64;
+    channels_last through NCHW copies, results in torch's memory format."""
     N, C, K, H, W, kernel, stride, padding, dilation = case
     gen = torch.Generator().manual_seed(N * C * K)
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-    x = torch.randn(N, C, H, W, generator=gen, requires_grad=True)
-    w = torch.randn(K, C, kh, kw, generator=gen, requires_grad=True)
+    mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(N, C, H, W, generator=gen).contiguous(memory_format=mf).requires_grad_()
+    w = torch.randn(K, C, kh, kw, generator=gen).contiguous(memory_format=mf).requires_grad_()
     b = torch.randn(K, generator=gen, requires_grad=True)
     kwargs = dict(stride=stride, padding=padding, dilation=dilation)
     out = conv2d(x, w, b, **kwargs)
@@ -309,6 +312,7 @@ def test_conv2d_thin_direct_paths_match_torch(case, isa):
     expected_grads = torch.autograd.grad(expected, (xd, wd, bd), gy.double())
     for got, want in zip((out, *grads), (expected, *expected_grads)):
         torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6 * want.abs().max().item())
+    assert out.stride() == expected.stride() and grads[0].stride() == expected_grads[0].stride()  # torch's layout
 
 
 # --- errors --------------------------------------------------------------------------------------------

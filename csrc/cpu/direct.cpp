@@ -19,16 +19,48 @@ void pad_rows(const ConvParams& p, const float* x, int64_t n, int64_t c, int64_t
     std::copy_n(x + p.input_offset(n, c, h, i0 - p.pad_w), i1 - i0, dst + (h - h0) * width + i0);
 }
 
-}  // namespace
-
-bool small_k_applies(const ConvParams& p) {
-  // stride_w 1: each tap of an output row is one contiguous run of its padded input row.
-  return !p.channels_last && p.groups == 1 && p.K <= kSmallKMax && p.stride_w == 1;
+// [n][a][b] -> [n][b][a] for N matrices of A x B: NHWC <-> NCHW with (A, B) = (HW, C) or (C, HW).
+void transpose_images(const float* src, float* dst, int64_t N, int64_t A, int64_t B) {
+  constexpr int64_t kBlock = 32;  // square tiles, so both sides move in cache lines
+  const int64_t a_blocks = (A + kBlock - 1) / kBlock;
+  at::parallel_for(0, N * a_blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / a_blocks, a0 = (t % a_blocks) * kBlock, a1 = std::min(A, a0 + kBlock);
+      const float* s = src + n * A * B;
+      float* d = dst + n * A * B;
+      for (int64_t b0 = 0; b0 < B; b0 += kBlock)
+        for (int64_t a = a0; a < a1; ++a)
+          for (int64_t b = b0; b < std::min(B, b0 + kBlock); ++b) d[b * A + a] = s[a * B + b];
+    }
+  });
 }
 
+// The NCHW twin of a channels_last problem, and its weights in K x C x R x S order.
+ConvParams as_nchw(const ConvParams& p) {
+  ConvParams q = p;
+  q.channels_last = false;
+  return q;
+}
+std::vector<float> weights_kcrs(const ConvParams& p, const float* w) {
+  std::vector<float> out(static_cast<size_t>(p.K * p.C * p.R * p.S));
+  const ConvParams q = as_nchw(p);
+  for (int64_t k = 0; k < p.K; ++k)
+    for (int64_t c = 0; c < p.C; ++c)
+      for (int64_t r = 0; r < p.R; ++r)
+        for (int64_t s = 0; s < p.S; ++s) out[q.weight_offset(k, c, r, s)] = w[p.weight_offset(k, c, r, s)];
+  return out;
+}
+
+}  // namespace
+
+// stride_w 1: each tap of an output row is one contiguous run of its padded input row. channels_last problems
+// come too: with K <= 16 their output is thin, and moving both sides to NCHW and back costs far less than the
+// NHWC GEMM loses on a tile with a handful of columns.
+bool small_k_applies(const ConvParams& p) { return p.groups == 1 && p.K <= kSmallKMax && p.stride_w == 1; }
+
 bool small_c_grad_weight_applies(const ConvParams& p) {
-  return !p.channels_last && p.groups == 1 && p.stride_w == 1 && p.S <= kSmallTapsMaxS &&
-         p.C * p.R * p.S <= kSmallTapsMax;
+  return p.groups == 1 && p.stride_w == 1 && p.S <= kSmallTapsMaxS && p.C * p.R * p.S <= kSmallTapsMax &&
+         (!p.channels_last || p.K <= kSmallKMax);  // channels_last: dy is moved to NCHW, so it must be thin too
 }
 
 DirectKernels direct_kernels(Isa isa) {
@@ -40,6 +72,19 @@ DirectKernels direct_kernels(Isa isa) {
 // on the thread count, and no partial sums need adding up. Images go in slices of at most ~16 MiB of padded
 // input and dy, so the scratch stays bounded for large images and batches.
 void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw) {
+  if (p.channels_last) {  // through NCHW copies of x and dy, and an NCHW weight gradient
+    std::vector<float> xt(static_cast<size_t>(p.N * p.C * p.HW())), dyt(static_cast<size_t>(p.N * p.K * p.PQ()));
+    std::vector<float> dwt(static_cast<size_t>(p.K * p.C * p.R * p.S));
+    transpose_images(x, xt.data(), p.N, p.HW(), p.C);
+    transpose_images(dy, dyt.data(), p.N, p.PQ(), p.K);
+    const ConvParams q = as_nchw(p);
+    small_c_grad_weight(q, dyt.data(), xt.data(), dwt.data());
+    for (int64_t k = 0; k < p.K; ++k)
+      for (int64_t c = 0; c < p.C; ++c)
+        for (int64_t r = 0; r < p.R; ++r)
+          for (int64_t s = 0; s < p.S; ++s) dw[p.weight_offset(k, c, r, s)] = dwt[q.weight_offset(k, c, r, s)];
+    return;
+  }
   const DirectKernels kernels = direct_kernels(active_isa());
   // dy rows in whole vectors of the widest ISA (16 floats), which every narrower one divides.
   const int64_t width = padded_row_width(p), columns = (p.Q + 15) / 16 * 16;
@@ -77,6 +122,13 @@ void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, f
 }
 
 void small_k_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+  if (p.channels_last) {  // through NCHW copies of x and y
+    std::vector<float> xt(static_cast<size_t>(p.N * p.C * p.HW())), yt(static_cast<size_t>(p.N * p.K * p.PQ()));
+    transpose_images(x, xt.data(), p.N, p.HW(), p.C);
+    small_k_forward(as_nchw(p), xt.data(), weights_kcrs(p, w).data(), bias, yt.data());
+    transpose_images(yt.data(), y, p.N, p.K, p.PQ());
+    return;
+  }
   const SmallKRow row = direct_kernels(active_isa()).forward_row;
   std::vector<float> wp(static_cast<size_t>(p.C * p.R * p.S * p.K));  // [c][r][s][k]: k contiguous
   for (int64_t k = 0; k < p.K; ++k)

@@ -5,8 +5,9 @@
 //   along the row.
 // - weight gradient with few taps (C * R * S <= kSmallTapsMax): the first layer's, LeNet's. Rows of dy times
 //   the shifted padded input rows, summed along the row in vector lanes.
-// Both need column stride 1 (a tap of a row is one contiguous run). The inner loops are compiled once per ISA
-// (direct_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
+// Both need column stride 1 (a tap of a row is one contiguous run). Thin channels_last problems go through NCHW
+// copies (no NHWC direct kernel yet; the copies cost far less than the NHWC GEMM loses on them). The inner
+// loops are compiled once per ISA (direct_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
 #pragma once
 #include <cstdint>
 
