@@ -15,7 +15,8 @@ the report (header, tables, summary) to stdout at the end.
 
 CUDA (--device cuda): see _cuda.py (cuDNN in fp32, TF32, fp16, bf16; CUDA-event timing; AMP training step).
 
---save writes benchmarks/results/{cpu-<cpu>-f<family>m<model>-<isa>|cuda-<gpu>}.json/.png; otherwise only what --json/--plot name.
+--save writes benchmarks/results/{cpu-<cpu>-f<family>m<model>-<isa>|cuda-<gpu>}.json/.png; otherwise only what
+--json/--plot name.
 """
 import argparse
 import os

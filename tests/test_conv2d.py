@@ -249,7 +249,8 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
     (FASTCONV_WINOGRAD=0) in rounding only, and are bitwise the same for 1 and 2 threads."""
     N, C, K, H, W, pad = case
     gen = torch.Generator().manual_seed(C + K)
-    x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
+    x, w = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen)
+    b = torch.randn(K, generator=gen)
     mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     x, w = x.contiguous(memory_format=mf), w.contiguous(memory_format=mf)
     args = ([1, 1], pad, [1, 1], 1)
@@ -285,7 +286,8 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
 # kernel wider than tall, stride in H only, dilation, negative effective padding in grad-input (kernel 1,
 # padding 1), enough 64-wide rows that the weight gradient goes over the images in several cache batches, and
 # images large enough that it pads them one slice at a time (and the forward pads fewer rows than an image).
-THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1), (2, 5, 7, 19, 33, (3, 5), (2, 1), (1, 2), 1),
+THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1),
+              (2, 5, 7, 19, 33, (3, 5), (2, 1), (1, 2), 1),
               (2, 4, 6, 21, 40, 3, 1, 2, 2), (2, 3, 9, 12, 20, 1, 1, 1, 1), (12, 2, 5, 64, 64, 3, 1, 1, 1),
               (3, 1, 2, 1100, 1100, 3, 1, 1, 1)]
 

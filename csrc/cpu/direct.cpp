@@ -138,7 +138,8 @@ void small_k_forward(const ConvParams& p, const float* x, const float* w, const 
   const int64_t width = padded_row_width(p);
   // Tasks of several output rows of one image: their input rows are padded once and read by up to R output
   // rows each. Whole images when there are enough of them to share out (and they fit in a few MiB).
-  const int64_t share = p.N >= 2 * at::get_num_threads() ? p.P : std::max<int64_t>(1, p.P / (2 * at::get_num_threads()));
+  const int64_t threads = at::get_num_threads();
+  const int64_t share = p.N >= 2 * threads ? p.P : std::max<int64_t>(1, p.P / (2 * threads));
   const int64_t fit = (int64_t{1} << 20) / (p.C * width) - (p.R - 1) * p.dil_h;  // <= ~4 MiB of padded rows
   const int64_t rows = std::max<int64_t>(1, std::min(share, fit));
   const int64_t blocks = (p.P + rows - 1) / rows;

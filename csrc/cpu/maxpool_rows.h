@@ -14,7 +14,8 @@
 
 namespace fastconv::cpu {
 
-// Scratch, per thread: best / best_pos of max(padded_columns(p), C) entries each, padded of padded_row_length(p) entries.
+// Scratch, per thread: best / best_pos of max(padded_columns(p), C) entries each, padded of
+// padded_row_length(p) entries.
 template <typename T, typename Pos>
 struct PoolRowKernels {
   // Output row op of one NCHW plane: out[0..Q) and idx[0..Q).

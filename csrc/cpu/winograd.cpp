@@ -210,10 +210,9 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
   std::vector<T> packed_u(static_cast<size_t>(kXi * u_stride), T(0));
   at::parallel_for(0, ceil_div(K, uk.mr), 1, [&](int64_t panel0, int64_t panel1) {
     for (int64_t k = panel0 * uk.mr; k < std::min(K, panel1 * uk.mr); ++k)
-      for (int64_t c = 0; c < C; ++c) {
-        transform_weight(w + weight_at(p, k, c), tap_stride(p), packed_u.data() + packed_offset(c, k, K, uk.mr, uk.kc, C),
-                         u_stride);
-      }
+      for (int64_t c = 0; c < C; ++c)
+        transform_weight(w + weight_at(p, k, c), tap_stride(p),
+                         packed_u.data() + packed_offset(c, k, K, uk.mr, uk.kc, C), u_stride);
   });
 
   // Tile blocks: V (16 x C x block) and M (16 x K x block) of one block stay within L2.
