@@ -35,20 +35,19 @@ void transpose_images(const float* src, float* dst, int64_t N, int64_t A, int64_
   });
 }
 
-// The NCHW twin of a channels_last problem, and its weights in K x C x R x S order.
+// The NCHW twin of a channels_last problem.
 ConvParams as_nchw(const ConvParams& p) {
   ConvParams q = p;
   q.channels_last = false;
   return q;
 }
-std::vector<float> weights_kcrs(const ConvParams& p, const float* w) {
-  std::vector<float> out(static_cast<size_t>(p.K * p.C * p.R * p.S));
-  const ConvParams q = as_nchw(p);
-  for (int64_t k = 0; k < p.K; ++k)
-    for (int64_t c = 0; c < p.C; ++c)
-      for (int64_t r = 0; r < p.R; ++r)
-        for (int64_t s = 0; s < p.S; ++s) out[q.weight_offset(k, c, r, s)] = w[p.weight_offset(k, c, r, s)];
-  return out;
+
+// Weights from `from`'s layout (K x C x R x S or K x R x S x C) into `to`'s.
+void copy_weights(const ConvParams& from, const float* src, const ConvParams& to, float* dst) {
+  for (int64_t k = 0; k < from.K; ++k)
+    for (int64_t c = 0; c < from.C; ++c)
+      for (int64_t r = 0; r < from.R; ++r)
+        for (int64_t s = 0; s < from.S; ++s) dst[to.weight_offset(k, c, r, s)] = src[from.weight_offset(k, c, r, s)];
 }
 
 }  // namespace
@@ -79,10 +78,7 @@ void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, f
     transpose_images(dy, dyt.data(), p.N, p.PQ(), p.K);
     const ConvParams q = as_nchw(p);
     small_c_grad_weight(q, dyt.data(), xt.data(), dwt.data());
-    for (int64_t k = 0; k < p.K; ++k)
-      for (int64_t c = 0; c < p.C; ++c)
-        for (int64_t r = 0; r < p.R; ++r)
-          for (int64_t s = 0; s < p.S; ++s) dw[p.weight_offset(k, c, r, s)] = dwt[q.weight_offset(k, c, r, s)];
+    copy_weights(q, dwt.data(), p, dw);
     return;
   }
   const DirectKernels kernels = direct_kernels(active_isa());
@@ -124,8 +120,11 @@ void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, f
 void small_k_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
   if (p.channels_last) {  // through NCHW copies of x and y
     std::vector<float> xt(static_cast<size_t>(p.N * p.C * p.HW())), yt(static_cast<size_t>(p.N * p.K * p.PQ()));
+    std::vector<float> wt(static_cast<size_t>(p.K * p.C * p.R * p.S));
+    const ConvParams q = as_nchw(p);
     transpose_images(x, xt.data(), p.N, p.HW(), p.C);
-    small_k_forward(as_nchw(p), xt.data(), weights_kcrs(p, w).data(), bias, yt.data());
+    copy_weights(p, w, q, wt.data());
+    small_k_forward(q, xt.data(), wt.data(), bias, yt.data());
     transpose_images(yt.data(), y, p.N, p.K, p.PQ());
     return;
   }
