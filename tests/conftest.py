@@ -49,6 +49,12 @@ def restore_num_threads():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def one_thread(restore_num_threads):
+    """Tiny tensors: one thread is faster, and 2-thread OpenMP spins badly on a busy 2-core machine."""
+    torch.set_num_threads(1)
+
+
 # --- conv2d cases --------------------------------------------------------------------------------------
 
 LAYOUTS = ("contiguous", "cl_input", "cl_weight", "cl_both", "transposed", "sliced")
