@@ -231,6 +231,41 @@ def test_conv2d_larger_case(layout, isa):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=2e-4)
 
 
+# (N, C, K, H, W, stride, padding): batches of small strided outputs, where one GEMM tile spans several images
+# (4x4 outputs: the micro-kernel's split store; 2x2 and 4x3: the tile-buffer path) and the strided grad-input
+# gives a task several images, grouped by the thread count.
+STRIDED_BATCH_CASES = [(32, 16, 24, 8, 8, 2, 1), (24, 8, 40, 4, 4, 2, 1), (20, 12, 16, 9, 7, 2, 0)]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", STRIDED_BATCH_CASES, ids=[str(i) for i in range(len(STRIDED_BATCH_CASES))])
+def test_conv2d_strided_batches_of_small_images(case, layout, isa, restore_num_threads):
+    """Forward, grad-input and grad-weight against torch in float64, bitwise the same for 1 and 2 threads."""
+    N, C, K, H, W, stride, padding = case
+    gen = torch.Generator().manual_seed(N + C + K)
+    mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(N, C, H, W, generator=gen).contiguous(memory_format=mf)
+    w = torch.randn(K, C, 3, 3, generator=gen).contiguous(memory_format=mf)
+    b = torch.randn(K, generator=gen)
+    args = ([stride, stride], [padding] * 4, [1, 1], 1)
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    expected = F.conv2d(xd, wd, b.double(), stride=stride, padding=padding)
+    gy = torch.randn(expected.shape, generator=gen).contiguous(memory_format=mf)
+    expected_grads = torch.autograd.grad(expected, (xd, wd), gy.double())
+    ops = torch.ops.fastconv
+
+    def run():
+        return (ops.conv2d(x, w, b, *args), ops.conv2d_grad_input(gy, x, w, *args),
+                ops.conv2d_grad_weight(gy, x, w, *args))
+
+    torch.set_num_threads(2)
+    results = run()
+    for got, want in zip(results, (expected, *expected_grads)):
+        torch.testing.assert_close(got.double(), want.detach(), rtol=0, atol=2e-6 * want.abs().max().item())
+    torch.set_num_threads(1)
+    assert all(torch.equal(u, v) for u, v in zip(run(), results))
+
+
 # --- the Winograd F(2x2, 3x3) path (float32, stride-1 3x3, C and K >= 32, NCHW and NHWC) -----------------------------
 
 # (N, C, K, H, W, padding [top, left, bottom, right]): odd and even outputs (half-outside edge tiles), the

@@ -135,6 +135,52 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
 
 namespace {
 
+// The i in [0, count) for which start + i * step lies in [0, limit): the columns of a strided run that are
+// inside the image, so the scatter loops below need no per-element bounds check.
+inline void inside_range(int64_t start, int64_t step, int64_t count, int64_t limit, int64_t& lo, int64_t& hi) {
+  lo = start >= 0 ? 0 : (-start + step - 1) / step;
+  hi = start >= limit ? 0 : std::min(count, (limit - 1 - start) / step + 1);
+  if (hi < lo) hi = lo;
+}
+
+// col2im, NCHW: cols[m - m0][pixel] (taps m0..m0+mlen) added onto the input pixels the taps read;
+// dx_group points at channel 0 of the group in image 0.
+template <typename T>
+void scatter_columns_nchw(const ConvParams& p, const std::vector<Tap>& taps, int64_t m0, int64_t mlen,
+                          const std::vector<PixelRun>& runs, const T* cols, int64_t ld, T* dx_group) {
+  for (int64_t m = m0; m < m0 + mlen; ++m) {
+    const Tap tap = taps[m];
+    T* channel = dx_group + tap.c * p.HW();
+    for (const PixelRun& run : runs) {
+      const int64_t h = p.in_row(run.p, tap.r);
+      if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
+      const T* src = cols + (m - m0) * ld + run.pos;
+      const int64_t w0 = p.in_col(run.q0, tap.s);
+      int64_t lo, hi;
+      inside_range(w0, p.stride_w, run.len, p.W, lo, hi);
+      T* row = channel + run.image_offset + h * p.W;
+      for (int64_t i = lo; i < hi; ++i) row[w0 + i * p.stride_w] += src[i];
+    }
+  }
+}
+
+// col2im, NHWC: cols[pixel][tap - m0] over the tap runs of one tap block; dx_group points at the group's
+// first channel in image 0.
+template <typename T>
+void scatter_columns_nhwc(const ConvParams& p, const std::vector<TapRun>& tap_runs, const std::vector<PixelRun>& runs,
+                          const T* cols, int64_t ld, T* dx_group) {
+  for (const PixelRun& run : runs)
+    for (int64_t i = 0; i < run.len; ++i) {
+      const T* src = cols + (run.pos + i) * ld;
+      for (const TapRun& tr : tap_runs) {
+        const int64_t h = p.in_row(run.p, tr.r), xw = p.in_col(run.q0 + i, tr.s);
+        if (!p.in_bounds(h, xw)) continue;
+        T* dst = dx_group + run.image_offset + p.input_offset(0, tr.c0, h, xw);
+        for (int64_t c = 0; c < tr.len; ++c) dst[c] += src[tr.pos + c];
+      }
+    }
+}
+
 // Stride 1: dx is the forward conv of dy with weights flipped in r, s and swapped in k <-> c, whose leading
 // padding is dil * (R - 1) - pad (possibly negative: the packers bound-check every tap).
 template <typename T>
@@ -157,8 +203,12 @@ void grad_input_as_forward(const ConvParams& p, const T* dy, const T* w, T* dx) 
   conv2d_forward<T>(q, dy, flipped.data(), nullptr, dx);
 }
 
-// Stride > 1: per image and group, cols = W^T dy in blocks of output pixels, each scattered into dx (col2im).
-// One task owns one (image, group) slice of dx, so the scatter needs no atomics.
+// Stride > 1: cols = W^T dy (taps x output pixels), block by block, each block scattered into dx (col2im) right
+// after its GEMM. A task owns whole images of one group, so the scatter needs no atomics; small images go
+// several to a task, so that each block of packed weights serves ~128+ pixels instead of being streamed from
+// memory again for every image (ResNet's 4x4 maps). The adds into a dx element come from its own image only,
+// in an order fixed by the shape (column blocks are whole images or fixed slices of one), so results do not
+// depend on how images are grouped into tasks, nor on the thread count.
 template <typename T>
 void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
@@ -174,80 +224,76 @@ void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
       });
     });
   }
-  const int64_t block = std::min(PQ, block_size(std::max<int64_t>(65536 / red, 1), 1, uk.nr, 4096));
+  constexpr int64_t kColumns = 256;  // output pixels per GEMM block
+  const int64_t task_images =
+      PQ >= kColumns ? 1 : std::max<int64_t>(1, std::min(kColumns / PQ, p.N / (4 * at::get_num_threads())));
+  const int64_t col_block = std::min(kColumns, task_images * PQ), tasks_per_group = ceil_div(p.N, task_images);
+  const int64_t dy_width = nhwc ? uk.mr : uk.nr;              // dy is the A operand for NHWC, B for NCHW
+  const int64_t tap_block = nhwc ? round_up(256, uk.nr) : uk.mc;  // taps x pixels block: ~256 KiB
 
   std::vector<Tap> taps;         // NCHW taps (c, r, s) of the column rows
-  std::vector<TapRun> tap_runs;  // NHWC taps (r, s, c) of the column entries, as channel runs
-  if (nhwc) tap_runs_nhwc(p, 0, red, tap_runs); else tap_table(p, 0, red, taps);
+  if (!nhwc) tap_table(p, 0, red, taps);
 
-  at::parallel_for(0, p.N * p.groups, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, p.groups * tasks_per_group, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
     std::vector<PixelRun> runs;
-    std::vector<T> cols(static_cast<size_t>(red * block));
+    std::vector<TapRun> tap_runs;  // NHWC taps (r, s, c) of a tap block, as channel runs
+    std::vector<T> cols(static_cast<size_t>(tap_block * col_block));
+    std::vector<T> dy_packed(static_cast<size_t>(round_up(col_block, dy_width) * Kg));
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = t / p.groups, g = t % p.groups;
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t h = 0; h < p.H; ++h)
-          for (int64_t x = 0; x < p.W; ++x) dx[p.input_offset(n, g * Cg + c, h, x)] = T(0);
-      for (int64_t j0 = 0; j0 < PQ; j0 += block) {
-        const int64_t jlen = std::min(block, PQ - j0);
-        if (!nhwc) {  // cols[tap][pixel] = sum_k W[k][tap] dy[n][k][pixel]
-          gemm_block(
-              uk, 0, red, j0, jlen, Kg,
-              [&](T*, int64_t k0, int64_t klen, int64_t m0, int64_t) {
-                return prepacked_at(packed[g], red, uk.mr, k0, klen, m0);
-              },
-              [&](T* dst, int64_t k0, int64_t klen, int64_t n0, int64_t nlen) {
-                pack_panels_by_row(dst, k0, klen, n0, nlen, uk.nr, [&](T* out, int64_t k, int64_t j, int64_t cnt) {
-                  const T* src = dy + ((n * p.K + g * Kg + k) * PQ + j);
-                  std::copy(src, src + cnt, out);
-                });
-                return static_cast<const T*>(dst);
-              },
-              cols.data(), OutputMap{jlen, jlen, 0, 0, j0}, false, buf);
-        } else {  // cols[pixel][tap] = sum_k dy[n][pixel][k] W[k][tap]
-          gemm_block(
-              uk, j0, jlen, 0, red, Kg,
-              [&](T* dst, int64_t k0, int64_t klen, int64_t m0, int64_t mlen) {
-                pack_panels_by_column(dst, k0, klen, m0, mlen, uk.mr,
-                                      [&](T* out, int64_t stride, int64_t j, int64_t kd0, int64_t kl) {
-                                        const T* src = dy + (n * PQ + j) * p.K + g * Kg + kd0;
-                                        for (int64_t i = 0; i < kl; ++i) out[i * stride] = src[i];
-                                      });
-                return static_cast<const T*>(dst);
-              },
-              [&](T*, int64_t k0, int64_t klen, int64_t n0, int64_t) {
-                return prepacked_at(packed[g], red, uk.nr, k0, klen, n0);
-              },
-              cols.data(), OutputMap{red, red, 0, j0, 0}, false, buf);
-        }
-        // col2im: each column entry lands on the input pixel its tap reads, or in the padding.
-        pixel_runs(p, j0, jlen, runs);
-        if (!nhwc) {
-          for (int64_t m = 0; m < red; ++m) {
-            const Tap tap = taps[m];
-            T* channel = dx + p.input_offset(n, g * Cg + tap.c, 0, 0);
-            for (const PixelRun& run : runs) {
-              const int64_t h = p.in_row(run.p, tap.r);
-              if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
-              const T* src = cols.data() + m * jlen + run.pos;
-              for (int64_t i = 0; i < run.len; ++i) {
-                const int64_t xw = p.in_col(run.q0 + i, tap.s);
-                if (static_cast<uint64_t>(xw) < static_cast<uint64_t>(p.W)) channel[h * p.W + xw] += src[i];
+      const int64_t g = t / tasks_per_group, n0 = (t % tasks_per_group) * task_images;
+      const int64_t n1 = std::min(p.N, n0 + task_images);
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t h = 0; h < p.H; ++h)
+            for (int64_t x = 0; x < p.W; ++x) dx[p.input_offset(n, g * Cg + c, h, x)] = T(0);
+      for (int64_t j0 = n0 * PQ; j0 < n1 * PQ; j0 += col_block) {
+        const int64_t jlen = std::min(col_block, n1 * PQ - j0), panels = round_up(jlen, dy_width);
+        // dy of the block, packed once for all tap blocks (pixels j are global: j = n * PQ + pq).
+        for (int64_t k0 = 0; k0 < Kg; k0 += uk.kc) {
+          const int64_t klen = std::min(uk.kc, Kg - k0);
+          T* dst = dy_packed.data() + k0 * panels;
+          if (!nhwc) {
+            pack_panels_by_row(dst, k0, klen, j0, jlen, dy_width, [&](T* out, int64_t k, int64_t j, int64_t cnt) {
+              for (int64_t i = 0; i < cnt;) {  // runs within one image
+                const int64_t n = (j + i) / PQ, pq = (j + i) % PQ, len = std::min(cnt - i, PQ - pq);
+                const T* src = dy + (n * p.K + g * Kg + k) * PQ + pq;
+                std::copy(src, src + len, out + i);
+                i += len;
               }
-            }
+            });
+          } else {
+            pack_panels_by_column(dst, k0, klen, j0, jlen, dy_width,
+                                  [&](T* out, int64_t stride, int64_t j, int64_t kd0, int64_t kl) {
+                                    const T* src = dy + j * p.K + g * Kg + kd0;
+                                    for (int64_t i = 0; i < kl; ++i) out[i * stride] = src[i];
+                                  });
           }
-        } else {
-          for (const PixelRun& run : runs)
-            for (int64_t i = 0; i < run.len; ++i) {
-              const T* src = cols.data() + (run.pos + i) * red;
-              for (const TapRun& tr : tap_runs) {
-                const int64_t h = p.in_row(run.p, tr.r), xw = p.in_col(run.q0 + i, tr.s);
-                if (!p.in_bounds(h, xw)) continue;
-                T* dst = dx + p.input_offset(n, g * Cg + tr.c0, h, xw);
-                for (int64_t c = 0; c < tr.len; ++c) dst[c] += src[tr.pos + c];
-              }
-            }
+        }
+        auto dy_block = [&](T*, int64_t k0, int64_t klen, int64_t start, int64_t) {
+          return static_cast<const T*>(dy_packed.data() + k0 * panels + ((start - j0) / dy_width) * klen * dy_width);
+        };
+        pixel_runs(p, j0, jlen, runs);
+        for (int64_t m0 = 0; m0 < red; m0 += tap_block) {
+          const int64_t mlen = std::min(tap_block, red - m0);
+          if (!nhwc) {  // cols[tap][pixel] = sum_k W[k][tap] dy[n][k][pixel]
+            gemm_block(
+                uk, m0, mlen, j0, jlen, Kg,
+                [&](T*, int64_t k0, int64_t klen, int64_t mb, int64_t) {
+                  return prepacked_at(packed[g], red, uk.mr, k0, klen, mb);
+                },
+                dy_block, cols.data(), OutputMap{jlen, jlen, 0, m0, j0}, false, buf);
+            scatter_columns_nchw(p, taps, m0, mlen, runs, cols.data(), jlen, dx + g * Cg * p.HW());
+          } else {  // cols[pixel][tap] = sum_k dy[n][pixel][k] W[k][tap]
+            gemm_block(
+                uk, j0, jlen, m0, mlen, Kg, dy_block,
+                [&](T*, int64_t k0, int64_t klen, int64_t nb, int64_t) {
+                  return prepacked_at(packed[g], red, uk.nr, k0, klen, nb);
+                },
+                cols.data(), OutputMap{mlen, mlen, 0, j0, m0}, false, buf);
+            tap_runs_nhwc(p, m0, mlen, tap_runs);
+            scatter_columns_nhwc(p, tap_runs, runs, cols.data(), mlen, dx + g * Cg);
+          }
         }
       }
     }

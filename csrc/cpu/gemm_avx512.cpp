@@ -38,7 +38,11 @@ struct VecF64 {
 
 // 8 x 32 floats: 16 zmm accumulators, 2 B loads and 8 broadcasts per 16 FMAs; 8 rows divide every
 // channel count ResNet uses, so NCHW tiles over output channels carry no padding.
-MicroKernel<float> kernel_f32() { return {Isa::kAvx512, 8, 32, 256, 256, 2048, &micro_kernel<VecF32, 8, 2>}; }
-MicroKernel<double> kernel_f64() { return {Isa::kAvx512, 8, 16, 128, 256, 2048, &micro_kernel<VecF64, 8, 2>}; }
+MicroKernel<float> kernel_f32() {
+  return {Isa::kAvx512, 8, 32, 256, 128, 2048, &micro_kernel<VecF32, 8, 2>, &micro_kernel_split<VecF32, 8, 2>};
+}
+MicroKernel<double> kernel_f64() {
+  return {Isa::kAvx512, 8, 16, 128, 256, 2048, &micro_kernel<VecF64, 8, 2>, &micro_kernel_split<VecF64, 8, 2>};
+}
 
 }  // namespace fastconv::cpu::avx512

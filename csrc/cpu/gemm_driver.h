@@ -78,8 +78,11 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
       for (int64_t jr = 0; jr < nlen; jr += nr) {
         const int64_t ncols = std::min<int64_t>(nr, nlen - jr);
         const int64_t j = n0 + jr;
-        // Straight into C when the tile is whole and its columns are contiguous; else via a small tile buffer.
+        // Straight into C when the tile is whole and its columns are contiguous (or two contiguous halves);
+        // else via a small tile buffer.
         const bool cols_contiguous = ncols == nr && map.contiguous_cols(j, nr);
+        const bool halves_contiguous =
+            ncols == nr && map.contiguous_cols(j, nr / 2) && map.contiguous_cols(j + nr / 2, nr / 2);
         const T* b_panel = b_block + (jr / nr) * klen * nr;
         for (int64_t ir = 0; ir < mblen; ir += mr) {
           const int64_t nrows = std::min<int64_t>(mr, mblen - ir);
@@ -87,6 +90,10 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
           T* c_tile = c + map.offset(mb + ir, j);
           if (cols_contiguous && nrows == mr) {
             uk.run(klen, a_panel, b_panel, c_tile, map.row_stride, acc);
+            continue;
+          }
+          if (halves_contiguous && nrows == mr) {
+            uk.run_split(klen, a_panel, b_panel, c_tile, c + map.offset(mb + ir, j + nr / 2), map.row_stride, acc);
             continue;
           }
           // Edge or segment-crossing tile: column offsets once per tile (no division per element).

@@ -13,6 +13,10 @@ enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 
 template <typename T>
 using MicroKernelFn = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
+// The same with the tile's right half (columns NR/2..NR) at c_hi instead of c + NR/2: lets one tile span two
+// images of an NCHW batch whose pixel count is a multiple of NR/2 (ResNet's 4x4 maps with NR = 32).
+template <typename T>
+using MicroKernelSplitFn = void (*)(int64_t kc, const T* a, const T* b, T* c, T* c_hi, int64_t ldc, bool accumulate);
 
 template <typename T>
 struct MicroKernel {
@@ -20,6 +24,7 @@ struct MicroKernel {
   int mr, nr;                // register tile
   int64_t mc, kc, nc;        // cache blocking: A block mc x kc in L2, B micro-panel kc x nr in L1
   MicroKernelFn<T> run;
+  MicroKernelSplitFn<T> run_split;
 };
 
 // The best ISA this CPU (and OS) supports, unless FASTCONV_ISA=scalar|avx2|avx512 forces one; forcing an ISA
