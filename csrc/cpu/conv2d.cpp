@@ -4,8 +4,8 @@
 // forward NCHW    k         (Kg)       pixel (n,p,q)        (c,r,s)             A: weights, B: im2col(x)
 // forward NHWC    pixel (n,p,q)        k         (Kg)       (r,s,c)             A: im2col(x), B: weights
 // grad-input      stride 1: the forward conv of dy with the flipped, transposed weights;
-//                 stride > 1: a GEMM per image into a small column buffer, scattered back (col2im)
-// grad-weight     NCHW: tap (c,r,s) x k, transposed at the end; NHWC: k x tap (r,s,c); reduction = pixels
+//                 stride > 1: GEMMs over blocks of output pixels into a small column buffer, scattered back (col2im)
+// grad-weight     k x tap (NCHW: (c,r,s), NHWC: (r,s,c)); reduction = pixels, both operands packed pixel-major
 //
 // Work is split into tasks over groups and blocks of the pixel dimension (forward), images (grad-input) or
 // tiles of the weight gradient plus a fixed number of batch chunks (grad-weight). Every output element is
@@ -135,31 +135,22 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
 
 namespace {
 
-// The i in [0, count) for which start + i * step lies in [0, limit): the columns of a strided run that are
-// inside the image, so the scatter loops below need no per-element bounds check.
-inline void inside_range(int64_t start, int64_t step, int64_t count, int64_t limit, int64_t& lo, int64_t& hi) {
-  lo = start >= 0 ? 0 : (-start + step - 1) / step;
-  hi = start >= limit ? 0 : std::min(count, (limit - 1 - start) / step + 1);
-  if (hi < lo) hi = lo;
-}
-
 // col2im, NCHW: cols[m - m0][pixel] (taps m0..m0+mlen) added onto the input pixels the taps read;
 // dx_group points at channel 0 of the group in image 0.
 template <typename T>
 void scatter_columns_nchw(const ConvParams& p, const std::vector<Tap>& taps, int64_t m0, int64_t mlen,
-                          const std::vector<PixelRun>& runs, const T* cols, int64_t ld, T* dx_group) {
+                          const PixelRuns& runs, const T* cols, int64_t ld, T* dx_group) {
   for (int64_t m = m0; m < m0 + mlen; ++m) {
     const Tap tap = taps[m];
     T* channel = dx_group + tap.c * p.HW();
-    for (const PixelRun& run : runs) {
+    for (size_t r = 0; r < runs.runs.size(); ++r) {
+      const PixelRun& run = runs.runs[r];
       const int64_t h = p.in_row(run.p, tap.r);
       if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
       const T* src = cols + (m - m0) * ld + run.pos;
-      const int64_t w0 = p.in_col(run.q0, tap.s);
-      int64_t lo, hi;
-      inside_range(w0, p.stride_w, run.len, p.W, lo, hi);
+      const ColumnWindow& win = runs.windows[r * p.S + tap.s];
       T* row = channel + run.image_offset + h * p.W;
-      for (int64_t i = lo; i < hi; ++i) row[w0 + i * p.stride_w] += src[i];
+      for (int64_t i = win.lo; i < win.hi; ++i) row[win.w0 + i * p.stride_w] += src[i];
     }
   }
 }
@@ -167,9 +158,9 @@ void scatter_columns_nchw(const ConvParams& p, const std::vector<Tap>& taps, int
 // col2im, NHWC: cols[pixel][tap - m0] over the tap runs of one tap block; dx_group points at the group's
 // first channel in image 0.
 template <typename T>
-void scatter_columns_nhwc(const ConvParams& p, const std::vector<TapRun>& tap_runs, const std::vector<PixelRun>& runs,
+void scatter_columns_nhwc(const ConvParams& p, const std::vector<TapRun>& tap_runs, const PixelRuns& runs,
                           const T* cols, int64_t ld, T* dx_group) {
-  for (const PixelRun& run : runs)
+  for (const PixelRun& run : runs.runs)
     for (int64_t i = 0; i < run.len; ++i) {
       const T* src = cols + (run.pos + i) * ld;
       for (const TapRun& tr : tap_runs) {
@@ -236,7 +227,7 @@ void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
 
   at::parallel_for(0, p.groups * tasks_per_group, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
-    std::vector<PixelRun> runs;
+    PixelRuns runs;
     std::vector<TapRun> tap_runs;  // NHWC taps (r, s, c) of a tap block, as channel runs
     std::vector<T> cols(static_cast<size_t>(tap_block * col_block));
     std::vector<T> dy_packed(static_cast<size_t>(round_up(col_block, dy_width) * Kg));
@@ -312,10 +303,10 @@ void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
     grad_input_col2im(p, dy, w, dx);
 }
 
-// NCHW: dW^T[tap][k] = sum_pixels im2col(x)[tap][pixel] * dy[pixel][k]: the im2col operand is the A side,
-//       packed tap by tap from contiguous input rows; the transposed result is written back at the end.
-// NHWC: dW[k][tap] = sum_pixels dy[k][pixel] * im2col(x)[pixel][tap]: dy rows are contiguous along k and the
-//       taps (r, s, c) along c, so both operands pack from contiguous runs.
+// dW[k][tap] = sum_pixels dy[k][pixel] * im2col(x)[pixel][tap], M = k, N = taps, reduction = pixels.
+// NCHW: both operands are contiguous along the pixels (dy rows, input rows tap by tap), so both pack
+//       pixel-major from contiguous runs into panels of k and of taps.
+// NHWC: dy rows are contiguous along k and the taps (r, s, c) along c, so both pack from contiguous runs too.
 template <typename T>
 void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), PQ = p.PQ(), total = p.K * red;
@@ -328,7 +319,7 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   }
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const bool nhwc = p.channels_last;
-  const int64_t M = nhwc ? Kg : red, N = nhwc ? red : Kg;
+  const int64_t M = Kg, N = red;
 
   // Tiles of the per-group result, and the batch cut into a number of chunks that depends on the shape only.
   const int64_t mblocks = ceil_div(M, uk.mc);
@@ -339,12 +330,12 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   // time packing and summing partials (a 1x1 stride-2 layer at 4x4 has only 16 pixels per image).
   const int64_t min_chunk_images = ceil_div(uk.kc, PQ);
   const int64_t chunks = std::max<int64_t>(1, std::min({p.N, ceil_div(32, tiles), memory_cap, p.N / min_chunk_images}));
-  const bool direct = nhwc && chunks == 1;  // else partial results, reduced (and for NCHW transposed) at the end
+  const bool direct = chunks == 1;  // else partial results, reduced at the end
   std::vector<T> partial(direct ? 0 : static_cast<size_t>(chunks * total));
 
   at::parallel_for(0, chunks * tiles, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
-    std::vector<PixelRun> runs;
+    PixelRuns runs;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t chunk = t / tiles, tile = t % tiles;
       const int64_t g = tile / (mblocks * nblocks), mb = (tile / nblocks) % mblocks, nb = tile % nblocks;
@@ -355,27 +346,32 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
       T* c = (direct ? dw : partial.data() + chunk * total) + g * Kg * red;
       const int64_t pixels = (n_hi - n_lo) * PQ;
       if (!nhwc) {
-        auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
-          pixel_runs(p, pix0 + k0, klen, runs);
+        auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
           pack_panels_by_column(dst, k0, klen, a0, alen, uk.mr,
-                                [&](T* out, int64_t stride, int64_t tap, int64_t, int64_t) {
-                                  im2col_tap_nchw(p, x, g, tap_nchw(p, tap), runs, out, stride);
-                                });
-          return static_cast<const T*>(dst);
-        };
-        auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
-          pack_panels_by_column(dst, k0, klen, b0, blen, uk.nr,
                                 [&](T* out, int64_t stride, int64_t k, int64_t kd0, int64_t kl) {
                                   int64_t n = (pix0 + kd0) / PQ, pq = (pix0 + kd0) % PQ;
-                                  const T* src = dy + (n * p.K + g * Kg + k) * PQ;
-                                  for (int64_t i = 0; i < kl; ++i) {
-                                    out[i * stride] = src[pq];
-                                    if (++pq == PQ) pq = 0, src += p.K * PQ;
+                                  for (int64_t i = 0; i < kl; ++n, pq = 0) {  // runs within one image
+                                    const T* src = dy + (n * p.K + g * Kg + k) * PQ + pq;
+                                    const int64_t len = std::min(kl - i, PQ - pq);
+                                    for (int64_t e = 0; e < len; ++e) out[(i + e) * stride] = src[e];
+                                    i += len;
                                   }
                                 });
           return static_cast<const T*>(dst);
         };
-        gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_x, pack_dy, c, OutputMap{Kg, Kg, 0}, false, buf);
+        auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
+          pixel_runs(p, pix0 + k0, klen, runs);
+          pack_panels_by_column(dst, k0, klen, b0, blen, uk.nr,
+                                [&](T* out, int64_t stride, int64_t tap, int64_t, int64_t) {
+                                  const Tap t = tap_nchw(p, tap);
+                                  // Fetch the next channel's rows while this one's taps are packed.
+                                  if (t.r == 0 && t.s == 0 && t.c + 1 < p.Cg())
+                                    for (int64_t r = 0; r < p.R; ++r) prefetch_tap_rows(p, x, g, {t.c + 1, r, 0}, runs);
+                                  im2col_tap_nchw(p, x, g, t, runs, out, stride);
+                                });
+          return static_cast<const T*>(dst);
+        };
+        gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_dy, pack_x, c, OutputMap{red, red, 0}, false, buf);
       } else {
         auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
           pack_panels_by_row(dst, k0, klen, a0, alen, uk.mr, [&](T* out, int64_t kd, int64_t k, int64_t cnt) {
@@ -408,17 +404,12 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   });
 
   if (direct) return;
-  // Sum the chunks in chunk order; NCHW partials hold dW^T per group ([tap][k]).
+  // Sum the chunks in chunk order.
   at::parallel_for(0, total, 4096, [&](int64_t e0, int64_t e1) {
-    for (int64_t e = e0; e < e1; ++e) {
-      int64_t src = e;
-      if (!nhwc) {
-        const int64_t g = e / (Kg * red), k = (e / red) % Kg, tap = e % red;
-        src = g * Kg * red + tap * Kg + k;
-      }
-      T sum = partial[src];
-      for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += partial[chunk * total + src];
-      dw[e] = sum;
+    for (int64_t e = e0; e < e1; ++e) dw[e] = partial[e];
+    for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+      const T* part = partial.data() + chunk * total;
+      for (int64_t e = e0; e < e1; ++e) dw[e] += part[e];
     }
   });
 }

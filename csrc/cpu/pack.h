@@ -56,19 +56,40 @@ inline Pixel pixel_of(const ConvParams& p, int64_t j) {
   return {j / (p.P * p.Q), (j / p.Q) % p.P, j % p.Q};
 }
 
-// Runs of consecutive output pixels that share an output row, for a pixel range [j0, j0 + count): computed once
-// per packing call and reused for every tap, so the inner loops do no divisions.
+// The i in [0, count) for which start + i * step lies in [0, limit): the columns of a (strided) run of output
+// pixels whose tap falls inside the image, so loops over a run need no per-element bounds check.
+inline void inside_range(int64_t start, int64_t step, int64_t count, int64_t limit, int64_t& lo, int64_t& hi) {
+  lo = start >= 0 ? 0 : std::min(count, (-start + step - 1) / step);
+  hi = start >= limit ? lo : std::max(lo, std::min(count, (limit - 1 - start) / step + 1));
+}
+
+// Runs of consecutive output pixels that share an output row, for a pixel range [j0, j0 + count), with each
+// run's input columns per kernel column s: computed once per packing call and reused for every tap, so the
+// inner loops do no divisions.
 struct PixelRun {
   int64_t image_offset;  // offset of x[n, 0, 0, 0]
   int64_t p, q0, len, pos;  // output row, first column, length, position within the range
 };
+struct ColumnWindow {
+  int64_t w0, lo, hi;  // input column of the run's first pixel; the run's pixels [lo, hi) read inside the image
+};
+struct PixelRuns {
+  std::vector<PixelRun> runs;
+  std::vector<ColumnWindow> windows;  // windows[i * S + s]: run i, kernel column s
+};
 
-inline void pixel_runs(const ConvParams& p, int64_t j0, int64_t count, std::vector<PixelRun>& runs) {
-  runs.clear();
+inline void pixel_runs(const ConvParams& p, int64_t j0, int64_t count, PixelRuns& out) {
+  out.runs.clear();
+  out.windows.clear();
   for (int64_t done = 0; done < count;) {
     const Pixel px = pixel_of(p, j0 + done);
     const int64_t len = std::min(count - done, p.Q - px.q);
-    runs.push_back({px.n * p.C * p.HW(), px.p, px.q, len, done});
+    out.runs.push_back({px.n * p.C * p.HW(), px.p, px.q, len, done});
+    for (int64_t s = 0; s < p.S; ++s) {
+      ColumnWindow win{p.in_col(px.q, s), 0, 0};
+      inside_range(win.w0, p.stride_w, len, p.W, win.lo, win.hi);
+      out.windows.push_back(win);
+    }
     done += len;
   }
 }
@@ -80,12 +101,14 @@ inline void tap_table(const ConvParams& p, int64_t kd0, int64_t klen, std::vecto
 }
 
 // NCHW im2col entries of one tap of group g over a pixel range, written `stride` apart:
-// x[n, g*Cg + c, h, w], or 0 in the padding. Within a run, stride-1 convs read consecutive input columns.
+// x[n, g*Cg + c, h, w], or 0 in the padding. Within a run, input columns advance by stride_w.
 template <typename T>
-void im2col_tap_nchw(const ConvParams& p, const T* x, int64_t g, const Tap& t, const std::vector<PixelRun>& runs,
-                     T* out, int64_t stride) {
+void im2col_tap_nchw(const ConvParams& p, const T* x, int64_t g, const Tap& t, const PixelRuns& runs, T* out,
+                     int64_t stride) {
   const T* channel = x + (g * p.Cg() + t.c) * p.HW();
-  for (const PixelRun& run : runs) {
+  const int64_t sw = p.stride_w;
+  for (size_t r = 0; r < runs.runs.size(); ++r) {
+    const PixelRun& run = runs.runs[r];
     T* o = out + run.pos * stride;
     const int64_t h = p.in_row(run.p, t.r);
     if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) {
@@ -93,16 +116,29 @@ void im2col_tap_nchw(const ConvParams& p, const T* x, int64_t g, const Tap& t, c
       continue;
     }
     const T* row = channel + run.image_offset + h * p.W;
-    const int64_t w0 = p.in_col(run.q0, t.s);
-    if (p.stride_w == 1 && w0 >= 0 && w0 + run.len <= p.W) {
-      if (stride == 1)
-        std::memcpy(o, row + w0, run.len * sizeof(T));
-      else
-        for (int64_t i = 0; i < run.len; ++i) o[i * stride] = row[w0 + i];
-    } else {
-      for (int64_t i = 0, w = w0; i < run.len; ++i, w += p.stride_w)
-        o[i * stride] = static_cast<uint64_t>(w) < static_cast<uint64_t>(p.W) ? row[w] : T(0);
-    }
+    const ColumnWindow& win = runs.windows[r * p.S + t.s];
+    const int64_t w0 = win.w0, lo = win.lo, hi = win.hi;
+    for (int64_t i = 0; i < lo; ++i) o[i * stride] = T(0);
+    if (stride == 1 && sw == 1)
+      std::memcpy(o + lo, row + w0 + lo, (hi - lo) * sizeof(T));
+    else if (stride == 1)
+      for (int64_t i = lo; i < hi; ++i) o[i] = row[w0 + i * sw];
+    else
+      for (int64_t i = lo; i < hi; ++i) o[i * stride] = row[w0 + i * sw];
+    for (int64_t i = hi; i < run.len; ++i) o[i * stride] = T(0);
+  }
+}
+
+// Brings into cache the input rows that tap t reads over the runs.
+template <typename T>
+void prefetch_tap_rows(const ConvParams& p, const T* x, int64_t g, const Tap& t, const PixelRuns& runs) {
+  const T* channel = x + (g * p.Cg() + t.c) * p.HW();
+  const int64_t bytes = p.W * static_cast<int64_t>(sizeof(T));
+  for (const PixelRun& run : runs.runs) {
+    const int64_t h = p.in_row(run.p, t.r);
+    if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
+    const char* first = reinterpret_cast<const char*>(channel + run.image_offset + h * p.W);
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(first + b);
   }
 }
 
@@ -110,12 +146,20 @@ void im2col_tap_nchw(const ConvParams& p, const T* x, int64_t g, const Tap& t, c
 template <typename T>
 void pack_im2col_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_t k0, int64_t klen, int64_t j0,
                       int64_t jlen, int64_t width) {
-  thread_local std::vector<PixelRun> runs;
+  thread_local PixelRuns runs, next;
   thread_local std::vector<Tap> taps;
   tap_table(p, k0, klen, taps);
+  pixel_runs(p, j0, std::min(width, jlen), next);
   for (int64_t pos = 0; pos < jlen; pos += width, dst += klen * width) {
     const int64_t count = std::min(width, jlen - pos);
-    pixel_runs(p, j0 + pos, count, runs);
+    std::swap(runs, next);
+    // The input rows of the next panel are fetched while this one is packed: this panel's loads follow the
+    // taps across channels and rows, a pattern the hardware prefetchers do not follow, and every row is new.
+    if (pos + width < jlen) {
+      pixel_runs(p, j0 + pos + width, std::min(width, jlen - pos - width), next);
+      for (const Tap& t : taps)
+        if (t.s == 0) prefetch_tap_rows(p, x, g, t, next);  // the other columns s read the same rows
+    }
     for (int64_t kk = 0; kk < klen; ++kk) {
       T* out = dst + kk * width;
       im2col_tap_nchw(p, x, g, taps[kk], runs, out, 1);
