@@ -142,12 +142,31 @@ void prefetch_tap_rows(const ConvParams& p, const T* x, int64_t g, const Tap& t,
   }
 }
 
+// offsets[(r * S + s) * count + i]: where pixel i of the runs reads tap (r, s), relative to its channel's first
+// element in image 0, or -1 in the padding. Runs of a few pixels (4x4 maps) cost more to walk than to gather.
+inline void gather_table(const ConvParams& p, const PixelRuns& runs, int64_t count, std::vector<int64_t>& offsets) {
+  offsets.resize(p.RS() * count);
+  for (int64_t r = 0; r < p.R; ++r)
+    for (size_t k = 0; k < runs.runs.size(); ++k) {
+      const PixelRun& run = runs.runs[k];
+      const int64_t h = p.in_row(run.p, r), row = run.image_offset + h * p.W;
+      const bool row_inside = static_cast<uint64_t>(h) < static_cast<uint64_t>(p.H);
+      for (int64_t s = 0; s < p.S; ++s) {
+        const ColumnWindow& win = runs.windows[k * p.S + s];
+        int64_t* out = offsets.data() + (r * p.S + s) * count + run.pos;
+        for (int64_t i = 0; i < run.len; ++i)
+          out[i] = row_inside && i >= win.lo && i < win.hi ? row + win.w0 + i * p.stride_w : -1;
+      }
+    }
+}
+
 // Forward NCHW B operand: panels of `width` pixels, reduction rows = taps (c, r, s).
 template <typename T>
 void pack_im2col_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_t k0, int64_t klen, int64_t j0,
                       int64_t jlen, int64_t width) {
   thread_local PixelRuns runs, next;
   thread_local std::vector<Tap> taps;
+  thread_local std::vector<int64_t> offsets;
   tap_table(p, k0, klen, taps);
   pixel_runs(p, j0, std::min(width, jlen), next);
   for (int64_t pos = 0; pos < jlen; pos += width, dst += klen * width) {
@@ -159,6 +178,18 @@ void pack_im2col_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_
       pixel_runs(p, j0 + pos + width, std::min(width, jlen - pos - width), next);
       for (const Tap& t : taps)
         if (t.s == 0) prefetch_tap_rows(p, x, g, t, next);  // the other columns s read the same rows
+    }
+    if (static_cast<int64_t>(runs.runs.size()) * 32 > count) {  // short runs (small images): gather by table
+      gather_table(p, runs, count, offsets);
+      const T* group = x + g * p.Cg() * p.HW();
+      for (int64_t kk = 0; kk < klen; ++kk) {
+        T* out = dst + kk * width;
+        const T* channel = group + taps[kk].c * p.HW();
+        const int64_t* at = offsets.data() + (taps[kk].r * p.S + taps[kk].s) * count;
+        for (int64_t i = 0; i < count; ++i) out[i] = at[i] >= 0 ? channel[at[i]] : T(0);
+        for (int64_t w = count; w < width; ++w) out[w] = T(0);
+      }
+      continue;
     }
     for (int64_t kk = 0; kk < klen; ++kk) {
       T* out = dst + kk * width;
