@@ -8,6 +8,8 @@
 //   n panel (nr)  -> B micro-panel kc x nr        (stays in L1 while ...)
 //   m panel (mr)  -> micro-kernel                 (... every A micro-panel streams past it)
 #pragma once
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -117,13 +119,16 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
 
 // Packs a whole operand once (weights), in the layout gemm_block expects from a packer that is handed
 // k0 a multiple of kc and a panel-aligned start: block k0 holds ceil(extent/width) panels of klen x width.
+// The k blocks are packed in parallel (inline when called from inside a parallel region).
 template <typename T, class PackPanels>
 std::vector<T> prepack(int64_t extent, int64_t K, int64_t width, int64_t kc, PackPanels&& pack_panels) {
   std::vector<T> packed(static_cast<size_t>(round_up(extent, width) * K));
-  for (int64_t k0 = 0; k0 < K; k0 += kc) {
-    const int64_t klen = std::min(kc, K - k0);
-    pack_panels(packed.data() + k0 * round_up(extent, width), k0, klen, int64_t{0}, extent);
-  }
+  at::parallel_for(0, ceil_div(K, kc), 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t k0 = b0 * kc; k0 < std::min(K, b1 * kc); k0 += kc) {
+      const int64_t klen = std::min(kc, K - k0);
+      pack_panels(packed.data() + k0 * round_up(extent, width), k0, klen, int64_t{0}, extent);
+    }
+  });
   return packed;
 }
 

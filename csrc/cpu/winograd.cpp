@@ -53,36 +53,41 @@ void transform_weight(const T* g, int64_t tap_stride, T* u, int64_t xi_stride) {
   }
 }
 
-// v = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], for a 4x4 tile d (row-major).
-template <typename T>
-inline void transform_input(const T (&d)[kTile][kTile], T (&v)[kXi]) {
-  T t[4][4];  // B^T d
-  for (int j = 0; j < 4; ++j) {
-    t[0][j] = d[0][j] - d[2][j];
-    t[1][j] = d[1][j] + d[2][j];
-    t[2][j] = d[2][j] - d[1][j];
-    t[3][j] = d[1][j] - d[3][j];
-  }
-  for (int i = 0; i < 4; ++i) {  // (B^T d) B
-    v[i * 4 + 0] = t[i][0] - t[i][2];
-    v[i * 4 + 1] = t[i][1] + t[i][2];
-    v[i * 4 + 2] = t[i][2] - t[i][1];
-    v[i * 4 + 3] = t[i][1] - t[i][3];
-  }
+// v = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], for L tiles at once (lane l: tile l's
+// 4x4 input d[.][.][l], row-major): the compiler turns the lane loops into vector adds.
+template <int L, typename T>
+inline void transform_input(const T (&d)[kTile][kTile][L], T (&v)[kXi][L]) {
+  T t[4][4][L];  // B^T d
+  for (int j = 0; j < 4; ++j)
+    for (int l = 0; l < L; ++l) {
+      t[0][j][l] = d[0][j][l] - d[2][j][l];
+      t[1][j][l] = d[1][j][l] + d[2][j][l];
+      t[2][j][l] = d[2][j][l] - d[1][j][l];
+      t[3][j][l] = d[1][j][l] - d[3][j][l];
+    }
+  for (int i = 0; i < 4; ++i)  // (B^T d) B
+    for (int l = 0; l < L; ++l) {
+      v[i * 4 + 0][l] = t[i][0][l] - t[i][2][l];
+      v[i * 4 + 1][l] = t[i][1][l] + t[i][2][l];
+      v[i * 4 + 2][l] = t[i][2][l] - t[i][1][l];
+      v[i * 4 + 3][l] = t[i][1][l] - t[i][3][l];
+    }
 }
 
-// y = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]: the 2x2 outputs of one tile.
-template <typename T>
-inline void transform_output(const T (&m)[kXi], T (&y)[2][2]) {
-  T t[2][4];  // A^T m
-  for (int j = 0; j < 4; ++j) {
-    t[0][j] = m[0 * 4 + j] + m[1 * 4 + j] + m[2 * 4 + j];
-    t[1][j] = m[1 * 4 + j] - m[2 * 4 + j] - m[3 * 4 + j];
-  }
-  for (int i = 0; i < 2; ++i) {
-    y[i][0] = t[i][0] + t[i][1] + t[i][2];
-    y[i][1] = t[i][1] - t[i][2] - t[i][3];
-  }
+// y = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]: the 2x2 outputs of L tiles.
+template <int L, typename T>
+inline void transform_output(const T (&m)[kXi][L], T (&y)[2][2][L]) {
+  T t[2][4][L];  // A^T m
+  for (int j = 0; j < 4; ++j)
+    for (int l = 0; l < L; ++l) {
+      t[0][j][l] = m[0 * 4 + j][l] + m[1 * 4 + j][l] + m[2 * 4 + j][l];
+      t[1][j][l] = m[1 * 4 + j][l] - m[2 * 4 + j][l] - m[3 * 4 + j][l];
+    }
+  for (int i = 0; i < 2; ++i)
+    for (int l = 0; l < L; ++l) {
+      y[i][0][l] = t[i][0][l] + t[i][1][l] + t[i][2][l];
+      y[i][1][l] = t[i][1][l] - t[i][2][l] - t[i][3][l];
+    }
 }
 
 // dW tile = G^T m G for the weight gradient's F(3x3, 2x2) (m: 4x4 sum of element-wise products).
@@ -101,22 +106,24 @@ inline void transform_weight_grad(const T (&m)[kXi], T* g, int64_t tap_stride) {
   }
 }
 
-// e' = A e A^T, A = [1 0; 1 1; 1 -1; 0 -1], for a 2x2 tile e of dy (the weight gradient's data transform).
-template <typename T>
-inline void transform_grad_output(const T (&e)[2][2], T (&v)[kXi]) {
-  T t[4][2];  // A e
-  for (int j = 0; j < 2; ++j) {
-    t[0][j] = e[0][j];
-    t[1][j] = e[0][j] + e[1][j];
-    t[2][j] = e[0][j] - e[1][j];
-    t[3][j] = -e[1][j];
-  }
-  for (int i = 0; i < 4; ++i) {  // (A e) A^T
-    v[i * 4 + 0] = t[i][0];
-    v[i * 4 + 1] = t[i][0] + t[i][1];
-    v[i * 4 + 2] = t[i][0] - t[i][1];
-    v[i * 4 + 3] = -t[i][1];
-  }
+// e' = A e A^T, A = [1 0; 1 1; 1 -1; 0 -1], for L 2x2 tiles e of dy (the weight gradient's data transform).
+template <int L, typename T>
+inline void transform_grad_output(const T (&e)[2][2][L], T (&v)[kXi][L]) {
+  T t[4][2][L];  // A e
+  for (int j = 0; j < 2; ++j)
+    for (int l = 0; l < L; ++l) {
+      t[0][j][l] = e[0][j][l];
+      t[1][j][l] = e[0][j][l] + e[1][j][l];
+      t[2][j][l] = e[0][j][l] - e[1][j][l];
+      t[3][j][l] = -e[1][j][l];
+    }
+  for (int i = 0; i < 4; ++i)  // (A e) A^T
+    for (int l = 0; l < L; ++l) {
+      v[i * 4 + 0][l] = t[i][0][l];
+      v[i * 4 + 1][l] = t[i][0][l] + t[i][1][l];
+      v[i * 4 + 2][l] = t[i][0][l] - t[i][1][l];
+      v[i * 4 + 3][l] = -t[i][1][l];
+    }
 }
 
 // Output tile (th, tw) of image n covers output rows 2 th, 2 th + 1 and columns 2 tw, 2 tw + 1, and reads
@@ -158,22 +165,70 @@ inline void for_each_channel_tile(bool channels_last, int64_t A, int64_t J, F&& 
   }
 }
 
-// The 4x4 input tile of channel c (zeros in the padding), transformed: v = B^T d B.
+constexpr int kLanes = 16;  // tiles transformed together
+
+// A run of up to kLanes consecutive tiles of one tile row, starting at tile j of a block.
+struct LaneGroup {
+  int64_t j, lanes;
+};
+
+// The block's tiles as lane groups; a group ends at a tile row's end and at a multiple of `align` (a packed
+// panel's edge, so that a group's values are contiguous in the panel).
+inline void lane_groups(const std::vector<TileAt>& tiles, int64_t TW, int64_t align, std::vector<LaneGroup>& out) {
+  out.clear();
+  for (int64_t j = 0, count = static_cast<int64_t>(tiles.size()); j < count;) {
+    const int64_t lanes = std::min({int64_t{kLanes}, TW - tiles[j].tw, count - j, align - j % align});
+    out.push_back({j, lanes});
+    j += lanes;
+  }
+}
+
+// The 4x4 input tiles of channel c (zeros in the padding) of `lanes` consecutive tiles from `first`,
+// transformed: v[xi][l] = (B^T d B)[xi] of tile l. Neighbouring tiles share two columns, so each input row is
+// read once, as 2 lanes + 2 values.
 template <typename T>
-inline void input_tile(const ConvParams& p, const Strides& xs, const T* x, int64_t c, const TileAt& at,
-                       T (&v)[kXi]) {
-  const int64_t h0 = 2 * at.th - p.pad_h, w0 = 2 * at.tw - p.pad_w;
-  const T* corner = x + xs.at(at.n, c, h0, w0);  // may point into the padding
-  T d[kTile][kTile];
-  if (h0 >= 0 && w0 >= 0 && h0 + kTile <= p.H && w0 + kTile <= p.W) {
-    for (int i = 0; i < kTile; ++i)
-      for (int j = 0; j < kTile; ++j) d[i][j] = corner[i * xs.row + j * xs.col];
-  } else {
-    for (int i = 0; i < kTile; ++i)
-      for (int j = 0; j < kTile; ++j)
-        d[i][j] = p.in_bounds(h0 + i, w0 + j) ? corner[i * xs.row + j * xs.col] : T(0);
+inline void input_tiles(const ConvParams& p, const Strides& xs, const T* x, int64_t c, const TileAt& first,
+                        int64_t lanes, T (&v)[kXi][kLanes]) {
+  const int64_t h0 = 2 * first.th - p.pad_h, w0 = 2 * first.tw - p.pad_w, cols = 2 * lanes + 2;
+  T d[kTile][kTile][kLanes];
+  // Columns [lo, hi) of the 2 lanes + 2 are inside the image; the rest of a row is zeros.
+  const int64_t lo = std::min(cols, std::max<int64_t>(0, -w0)), hi = std::max(lo, std::min(cols, p.W - w0));
+  for (int i = 0; i < kTile; ++i) {
+    T row[2 * kLanes + 2];
+    const int64_t h = h0 + i;
+    const bool inside = static_cast<uint64_t>(h) < static_cast<uint64_t>(p.H);
+    const int64_t a = inside ? lo : 0, b = inside ? hi : 0;
+    for (int64_t k = 0; k < a; ++k) row[k] = T(0);
+    if (inside) {
+      const T* src = x + xs.at(first.n, c, h, w0);
+      for (int64_t k = a; k < b; ++k) row[k] = src[k * xs.col];
+    }
+    for (int64_t k = b; k < 2 * kLanes + 2; ++k) row[k] = T(0);
+    for (int j = 0; j < kTile; ++j)
+      for (int l = 0; l < kLanes; ++l) d[i][j][l] = row[2 * l + j];
   }
   transform_input(d, v);
+}
+
+// The 2x2 dy tiles of channel k (zeros past the output's edge) of `lanes` consecutive tiles from `first`,
+// transformed: v[xi][l] = (A e A^T)[xi] of tile l.
+template <typename T>
+inline void grad_output_tiles(const ConvParams& p, const Strides& ys, const T* dy, int64_t k, const TileAt& first,
+                              int64_t lanes, T (&v)[kXi][kLanes]) {
+  const int64_t oh = 2 * first.th, ow = 2 * first.tw, cols = std::min(2 * lanes, p.Q - ow);
+  T e[2][2][kLanes];
+  for (int i = 0; i < 2; ++i) {
+    T row[2 * kLanes];
+    const int64_t filled = oh + i < p.P ? cols : 0;
+    if (filled > 0) {
+      const T* src = dy + ys.at(first.n, k, oh + i, ow);
+      for (int64_t q = 0; q < filled; ++q) row[q] = src[q * ys.col];
+    }
+    for (int64_t q = filled; q < 2 * kLanes; ++q) row[q] = T(0);
+    for (int jj = 0; jj < 2; ++jj)
+      for (int l = 0; l < kLanes; ++l) e[i][jj][l] = row[2 * l + jj];
+  }
+  transform_grad_output(e, v);
 }
 
 // Weight (k, c)'s first tap and the distance between taps, in p's layout (K x C x 3 x 3 or K x 3 x 3 x C).
@@ -227,17 +282,30 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
     const int64_t v_stride = C * block + 32, m_stride = K * block + 32;
     std::unique_ptr<T[]> v(new T[kXi * v_stride]), m(new T[kXi * m_stride]);  // every entry used is written
     std::vector<TileAt> tile_at;
+    std::vector<LaneGroup> groups;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t t0 = b * block, tlen = std::min(block, tiles - t0), width = round_up(tlen, uk.nr);
       decode_tiles(t0, tlen, TH, TW, tile_at);
 
       // Input transform into V[xi] in packed B layout: reduction c (blocks of kc), panels of nr tiles.
-      for_each_channel_tile(p.channels_last, C, width, [&](int64_t c, int64_t j) {
-        T vt[kXi] = {};  // the last panel's padding columns stay zero
-        if (j < tlen) input_tile(p, xs, x, c, tile_at[j], vt);
-        const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
-        for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = vt[xi];
+      lane_groups(tile_at, TW, uk.nr, groups);
+      for_each_channel_tile(p.channels_last, C, static_cast<int64_t>(groups.size()), [&](int64_t c, int64_t gi) {
+        const LaneGroup& grp = groups[gi];
+        T vt[kXi][kLanes];
+        input_tiles(p, xs, x, c, tile_at[grp.j], grp.lanes, vt);
+        T* dst = v.get() + packed_offset(c, grp.j, width, uk.nr, uk.kc, C);  // the group's tiles follow on
+        if (grp.lanes == kLanes) {  // fixed-length copies compile to vector moves
+          for (int xi = 0; xi < kXi; ++xi) std::copy(vt[xi], vt[xi] + kLanes, dst + xi * v_stride);
+        } else {
+          for (int xi = 0; xi < kXi; ++xi)
+            for (int64_t l = 0; l < grp.lanes; ++l) dst[xi * v_stride + l] = vt[xi][l];
+        }
       });
+      for (int64_t j = tlen; j < width; ++j)  // the last panel's padding columns
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
+          for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = T(0);
+        }
 
       // The 16 GEMMs: M[xi] (K x width) = U[xi] V[xi].
       for (int xi = 0; xi < kXi; ++xi) {
@@ -252,17 +320,29 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
       }
 
       // Output transform, plus bias, into y (tiles at the bottom/right edge may be half outside).
-      for_each_channel_tile(p.channels_last, K, tlen, [&](int64_t k, int64_t j) {
-        T mt[kXi], yt[2][2];
-        for (int xi = 0; xi < kXi; ++xi) mt[xi] = m[xi * m_stride + k * width + j];
+      for_each_channel_tile(p.channels_last, K, static_cast<int64_t>(groups.size()), [&](int64_t k, int64_t gi) {
+        const LaneGroup& grp = groups[gi];
+        T mt[kXi][kLanes], yt[2][2][kLanes];
+        const T* src = m.get() + k * width + grp.j;
+        if (grp.lanes == kLanes) {
+          for (int xi = 0; xi < kXi; ++xi) std::copy(src + xi * m_stride, src + xi * m_stride + kLanes, mt[xi]);
+        } else {
+          for (int xi = 0; xi < kXi; ++xi)
+            for (int l = 0; l < kLanes; ++l) mt[xi][l] = l < grp.lanes ? src[xi * m_stride + l] : T(0);
+        }
         transform_output(mt, yt);
         const T bk = bias != nullptr ? bias[k] : T(0);
-        const TileAt& at = tile_at[j];
-        const int64_t oh = 2 * at.th, ow = 2 * at.tw;
-        T* out = y + ys.at(at.n, k, oh, ow);
-        for (int i = 0; i < 2; ++i)
-          for (int jj = 0; jj < 2; ++jj)
-            if (oh + i < p.P && ow + jj < p.Q) out[i * ys.row + jj * ys.col] = yt[i][jj] + bk;
+        const TileAt& at = tile_at[grp.j];
+        const int64_t oh = 2 * at.th, ow = 2 * at.tw, cols = std::min(2 * grp.lanes, p.Q - ow);
+        for (int i = 0; i < 2 && oh + i < p.P; ++i) {
+          T row[2 * kLanes];  // the row's outputs, tiles' columns interleaved
+          for (int l = 0; l < kLanes; ++l) row[2 * l] = yt[i][0][l] + bk, row[2 * l + 1] = yt[i][1][l] + bk;
+          T* out = y + ys.at(at.n, k, oh + i, ow);
+          if (ys.col == 1)
+            std::copy(row, row + cols, out);
+          else
+            for (int64_t q = 0; q < cols; ++q) out[q * ys.col] = row[q];
+        }
       });
     }
   });
@@ -291,6 +371,7 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     const int64_t e_stride = round_up(K, uk.mr) * block + 32, v_stride = round_up(C, uk.nr) * block + 32;
     std::unique_ptr<T[]> e(new T[kXi * e_stride]), v(new T[kXi * v_stride]);  // every entry is written
     std::vector<TileAt> tile_at;
+    std::vector<LaneGroup> groups;
     for (int64_t chunk = c0; chunk < c1; ++chunk) {
       T* acc = partial.get() + chunk * kXi * m_stride;
       const int64_t first = blocks * chunk / chunks, last = blocks * (chunk + 1) / chunks;
@@ -299,24 +380,24 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
         decode_tiles(t0, tlen, TH, TW, tile_at);
         // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
         // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
-        for_each_channel_tile(p.channels_last, round_up(K, uk.mr), tlen, [&](int64_t k, int64_t j) {
-            T et[kXi] = {};
-            if (k < K) {
-              const TileAt& at = tile_at[j];
-              const T* src = dy + ys.at(at.n, k, 2 * at.th, 2 * at.tw);
-              const bool down = 2 * at.th + 1 < p.P, right = 2 * at.tw + 1 < p.Q;
-              const T tile[2][2] = {{src[0], right ? src[ys.col] : T(0)},
-                                    {down ? src[ys.row] : T(0), down && right ? src[ys.row + ys.col] : T(0)}};
-              transform_grad_output(tile, et);
-            }
-            const int64_t at = packed_offset(j, k, K, uk.mr, block, tlen);
-            for (int xi = 0; xi < kXi; ++xi) e[xi * e_stride + at] = et[xi];
+        lane_groups(tile_at, TW, kLanes, groups);
+        const int64_t ngroups = static_cast<int64_t>(groups.size());
+        // Consecutive tiles are consecutive reduction rows of a panel: `width` apart.
+        auto store = [&](const T (&t)[kXi][kLanes], int64_t lanes, T* dst, int64_t plane, int64_t width) {
+          for (int xi = 0; xi < kXi; ++xi)
+            for (int64_t l = 0; l < lanes; ++l) dst[xi * plane + l * width] = t[xi][l];
+        };
+        for_each_channel_tile(p.channels_last, round_up(K, uk.mr), ngroups, [&](int64_t k, int64_t gi) {
+          const LaneGroup& grp = groups[gi];
+          T et[kXi][kLanes] = {};
+          if (k < K) grad_output_tiles(p, ys, dy, k, tile_at[grp.j], grp.lanes, et);
+          store(et, grp.lanes, e.get() + packed_offset(grp.j, k, K, uk.mr, block, tlen), e_stride, uk.mr);
         });
-        for_each_channel_tile(p.channels_last, round_up(C, uk.nr), tlen, [&](int64_t c, int64_t j) {
-            T vt[kXi] = {};
-            if (c < C) input_tile(p, xs, x, c, tile_at[j], vt);
-            const int64_t at = packed_offset(j, c, C, uk.nr, block, tlen);
-            for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = vt[xi];
+        for_each_channel_tile(p.channels_last, round_up(C, uk.nr), ngroups, [&](int64_t c, int64_t gi) {
+          const LaneGroup& grp = groups[gi];
+          T vt[kXi][kLanes] = {};
+          if (c < C) input_tiles(p, xs, x, c, tile_at[grp.j], grp.lanes, vt);
+          store(vt, grp.lanes, v.get() + packed_offset(grp.j, c, C, uk.nr, block, tlen), v_stride, uk.nr);
         });
         for (int xi = 0; xi < kXi; ++xi) {
           const T* ex = e.get() + xi * e_stride;
