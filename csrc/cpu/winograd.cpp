@@ -167,30 +167,45 @@ inline void for_each_channel_tile(bool channels_last, int64_t A, int64_t J, F&& 
 
 constexpr int kLanes = 16;  // tiles transformed together
 
-// A run of up to kLanes consecutive tiles of one tile row, starting at tile j of a block.
+// Up to kLanes consecutive tiles of a block, starting at its tile j: one tile row's (one_row) when tile rows
+// are at least kLanes long, else across rows and images (small maps), each tile then read on its own.
 struct LaneGroup {
   int64_t j, lanes;
+  bool one_row;
 };
 
-// The block's tiles as lane groups; a group ends at a tile row's end and at a multiple of `align` (a packed
-// panel's edge, so that a group's values are contiguous in the panel).
+// The block's tiles as lane groups; a group also ends at a multiple of `align` (a packed panel's edge, so that
+// a group's values are contiguous in the panel).
 inline void lane_groups(const std::vector<TileAt>& tiles, int64_t TW, int64_t align, std::vector<LaneGroup>& out) {
   out.clear();
+  const bool rows = TW >= kLanes;
   for (int64_t j = 0, count = static_cast<int64_t>(tiles.size()); j < count;) {
-    const int64_t lanes = std::min({int64_t{kLanes}, TW - tiles[j].tw, count - j, align - j % align});
-    out.push_back({j, lanes});
+    const int64_t lanes =
+        std::min({int64_t{kLanes}, rows ? TW - tiles[j].tw : int64_t{kLanes}, count - j, align - j % align});
+    out.push_back({j, lanes, rows});
     j += lanes;
   }
 }
 
-// The 4x4 input tiles of channel c (zeros in the padding) of `lanes` consecutive tiles from `first`,
-// transformed: v[xi][l] = (B^T d B)[xi] of tile l. Neighbouring tiles share two columns, so each input row is
-// read once, as 2 lanes + 2 values.
+// The 4x4 input tiles of channel c (zeros in the padding) of a lane group, transformed: v[xi][l] =
+// (B^T d B)[xi] of tile l. Neighbouring tiles of a row share two columns, so each input row is read once, as
+// 2 lanes + 2 values.
 template <typename T>
-inline void input_tiles(const ConvParams& p, const Strides& xs, const T* x, int64_t c, const TileAt& first,
-                        int64_t lanes, T (&v)[kXi][kLanes]) {
-  const int64_t h0 = 2 * first.th - p.pad_h, w0 = 2 * first.tw - p.pad_w, cols = 2 * lanes + 2;
+inline void input_tiles(const ConvParams& p, const Strides& xs, const T* x, int64_t c, const TileAt* tiles,
+                        const LaneGroup& grp, T (&v)[kXi][kLanes]) {
   T d[kTile][kTile][kLanes];
+  if (!grp.one_row) {
+    for (int l = 0; l < kLanes; ++l) {
+      const bool used = l < grp.lanes;
+      const int64_t h0 = used ? 2 * tiles[l].th - p.pad_h : 0, w0 = used ? 2 * tiles[l].tw - p.pad_w : 0;
+      for (int i = 0; i < kTile; ++i)
+        for (int j = 0; j < kTile; ++j)
+          d[i][j][l] = used && p.in_bounds(h0 + i, w0 + j) ? x[xs.at(tiles[l].n, c, h0 + i, w0 + j)] : T(0);
+    }
+    return transform_input(d, v);
+  }
+  const TileAt& first = tiles[0];
+  const int64_t h0 = 2 * first.th - p.pad_h, w0 = 2 * first.tw - p.pad_w, cols = 2 * grp.lanes + 2;
   // Columns [lo, hi) of the 2 lanes + 2 are inside the image; the rest of a row is zeros.
   const int64_t lo = std::min(cols, std::max<int64_t>(0, -w0)), hi = std::max(lo, std::min(cols, p.W - w0));
   for (int i = 0; i < kTile; ++i) {
@@ -210,13 +225,24 @@ inline void input_tiles(const ConvParams& p, const Strides& xs, const T* x, int6
   transform_input(d, v);
 }
 
-// The 2x2 dy tiles of channel k (zeros past the output's edge) of `lanes` consecutive tiles from `first`,
-// transformed: v[xi][l] = (A e A^T)[xi] of tile l.
+// The 2x2 dy tiles of channel k (zeros past the output's edge) of a lane group, transformed:
+// v[xi][l] = (A e A^T)[xi] of tile l.
 template <typename T>
-inline void grad_output_tiles(const ConvParams& p, const Strides& ys, const T* dy, int64_t k, const TileAt& first,
-                              int64_t lanes, T (&v)[kXi][kLanes]) {
-  const int64_t oh = 2 * first.th, ow = 2 * first.tw, cols = std::min(2 * lanes, p.Q - ow);
+inline void grad_output_tiles(const ConvParams& p, const Strides& ys, const T* dy, int64_t k, const TileAt* tiles,
+                              const LaneGroup& grp, T (&v)[kXi][kLanes]) {
   T e[2][2][kLanes];
+  if (!grp.one_row) {
+    for (int l = 0; l < kLanes; ++l) {
+      const bool used = l < grp.lanes;
+      const int64_t oh = used ? 2 * tiles[l].th : p.P, ow = used ? 2 * tiles[l].tw : p.Q;
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j)
+          e[i][j][l] = oh + i < p.P && ow + j < p.Q ? dy[ys.at(tiles[l].n, k, oh + i, ow + j)] : T(0);
+    }
+    return transform_grad_output(e, v);
+  }
+  const TileAt& first = tiles[0];
+  const int64_t oh = 2 * first.th, ow = 2 * first.tw, cols = std::min(2 * grp.lanes, p.Q - ow);
   for (int i = 0; i < 2; ++i) {
     T row[2 * kLanes];
     const int64_t filled = oh + i < p.P ? cols : 0;
@@ -292,7 +318,7 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
       for_each_channel_tile(p.channels_last, C, static_cast<int64_t>(groups.size()), [&](int64_t c, int64_t gi) {
         const LaneGroup& grp = groups[gi];
         T vt[kXi][kLanes];
-        input_tiles(p, xs, x, c, tile_at[grp.j], grp.lanes, vt);
+        input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, vt);
         T* dst = v.get() + packed_offset(c, grp.j, width, uk.nr, uk.kc, C);  // the group's tiles follow on
         if (grp.lanes == kLanes) {  // fixed-length copies compile to vector moves
           for (int xi = 0; xi < kXi; ++xi) std::copy(vt[xi], vt[xi] + kLanes, dst + xi * v_stride);
@@ -332,6 +358,15 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
         }
         transform_output(mt, yt);
         const T bk = bias != nullptr ? bias[k] : T(0);
+        if (!grp.one_row) {
+          for (int64_t l = 0; l < grp.lanes; ++l) {
+            const TileAt& at = tile_at[grp.j + l];
+            const int64_t oh = 2 * at.th, ow = 2 * at.tw;
+            for (int i = 0; i < 2 && oh + i < p.P; ++i)
+              for (int jj = 0; jj < 2 && ow + jj < p.Q; ++jj) y[ys.at(at.n, k, oh + i, ow + jj)] = yt[i][jj][l] + bk;
+          }
+          return;
+        }
         const TileAt& at = tile_at[grp.j];
         const int64_t oh = 2 * at.th, ow = 2 * at.tw, cols = std::min(2 * grp.lanes, p.Q - ow);
         for (int i = 0; i < 2 && oh + i < p.P; ++i) {
@@ -390,13 +425,13 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
         for_each_channel_tile(p.channels_last, round_up(K, uk.mr), ngroups, [&](int64_t k, int64_t gi) {
           const LaneGroup& grp = groups[gi];
           T et[kXi][kLanes] = {};
-          if (k < K) grad_output_tiles(p, ys, dy, k, tile_at[grp.j], grp.lanes, et);
+          if (k < K) grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, et);
           store(et, grp.lanes, e.get() + packed_offset(grp.j, k, K, uk.mr, block, tlen), e_stride, uk.mr);
         });
         for_each_channel_tile(p.channels_last, round_up(C, uk.nr), ngroups, [&](int64_t c, int64_t gi) {
           const LaneGroup& grp = groups[gi];
           T vt[kXi][kLanes] = {};
-          if (c < C) input_tiles(p, xs, x, c, tile_at[grp.j], grp.lanes, vt);
+          if (c < C) input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, vt);
           store(vt, grp.lanes, v.get() + packed_offset(grp.j, c, C, uk.nr, block, tlen), v_stride, uk.nr);
         });
         for (int xi = 0; xi < kXi; ++xi) {
