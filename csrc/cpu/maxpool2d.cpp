@@ -77,6 +77,7 @@ bool max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indice
         const T* g = dy + plane * p.PQ();
         const int64_t* idx = indices + plane * p.PQ();
         T* out = dx + plane * p.HW();
+        std::fill(out, out + p.HW(), T(0));
         for (int64_t o = 0; o < p.PQ(); ++o)
           if (in_plane(idx[o])) out[idx[o]] += g[o];
       }
@@ -90,6 +91,7 @@ bool max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indice
     bool bad = false;
     for (int64_t n = n0; n < n1; ++n) {
       T* image = dx + n * HW * C;
+      std::fill(image, image + HW * C, T(0));
       for (int64_t o = n * p.PQ(); o < (n + 1) * p.PQ(); ++o) {
         const int64_t* idx = indices + o * C;
         const T* g = dy + o * C;

@@ -114,8 +114,7 @@ at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& i
   check_cpu(input, "input");
   const auto fmt = pool_memory_format(p);
   const at::Tensor dy = kernel_input(grad_output, fmt), idx = indices.contiguous(fmt);
-  // at::zeros ignores a memory format in its options: allocate in the layout, then clear.
-  at::Tensor dx = at::empty(input.sizes(), dy.options().memory_format(fmt)).zero_();
+  at::Tensor dx = at::empty(input.sizes(), dy.options().memory_format(fmt));  // the kernel zeroes it
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_max_pool2d_grad", [&] {
     ok = max_pool2d_backward<scalar_t>(p, dy.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(),
