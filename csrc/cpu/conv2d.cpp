@@ -361,14 +361,7 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
         };
         auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
           pixel_runs(p, pix0 + k0, klen, runs);
-          pack_panels_by_column(dst, k0, klen, b0, blen, uk.nr,
-                                [&](T* out, int64_t stride, int64_t tap, int64_t, int64_t) {
-                                  const Tap t = tap_nchw(p, tap);
-                                  // Fetch the next channel's rows while this one's taps are packed.
-                                  if (t.r == 0 && t.s == 0 && t.c + 1 < p.Cg())
-                                    for (int64_t r = 0; r < p.R; ++r) prefetch_tap_rows(p, x, g, {t.c + 1, r, 0}, runs);
-                                  im2col_tap_nchw(p, x, g, t, runs, out, stride);
-                                });
+          pack_im2col_transposed_nchw(p, x, g, dst, pix0 + k0, klen, b0, blen, uk.nr, runs);
           return static_cast<const T*>(dst);
         };
         gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_dy, pack_x, c, OutputMap{red, red, 0}, false, buf);

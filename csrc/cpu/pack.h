@@ -199,6 +199,46 @@ void pack_im2col_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_
   }
 }
 
+// Grad-weight NCHW B operand (im2col transposed): panels of `width` taps (c, r, s) from tap b0, reduction rows
+// = the `klen` output pixels from pixel j0. A panel row is one pixel's taps: each read at a fixed offset from
+// the pixel's corner (a table per panel), written contiguously; only pixels near the border check the taps.
+template <typename T>
+void pack_im2col_transposed_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_t j0, int64_t klen,
+                                 int64_t b0, int64_t blen, int64_t width, const PixelRuns& runs) {
+  thread_local std::vector<int64_t> tap_offset, tap_row, tap_col;
+  tap_offset.resize(width), tap_row.resize(width), tap_col.resize(width);
+  const T* group = x + g * p.Cg() * p.HW();
+  const int64_t row_span = (p.R - 1) * p.dil_h, col_span = (p.S - 1) * p.dil_w;
+  for (int64_t pos = 0; pos < blen; pos += width, dst += klen * width) {
+    const int64_t count = std::min(width, blen - pos);
+    for (int64_t t = 0; t < count; ++t) {
+      const Tap tap = tap_nchw(p, b0 + pos + t);
+      tap_row[t] = tap.r * p.dil_h, tap_col[t] = tap.s * p.dil_w;
+      tap_offset[t] = tap.c * p.HW() + tap_row[t] * p.W + tap_col[t];
+      // The next panel's channels are fetched while this one is packed.
+      if (pos + width < blen && t == 0) {
+        const Tap next = tap_nchw(p, b0 + pos + width);
+        for (int64_t c = next.c; c <= std::min(p.Cg() - 1, next.c + width / p.RS() + 1); ++c)
+          for (int64_t r = 0; r < p.R; ++r) prefetch_tap_rows(p, x, g, {c, r, 0}, runs);
+      }
+    }
+    Pixel px = pixel_of(p, j0);
+    for (int64_t kk = 0; kk < klen; ++kk) {
+      T* out = dst + kk * width;
+      const int64_t h0 = px.p * p.stride_h - p.pad_h, w0 = px.q * p.stride_w - p.pad_w;
+      const T* corner = group + px.n * p.C * p.HW() + h0 * p.W + w0;  // may lie in the padding
+      if (h0 >= 0 && h0 + row_span < p.H && w0 >= 0 && w0 + col_span < p.W) {
+        for (int64_t t = 0; t < count; ++t) out[t] = corner[tap_offset[t]];
+      } else {
+        for (int64_t t = 0; t < count; ++t)
+          out[t] = p.in_bounds(h0 + tap_row[t], w0 + tap_col[t]) ? corner[tap_offset[t]] : T(0);
+      }
+      for (int64_t t = count; t < width; ++t) out[t] = T(0);
+      if (++px.q == p.Q && (px.q = 0, ++px.p == p.P)) px.p = 0, ++px.n;
+    }
+  }
+}
+
 // Taps kd0..kd0+klen of an NHWC reduction as runs of consecutive channels of one (r, s), decoded once per
 // packing call.
 struct TapRun {
