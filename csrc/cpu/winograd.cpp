@@ -167,61 +167,62 @@ inline void for_each_channel_tile(bool channels_last, int64_t A, int64_t J, F&& 
 
 constexpr int kLanes = 16;  // tiles transformed together
 
-// Up to kLanes consecutive tiles of a block, starting at its tile j: one tile row's (one_row) when tile rows
-// are at least kLanes long, else across rows and images (small maps), each tile then read on its own.
+// Up to kLanes consecutive tiles of a block, starting at its tile j; on small maps a group spans several tile
+// rows (and images), read as one segment per tile row.
 struct LaneGroup {
   int64_t j, lanes;
-  bool one_row;
 };
 
 // The block's tiles as lane groups; a group also ends at a multiple of `align` (a packed panel's edge, so that
 // a group's values are contiguous in the panel).
-inline void lane_groups(const std::vector<TileAt>& tiles, int64_t TW, int64_t align, std::vector<LaneGroup>& out) {
+inline void lane_groups(int64_t count, int64_t align, std::vector<LaneGroup>& out) {
   out.clear();
-  const bool rows = TW >= kLanes;
-  for (int64_t j = 0, count = static_cast<int64_t>(tiles.size()); j < count;) {
-    const int64_t lanes =
-        std::min({int64_t{kLanes}, rows ? TW - tiles[j].tw : int64_t{kLanes}, count - j, align - j % align});
-    out.push_back({j, lanes, rows});
+  for (int64_t j = 0; j < count;) {
+    const int64_t lanes = std::min({int64_t{kLanes}, count - j, align - j % align});
+    out.push_back({j, lanes});
     j += lanes;
   }
 }
 
+// Calls f(l0, len, tile) for each run of lanes [l0, l0 + len) of a group that lies in one tile row.
+template <class F>
+inline void for_each_row_segment(const TileAt* tiles, int64_t lanes, int64_t TW, F&& f) {
+  for (int64_t l0 = 0; l0 < lanes;) {
+    const int64_t len = std::min(lanes - l0, TW - tiles[l0].tw);
+    f(l0, len, tiles[l0]);
+    l0 += len;
+  }
+}
+
 // The 4x4 input tiles of channel c (zeros in the padding) of a lane group, transformed: v[xi][l] =
-// (B^T d B)[xi] of tile l. Neighbouring tiles of a row share two columns, so each input row is read once, as
-// 2 lanes + 2 values.
+// (B^T d B)[xi] of tile l. Neighbouring tiles of a row share two columns, so each input row of a segment is
+// read once, as 2 len + 2 values.
 template <typename T>
 inline void input_tiles(const ConvParams& p, const Strides& xs, const T* x, int64_t c, const TileAt* tiles,
-                        const LaneGroup& grp, T (&v)[kXi][kLanes]) {
+                        const LaneGroup& grp, int64_t TW, T (&v)[kXi][kLanes]) {
   T d[kTile][kTile][kLanes];
-  if (!grp.one_row) {
-    for (int l = 0; l < kLanes; ++l) {
-      const bool used = l < grp.lanes;
-      const int64_t h0 = used ? 2 * tiles[l].th - p.pad_h : 0, w0 = used ? 2 * tiles[l].tw - p.pad_w : 0;
-      for (int i = 0; i < kTile; ++i)
-        for (int j = 0; j < kTile; ++j)
-          d[i][j][l] = used && p.in_bounds(h0 + i, w0 + j) ? x[xs.at(tiles[l].n, c, h0 + i, w0 + j)] : T(0);
+  for_each_row_segment(tiles, grp.lanes, TW, [&](int64_t l0, int64_t len, const TileAt& first) {
+    const int64_t h0 = 2 * first.th - p.pad_h, w0 = 2 * first.tw - p.pad_w, cols = 2 * len + 2;
+    // Columns [lo, hi) of the segment's row are inside the image; the rest is zeros.
+    const int64_t lo = std::min(cols, std::max<int64_t>(0, -w0)), hi = std::max(lo, std::min(cols, p.W - w0));
+    for (int i = 0; i < kTile; ++i) {
+      T row[2 * kLanes + 2];
+      const int64_t h = h0 + i;
+      const bool inside = static_cast<uint64_t>(h) < static_cast<uint64_t>(p.H);
+      const int64_t a = inside ? lo : 0, b = inside ? hi : 0;
+      for (int64_t k = 0; k < a; ++k) row[k] = T(0);
+      if (inside) {
+        const T* src = x + xs.at(first.n, c, h, w0);
+        for (int64_t k = a; k < b; ++k) row[k] = src[k * xs.col];
+      }
+      for (int64_t k = b; k < cols; ++k) row[k] = T(0);
+      for (int j = 0; j < kTile; ++j)
+        for (int64_t l = 0; l < len; ++l) d[i][j][l0 + l] = row[2 * l + j];
     }
-    return transform_input(d, v);
-  }
-  const TileAt& first = tiles[0];
-  const int64_t h0 = 2 * first.th - p.pad_h, w0 = 2 * first.tw - p.pad_w, cols = 2 * grp.lanes + 2;
-  // Columns [lo, hi) of the 2 lanes + 2 are inside the image; the rest of a row is zeros.
-  const int64_t lo = std::min(cols, std::max<int64_t>(0, -w0)), hi = std::max(lo, std::min(cols, p.W - w0));
-  for (int i = 0; i < kTile; ++i) {
-    T row[2 * kLanes + 2];
-    const int64_t h = h0 + i;
-    const bool inside = static_cast<uint64_t>(h) < static_cast<uint64_t>(p.H);
-    const int64_t a = inside ? lo : 0, b = inside ? hi : 0;
-    for (int64_t k = 0; k < a; ++k) row[k] = T(0);
-    if (inside) {
-      const T* src = x + xs.at(first.n, c, h, w0);
-      for (int64_t k = a; k < b; ++k) row[k] = src[k * xs.col];
-    }
-    for (int64_t k = b; k < 2 * kLanes + 2; ++k) row[k] = T(0);
+  });
+  for (int i = 0; i < kTile; ++i)
     for (int j = 0; j < kTile; ++j)
-      for (int l = 0; l < kLanes; ++l) d[i][j][l] = row[2 * l + j];
-  }
+      for (int64_t l = grp.lanes; l < kLanes; ++l) d[i][j][l] = T(0);
   transform_input(d, v);
 }
 
@@ -229,31 +230,25 @@ inline void input_tiles(const ConvParams& p, const Strides& xs, const T* x, int6
 // v[xi][l] = (A e A^T)[xi] of tile l.
 template <typename T>
 inline void grad_output_tiles(const ConvParams& p, const Strides& ys, const T* dy, int64_t k, const TileAt* tiles,
-                              const LaneGroup& grp, T (&v)[kXi][kLanes]) {
+                              const LaneGroup& grp, int64_t TW, T (&v)[kXi][kLanes]) {
   T e[2][2][kLanes];
-  if (!grp.one_row) {
-    for (int l = 0; l < kLanes; ++l) {
-      const bool used = l < grp.lanes;
-      const int64_t oh = used ? 2 * tiles[l].th : p.P, ow = used ? 2 * tiles[l].tw : p.Q;
-      for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 2; ++j)
-          e[i][j][l] = oh + i < p.P && ow + j < p.Q ? dy[ys.at(tiles[l].n, k, oh + i, ow + j)] : T(0);
+  for_each_row_segment(tiles, grp.lanes, TW, [&](int64_t l0, int64_t len, const TileAt& first) {
+    const int64_t oh = 2 * first.th, ow = 2 * first.tw, cols = std::min(2 * len, p.Q - ow);
+    for (int i = 0; i < 2; ++i) {
+      T row[2 * kLanes];
+      const int64_t filled = oh + i < p.P ? cols : 0;
+      if (filled > 0) {
+        const T* src = dy + ys.at(first.n, k, oh + i, ow);
+        for (int64_t q = 0; q < filled; ++q) row[q] = src[q * ys.col];
+      }
+      for (int64_t q = filled; q < 2 * len; ++q) row[q] = T(0);
+      for (int jj = 0; jj < 2; ++jj)
+        for (int64_t l = 0; l < len; ++l) e[i][jj][l0 + l] = row[2 * l + jj];
     }
-    return transform_grad_output(e, v);
-  }
-  const TileAt& first = tiles[0];
-  const int64_t oh = 2 * first.th, ow = 2 * first.tw, cols = std::min(2 * grp.lanes, p.Q - ow);
-  for (int i = 0; i < 2; ++i) {
-    T row[2 * kLanes];
-    const int64_t filled = oh + i < p.P ? cols : 0;
-    if (filled > 0) {
-      const T* src = dy + ys.at(first.n, k, oh + i, ow);
-      for (int64_t q = 0; q < filled; ++q) row[q] = src[q * ys.col];
-    }
-    for (int64_t q = filled; q < 2 * kLanes; ++q) row[q] = T(0);
-    for (int jj = 0; jj < 2; ++jj)
-      for (int l = 0; l < kLanes; ++l) e[i][jj][l] = row[2 * l + jj];
-  }
+  });
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      for (int64_t l = grp.lanes; l < kLanes; ++l) e[i][j][l] = T(0);
   transform_grad_output(e, v);
 }
 
@@ -314,11 +309,11 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
       decode_tiles(t0, tlen, TH, TW, tile_at);
 
       // Input transform into V[xi] in packed B layout: reduction c (blocks of kc), panels of nr tiles.
-      lane_groups(tile_at, TW, uk.nr, groups);
+      lane_groups(tlen, uk.nr, groups);
       for_each_channel_tile(p.channels_last, C, static_cast<int64_t>(groups.size()), [&](int64_t c, int64_t gi) {
         const LaneGroup& grp = groups[gi];
         T vt[kXi][kLanes];
-        input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, vt);
+        input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
         T* dst = v.get() + packed_offset(c, grp.j, width, uk.nr, uk.kc, C);  // the group's tiles follow on
         if (grp.lanes == kLanes) {  // fixed-length copies compile to vector moves
           for (int xi = 0; xi < kXi; ++xi) std::copy(vt[xi], vt[xi] + kLanes, dst + xi * v_stride);
@@ -358,26 +353,21 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
         }
         transform_output(mt, yt);
         const T bk = bias != nullptr ? bias[k] : T(0);
-        if (!grp.one_row) {
-          for (int64_t l = 0; l < grp.lanes; ++l) {
-            const TileAt& at = tile_at[grp.j + l];
-            const int64_t oh = 2 * at.th, ow = 2 * at.tw;
-            for (int i = 0; i < 2 && oh + i < p.P; ++i)
-              for (int jj = 0; jj < 2 && ow + jj < p.Q; ++jj) y[ys.at(at.n, k, oh + i, ow + jj)] = yt[i][jj][l] + bk;
+        for_each_row_segment(tile_at.data() + grp.j, grp.lanes, TW, [&](int64_t l0, int64_t len, const TileAt& at) {
+          const int64_t oh = 2 * at.th, ow = 2 * at.tw, cols = std::min(2 * len, p.Q - ow);
+          for (int i = 0; i < 2 && oh + i < p.P; ++i) {
+            T row[2 * kLanes];  // the row's outputs, tiles' columns interleaved
+            for (int64_t l = 0; l < len; ++l) {
+              row[2 * l] = yt[i][0][l0 + l] + bk;
+              row[2 * l + 1] = yt[i][1][l0 + l] + bk;
+            }
+            T* out = y + ys.at(at.n, k, oh + i, ow);
+            if (ys.col == 1)
+              std::copy(row, row + cols, out);
+            else
+              for (int64_t q = 0; q < cols; ++q) out[q * ys.col] = row[q];
           }
-          return;
-        }
-        const TileAt& at = tile_at[grp.j];
-        const int64_t oh = 2 * at.th, ow = 2 * at.tw, cols = std::min(2 * grp.lanes, p.Q - ow);
-        for (int i = 0; i < 2 && oh + i < p.P; ++i) {
-          T row[2 * kLanes];  // the row's outputs, tiles' columns interleaved
-          for (int l = 0; l < kLanes; ++l) row[2 * l] = yt[i][0][l] + bk, row[2 * l + 1] = yt[i][1][l] + bk;
-          T* out = y + ys.at(at.n, k, oh + i, ow);
-          if (ys.col == 1)
-            std::copy(row, row + cols, out);
-          else
-            for (int64_t q = 0; q < cols; ++q) out[q * ys.col] = row[q];
-        }
+        });
       });
     }
   });
@@ -415,7 +405,7 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
         decode_tiles(t0, tlen, TH, TW, tile_at);
         // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
         // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
-        lane_groups(tile_at, TW, kLanes, groups);
+        lane_groups(tlen, kLanes, groups);
         const int64_t ngroups = static_cast<int64_t>(groups.size());
         // Consecutive tiles are consecutive reduction rows of a panel: `width` apart.
         auto store = [&](const T (&t)[kXi][kLanes], int64_t lanes, T* dst, int64_t plane, int64_t width) {
@@ -425,13 +415,13 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
         for_each_channel_tile(p.channels_last, round_up(K, uk.mr), ngroups, [&](int64_t k, int64_t gi) {
           const LaneGroup& grp = groups[gi];
           T et[kXi][kLanes] = {};
-          if (k < K) grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, et);
+          if (k < K) grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, TW, et);
           store(et, grp.lanes, e.get() + packed_offset(grp.j, k, K, uk.mr, block, tlen), e_stride, uk.mr);
         });
         for_each_channel_tile(p.channels_last, round_up(C, uk.nr), ngroups, [&](int64_t c, int64_t gi) {
           const LaneGroup& grp = groups[gi];
           T vt[kXi][kLanes] = {};
-          if (c < C) input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, vt);
+          if (c < C) input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
           store(vt, grp.lanes, v.get() + packed_offset(grp.j, c, C, uk.nr, block, tlen), v_stride, uk.nr);
         });
         for (int xi = 0; xi < kXi; ++xi) {
