@@ -234,22 +234,23 @@ def test_conv2d_larger_case(layout, isa):
 # (N, C, K, H, W, stride, padding): batches of small strided outputs, where one GEMM tile spans several images
 # (4x4 outputs: the micro-kernel's split store; 2x2 and 4x3: the tile-buffer path) and the strided grad-input
 # gives a task several images, grouped by the thread count.
-STRIDED_BATCH_CASES = [(32, 16, 24, 8, 8, 2, 1), (24, 8, 40, 4, 4, 2, 1), (20, 12, 16, 9, 7, 2, 0)]
+STRIDED_BATCH_CASES = [(32, 16, 24, 8, 8, 2, 1, 1, 1), (24, 8, 40, 4, 4, 2, 1, 1, 1), (20, 12, 16, 9, 7, 2, 0, 1, 1),
+                       (32, 12, 18, 9, 9, 2, 2, 2, 3)]  # + dilation 2 and 3 groups
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", STRIDED_BATCH_CASES, ids=[str(i) for i in range(len(STRIDED_BATCH_CASES))])
 def test_conv2d_strided_batches_of_small_images(case, layout, isa, restore_num_threads):
     """Forward, grad-input and grad-weight against torch in float64, bitwise the same for 1 and 2 threads."""
-    N, C, K, H, W, stride, padding = case
+    N, C, K, H, W, stride, padding, dilation, groups = case
     gen = torch.Generator().manual_seed(N + C + K)
     mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     x = torch.randn(N, C, H, W, generator=gen).contiguous(memory_format=mf)
-    w = torch.randn(K, C, 3, 3, generator=gen).contiguous(memory_format=mf)
+    w = torch.randn(K, C // groups, 3, 3, generator=gen).contiguous(memory_format=mf)
     b = torch.randn(K, generator=gen)
-    args = ([stride, stride], [padding] * 4, [1, 1], 1)
+    args = ([stride, stride], [padding] * 4, [dilation, dilation], groups)
     xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
-    expected = F.conv2d(xd, wd, b.double(), stride=stride, padding=padding)
+    expected = F.conv2d(xd, wd, b.double(), stride=stride, padding=padding, dilation=dilation, groups=groups)
     gy = torch.randn(expected.shape, generator=gen).contiguous(memory_format=mf)
     expected_grads = torch.autograd.grad(expected, (xd, wd), gy.double())
     ops = torch.ops.fastconv
