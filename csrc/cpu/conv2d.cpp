@@ -7,7 +7,7 @@
 //                 stride > 1: GEMMs over blocks of output pixels into a small column buffer, scattered back (col2im)
 // grad-weight     k x tap (NCHW: (c,r,s), NHWC: (r,s,c)); reduction = pixels, both operands packed pixel-major
 //
-// Work is split into tasks over groups and blocks of the pixel dimension (forward), images (grad-input) or
+// Work is split into tasks over groups and blocks of the pixel dimension (forward), whole images (grad-input) or
 // tiles of the weight gradient plus a fixed number of batch chunks (grad-weight). Every output element is
 // summed in an order fixed by the shape alone, so results are bitwise the same for any thread count.
 #include "conv2d.h"
@@ -304,8 +304,8 @@ void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
 }
 
 // dW[k][tap] = sum_pixels dy[k][pixel] * im2col(x)[pixel][tap], M = k, N = taps, reduction = pixels.
-// NCHW: both operands are contiguous along the pixels (dy rows, input rows tap by tap), so both pack
-//       pixel-major from contiguous runs into panels of k and of taps.
+// NCHW: dy rows are contiguous along the pixels and pack from runs; im2col^T packs pixel by pixel, each tap at a
+//       fixed offset from the pixel's corner (pack.h).
 // NHWC: dy rows are contiguous along k and the taps (r, s, c) along c, so both pack from contiguous runs too.
 template <typename T>
 void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {

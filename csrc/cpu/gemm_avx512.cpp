@@ -37,7 +37,8 @@ struct VecF64 {
 }  // namespace
 
 // 8 x 32 floats: 16 zmm accumulators, 2 B loads and 8 broadcasts per 16 FMAs; 8 rows divide every
-// channel count ResNet uses, so NCHW tiles over output channels carry no padding.
+// channel count ResNet uses, so NCHW tiles over output channels carry no padding. kc = 128: the B micro-panel
+// (128 x 32 floats, 16 KiB) keeps half of a 32 KiB L1 free for the A panels streaming past it (256 filled it).
 MicroKernel<float> kernel_f32() {
   return {Isa::kAvx512, 8, 32, 256, 128, 2048, &micro_kernel<VecF32, 8, 2>, &micro_kernel_split<VecF32, 8, 2>};
 }

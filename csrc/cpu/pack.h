@@ -143,7 +143,8 @@ void prefetch_tap_rows(const ConvParams& p, const T* x, int64_t g, const Tap& t,
 }
 
 // offsets[(r * S + s) * count + i]: where pixel i of the runs reads tap (r, s), relative to its channel's first
-// element in image 0, or -1 in the padding. Runs of a few pixels (4x4 maps) cost more to walk than to gather.
+// element in image 0, or -1 in the padding. Runs under 32 pixels (maps of 16x16 and less, strided or not) cost
+// more to walk than to gather.
 inline void gather_table(const ConvParams& p, const PixelRuns& runs, int64_t count, std::vector<int64_t>& offsets) {
   offsets.resize(p.RS() * count);
   for (int64_t r = 0; r < p.R; ++r)
