@@ -100,32 +100,29 @@ inline void tap_table(const ConvParams& p, int64_t kd0, int64_t klen, std::vecto
   for (int64_t i = 0; i < klen; ++i) taps[i] = tap_nchw(p, kd0 + i);
 }
 
-// NCHW im2col entries of one tap of group g over a pixel range, written `stride` apart:
+// NCHW im2col entries of one tap of group g over a pixel range, written contiguously:
 // x[n, g*Cg + c, h, w], or 0 in the padding. Within a run, input columns advance by stride_w.
 template <typename T>
-void im2col_tap_nchw(const ConvParams& p, const T* x, int64_t g, const Tap& t, const PixelRuns& runs, T* out,
-                     int64_t stride) {
+void im2col_tap_nchw(const ConvParams& p, const T* x, int64_t g, const Tap& t, const PixelRuns& runs, T* out) {
   const T* channel = x + (g * p.Cg() + t.c) * p.HW();
   const int64_t sw = p.stride_w;
   for (size_t r = 0; r < runs.runs.size(); ++r) {
     const PixelRun& run = runs.runs[r];
-    T* o = out + run.pos * stride;
+    T* o = out + run.pos;
     const int64_t h = p.in_row(run.p, t.r);
     if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) {
-      for (int64_t i = 0; i < run.len; ++i) o[i * stride] = T(0);
+      std::fill(o, o + run.len, T(0));
       continue;
     }
     const T* row = channel + run.image_offset + h * p.W;
     const ColumnWindow& win = runs.windows[r * p.S + t.s];
     const int64_t w0 = win.w0, lo = win.lo, hi = win.hi;
-    for (int64_t i = 0; i < lo; ++i) o[i * stride] = T(0);
-    if (stride == 1 && sw == 1)
+    std::fill(o, o + lo, T(0));
+    if (sw == 1)
       std::memcpy(o + lo, row + w0 + lo, (hi - lo) * sizeof(T));
-    else if (stride == 1)
-      for (int64_t i = lo; i < hi; ++i) o[i] = row[w0 + i * sw];
     else
-      for (int64_t i = lo; i < hi; ++i) o[i * stride] = row[w0 + i * sw];
-    for (int64_t i = hi; i < run.len; ++i) o[i * stride] = T(0);
+      for (int64_t i = lo; i < hi; ++i) o[i] = row[w0 + i * sw];
+    std::fill(o + hi, o + run.len, T(0));
   }
 }
 
@@ -194,7 +191,7 @@ void pack_im2col_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_
     }
     for (int64_t kk = 0; kk < klen; ++kk) {
       T* out = dst + kk * width;
-      im2col_tap_nchw(p, x, g, taps[kk], runs, out, 1);
+      im2col_tap_nchw(p, x, g, taps[kk], runs, out);
       for (int64_t w = count; w < width; ++w) out[w] = T(0);
     }
   }
@@ -216,12 +213,11 @@ void pack_im2col_transposed_nchw(const ConvParams& p, const T* x, int64_t g, T* 
       const Tap tap = tap_nchw(p, b0 + pos + t);
       tap_row[t] = tap.r * p.dil_h, tap_col[t] = tap.s * p.dil_w;
       tap_offset[t] = tap.c * p.HW() + tap_row[t] * p.W + tap_col[t];
-      // The next panel's channels are fetched while this one is packed.
-      if (pos + width < blen && t == 0) {
-        const Tap next = tap_nchw(p, b0 + pos + width);
-        for (int64_t c = next.c; c <= std::min(p.Cg() - 1, next.c + width / p.RS() + 1); ++c)
-          for (int64_t r = 0; r < p.R; ++r) prefetch_tap_rows(p, x, g, {c, r, 0}, runs);
-      }
+    }
+    if (pos + width < blen) {  // the next panel's channels are fetched while this one is packed
+      const Tap next = tap_nchw(p, b0 + pos + width);
+      for (int64_t c = next.c; c <= std::min(p.Cg() - 1, next.c + width / p.RS() + 1); ++c)
+        for (int64_t r = 0; r < p.R; ++r) prefetch_tap_rows(p, x, g, {c, r, 0}, runs);
     }
     Pixel px = pixel_of(p, j0);
     for (int64_t kk = 0; kk < klen; ++kk) {
