@@ -5,7 +5,7 @@ ARGS ?=
 .PHONY: setup run test demo bench
 
 setup:
-	$(PYTHON) -m pip install torch==2.13.0 numpy tqdm matplotlib pytest ninja
+	$(PYTHON) -m pip install torch==2.13.0 numpy tqdm matplotlib pytest ninja expecttest
 	$(PYTHON) -m pip install --no-build-isolation --no-deps -e .
 
 run: setup

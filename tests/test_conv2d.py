@@ -384,6 +384,7 @@ BAD_CALLS = [
     ("mixed-dtypes", X, W.double(), {}, r"expected scalar type Float but found Double"),
     ("mixed-dtypes-2", X.double(), W, {}, r"expected scalar type Double but found Float"),
     ("bias-dtype", X, W, {"bias": _x(8, dtype=torch.float64)}, r"scalar type|bias"),
+    ("integer-bias-dtype", X.long(), W.long(), {"bias": _x(8, dtype=torch.float64)}, r"bias type .* should be the same"),
     ("bias-wrong-size", X, W, {"bias": _x(7)}, r"expected bias to be 1-dimensional with 8 elements"),
     ("bias-2d", X, W, {"bias": _x(8, 1)}, r"expected bias to be 1-dimensional"),
     ("bool-tensors", X.bool(), W.bool(), {}, r"floating point"),
@@ -401,6 +402,32 @@ def test_conv2d_rejects_what_torch_rejects(inp, weight, kwargs, match):
         F.conv2d(inp, weight, **kwargs)
     with pytest.raises(Exception, match=match):
         conv2d(inp, weight, **kwargs)
+
+
+DEPTHWISE_BITWISE = [  # (N, C, H, W, kernel, stride, padding, dilation, channels_last)
+    (1, 4, 6, 6, 3, 1, 1, 1, False),
+    (3, 16, 13, 11, 3, 2, 1, 1, False),
+    (2, 8, 12, 12, 5, 1, 2, 2, False),
+    (2, 32, 14, 14, 3, 1, 1, 1, True),
+    (2, 24, 15, 9, 3, 2, 0, 1, True),
+]
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch runs oneDNN's depthwise kernel")
+@pytest.mark.parametrize("case", DEPTHWISE_BITWISE, ids=lambda c: "x".join(map(str, c[:4])) + ("-cl" if c[-1] else ""))
+def test_depthwise_forward_equals_torch_bitwise(case, isa):
+    """float32 depthwise forward sums in oneDNN's order with FMAs (bias first in NCHW, last in NHWC), so it
+    equals torch's bit for bit on every ISA - even on the [-9, 9] values of torch's samples, where cancellation
+    leaves a different summation order 1e-5 apart."""
+    n, c, h, w, k, stride, padding, dilation, channels_last = case
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randint(-9, 10, (n, c, h, w), generator=gen) + torch.rand(n, c, h, w, generator=gen)
+    weight = torch.randint(-9, 10, (c, 1, k, k), generator=gen) + torch.rand(c, 1, k, k, generator=gen)
+    bias = torch.rand(c, generator=gen) * 18 - 9
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    assert torch.equal(conv2d(x, weight, bias, **kwargs), F.conv2d(x, weight, bias, **kwargs))
 
 
 INT_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]

@@ -1,13 +1,16 @@
 // Depthwise conv2d (one input channel per group, Cg == 1; any channel multiplier Kg): direct loops.
 // A GEMM here would have a single row per group, so instead each output element sums R*S products straight
 // from the input: along q for NCHW (stride-1 rows vectorise), along k for NHWC (channels vectorise).
-// Parallel over planes / images x channel blocks; each output element is summed in a fixed order.
+// Parallel over planes / images x channel blocks; each output element is summed in a fixed order. The
+// innermost loops are compiled per ISA (depthwise_rows.h).
 #include "depthwise.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
+
+#include "depthwise_rows.h"
 
 namespace fastconv::cpu {
 
@@ -34,6 +37,14 @@ std::vector<T> weights_rsk(const ConvParams& p, const T* w) {
   return out;
 }
 
+template <typename T>
+DepthwiseLoops<T> loops() {
+  const Isa isa = active_isa();
+  return isa == Isa::kAvx512 ? avx512::depthwise_loops<T>()
+         : isa == Isa::kAvx2 ? avx2::depthwise_loops<T>()
+                             : scalar::depthwise_loops<T>();
+}
+
 }  // namespace
 
 bool is_depthwise(const ConvParams& p) { return p.Cg() == 1 && p.groups > 1; }
@@ -41,6 +52,7 @@ bool is_depthwise(const ConvParams& p) { return p.Cg() == 1 && p.groups > 1; }
 template <typename T>
 void depthwise_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Kg = p.Kg();
+  const DepthwiseLoops<T> loop = loops<T>();
   if (!p.channels_last) {
     at::parallel_for(0, p.N * p.K, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t plane = b0; plane < b1; ++plane) {
@@ -58,7 +70,7 @@ void depthwise_forward(const ConvParams& p, const T* x, const T* w, const T* bia
               const T wv = w[p.weight_offset(k, 0, r, s)];
               const ColumnRange cols = valid_columns(p, s);
               const T* src = in_row + s * p.dil_w - p.pad_w;
-              for (int64_t q = cols.lo; q < cols.hi; ++q) out_row[q] += wv * src[q * p.stride_w];
+              loop.row_axpy(out_row + cols.lo, src + cols.lo * p.stride_w, p.stride_w, wv, cols.hi - cols.lo);
             }
           }
         }
@@ -72,15 +84,18 @@ void depthwise_forward(const ConvParams& p, const T* x, const T* w, const T* bia
       const int64_t n = row / p.P, op = row % p.P;
       for (int64_t oq = 0; oq < p.Q; ++oq) {
         T* out = y + p.output_offset(n, 0, op, oq);
-        for (int64_t k = 0; k < p.K; ++k) out[k] = bias != nullptr ? bias[k] : T(0);
+        std::fill(out, out + p.K, T(0));
         for (int64_t r = 0; r < p.R; ++r)
           for (int64_t s = 0; s < p.S; ++s) {
             const int64_t h = p.in_row(op, r), iw = p.in_col(oq, s);
             if (!p.in_bounds(h, iw)) continue;
             const T* in = x + p.input_offset(n, 0, h, iw);
             const T* wk = wt.data() + (r * p.S + s) * p.K;
-            for (int64_t k = 0; k < p.K; ++k) out[k] += wk[k] * in[k / Kg];
+            loop.pixel_axpy(out, wk, in, p.K, Kg);
           }
+        // Bias last here (first in NCHW): the order of torch's (oneDNN's) kernels for each layout.
+        if (bias != nullptr)
+          for (int64_t k = 0; k < p.K; ++k) out[k] += bias[k];
       }
     }
   });
@@ -89,6 +104,7 @@ void depthwise_forward(const ConvParams& p, const T* x, const T* w, const T* bia
 template <typename T>
 void depthwise_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
   const int64_t Kg = p.Kg();
+  const DepthwiseLoops<T> loop = loops<T>();
   if (!p.channels_last) {
     // One task per input plane (n, c): it gathers from the Kg output planes of its group, race-free.
     at::parallel_for(0, p.N * p.C, 1, [&](int64_t b0, int64_t b1) {
@@ -107,7 +123,8 @@ void depthwise_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
                 const T wv = w[p.weight_offset(k, 0, r, s)];
                 const ColumnRange cols = valid_columns(p, s);
                 T* dst = in_row + s * p.dil_w;
-                for (int64_t q = cols.lo; q < cols.hi; ++q) dst[q * p.stride_w] += wv * g[op * p.Q + q];
+                loop.row_scatter(dst + cols.lo * p.stride_w, p.stride_w, g + op * p.Q + cols.lo, wv,
+                                 cols.hi - cols.lo);
               }
             }
         }
@@ -129,10 +146,7 @@ void depthwise_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
               if (!p.in_bounds(h, iw)) continue;
               T* in = dx + p.input_offset(n, 0, h, iw);
               const T* wk = wt.data() + (r * p.S + s) * p.K;
-              if (Kg == 1)
-                for (int64_t k = 0; k < p.K; ++k) in[k] += wk[k] * g[k];
-              else
-                for (int64_t k = 0; k < p.K; ++k) in[k / Kg] += wk[k] * g[k];
+              loop.pixel_scatter(in, wk, g, p.K, Kg);
             }
         }
     }
@@ -142,6 +156,10 @@ void depthwise_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
 template <typename T>
 void depthwise_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t Kg = p.Kg();
+  const DepthwiseLoops<T> loop = loops<T>();
+  // Steps between neighbouring output columns in dy and between their input columns in x.
+  const int64_t dy_step = p.channels_last ? p.K : 1;
+  const int64_t x_step = (p.channels_last ? p.C : 1) * p.stride_w;
   // One task per output channel: its R*S sums run over (n, p, q) in a fixed order.
   at::parallel_for(0, p.K, 1, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
@@ -154,8 +172,9 @@ void depthwise_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) 
             for (int64_t op = 0; op < p.P; ++op) {
               const int64_t h = p.in_row(op, r);
               if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
-              for (int64_t q = cols.lo; q < cols.hi; ++q)
-                sum += dy[p.output_offset(n, k, op, q)] * x[p.input_offset(n, c, h, p.in_col(q, s))];
+              if (cols.hi > cols.lo)
+                sum = loop.row_dot(dy + p.output_offset(n, k, op, cols.lo), dy_step,
+                                   x + p.input_offset(n, c, h, p.in_col(cols.lo, s)), x_step, cols.hi - cols.lo, sum);
             }
           dw[p.weight_offset(k, 0, r, s)] = sum;
         }

@@ -34,9 +34,6 @@ inline int64_t padded_row_length(const PoolParams& p) {
   return (padded_columns(p) - 1) * p.stride_w + (p.kernel_w - 1) * p.dil_w + 1;
 }
 
-template <typename T, typename Pos>
-PoolRowKernels<T, Pos> pool_row_kernels(Isa isa);
-
 namespace scalar { template <typename T, typename Pos> PoolRowKernels<T, Pos> pool_rows(); }
 namespace avx2 { template <typename T, typename Pos> PoolRowKernels<T, Pos> pool_rows(); }
 namespace avx512 { template <typename T, typename Pos> PoolRowKernels<T, Pos> pool_rows(); }
