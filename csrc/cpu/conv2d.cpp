@@ -181,6 +181,9 @@ void grad_input_as_forward(const ConvParams& p, const T* dy, const T* w, T* dx) 
   q.K = p.C; q.P = p.H; q.Q = p.W;
   q.pad_h = p.dil_h * (p.R - 1) - p.pad_h;
   q.pad_w = p.dil_w * (p.S - 1) - p.pad_w;
+  if constexpr (std::is_same_v<T, float>) {
+    if (winograd_applies(q)) return winograd_forward(q, dy, w, static_cast<const T*>(nullptr), dx, true);
+  }
   std::vector<T> flipped(static_cast<size_t>(p.K * p.Cg() * p.RS()));
   at::parallel_for(0, p.K, 1, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {

@@ -15,6 +15,7 @@
 #include "winograd.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -32,25 +33,27 @@ namespace {
 constexpr int kTile = 4;               // input tile edge (m + r - 1 = 2 + 3 - 1)
 constexpr int kXi = kTile * kTile;     // transform-domain positions, one GEMM each
 
-// u = G g G^T for a 3x3 kernel g (tap r, s at g[(3 r + s) * tap_stride]), G = [1 0 0; 1/2 1/2 1/2;
-// 1/2 -1/2 1/2; 0 0 1].
-template <typename T>
-void transform_weight(const T* g, int64_t tap_stride, T* u, int64_t xi_stride) {
-  T t[4][3];  // G g
-  for (int j = 0; j < 3; ++j) {
-    const T g0 = g[j * tap_stride], g1 = g[(3 + j) * tap_stride], g2 = g[(6 + j) * tap_stride];
-    t[0][j] = g0;
-    t[1][j] = T(0.5) * (g0 + g1 + g2);
-    t[2][j] = T(0.5) * (g0 - g1 + g2);
-    t[3][j] = g2;
-  }
-  for (int i = 0; i < 4; ++i) {  // (G g) G^T
-    const T a = t[i][0], b = t[i][1], c = t[i][2];
-    u[(i * 4 + 0) * xi_stride] = a;
-    u[(i * 4 + 1) * xi_stride] = T(0.5) * (a + b + c);
-    u[(i * 4 + 2) * xi_stride] = T(0.5) * (a - b + c);
-    u[(i * 4 + 3) * xi_stride] = c;
-  }
+// u = G g G^T for L 3x3 kernels at once (lane l: kernel l's tap t = 3 r + s at g[t][l]), G = [1 0 0;
+// 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+template <int L, typename T>
+inline void transform_weights(const T (&g)[9][L], T (&u)[kXi][L]) {
+  T t[4][3][L];  // G g
+  for (int j = 0; j < 3; ++j)
+    for (int l = 0; l < L; ++l) {
+      const T g0 = g[j][l], g1 = g[3 + j][l], g2 = g[6 + j][l];
+      t[0][j][l] = g0;
+      t[1][j][l] = T(0.5) * (g0 + g1 + g2);
+      t[2][j][l] = T(0.5) * (g0 - g1 + g2);
+      t[3][j][l] = g2;
+    }
+  for (int i = 0; i < 4; ++i)  // (G g) G^T
+    for (int l = 0; l < L; ++l) {
+      const T a = t[i][0][l], b = t[i][1][l], c = t[i][2][l];
+      u[i * 4 + 0][l] = a;
+      u[i * 4 + 1][l] = T(0.5) * (a + b + c);
+      u[i * 4 + 2][l] = T(0.5) * (a - b + c);
+      u[i * 4 + 3][l] = c;
+    }
 }
 
 // v = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], for L tiles at once (lane l: tile l's
@@ -258,6 +261,22 @@ inline int64_t weight_at(const ConvParams& p, int64_t k, int64_t c) {
 }
 inline int64_t tap_stride(const ConvParams& p) { return p.channels_last ? p.C : 1; }
 
+// The 3x3 kernel that maps input channel c to output channel k of p's forward: its tap t = 3 r + s at
+// first[t * step]. With `flipped`, w holds the weights of the conv whose grad-input p is (p.C outputs, p.K
+// inputs, same layout), read transposed and rotated by 180 degrees - reversing the 9 taps - in place.
+template <typename T>
+struct KernelTaps {
+  const T* first;
+  int64_t step;
+};
+template <typename T>
+KernelTaps<T> kernel_taps(const ConvParams& p, const T* w, int64_t k, int64_t c, bool flipped) {
+  if (!flipped) return {w + weight_at(p, k, c), tap_stride(p)};
+  const int64_t step = p.channels_last ? p.K : 1;
+  const int64_t tap0 = p.channels_last ? c * 9 * p.K + k : (c * p.K + k) * 9;
+  return {w + tap0 + 8 * step, -step};
+}
+
 // Where element (reduction r, index e) lives in the micro-kernel's packed layout of an operand whose other
 // index runs over `extent` in panels of `width`, reduction in blocks of kc out of `reduction` (as prepack()).
 inline int64_t packed_offset(int64_t r, int64_t e, int64_t extent, int64_t width, int64_t kc, int64_t reduction) {
@@ -276,19 +295,32 @@ bool winograd_applies(const ConvParams& p) {
 }
 
 template <typename T>
-void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
+void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped) {
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const int64_t C = p.C, K = p.K, TH = ceil_div(p.P, 2), TW = ceil_div(p.Q, 2), tiles = p.N * TH * TW;
 
   // U[xi] = G g G^T, written straight into the micro-kernel's packed A layout (rows k in panels of mr,
-  // reduction c in blocks of kc), planes skewed as V's are below.
+  // reduction c in blocks of kc), planes skewed as V's are below. The mr kernels of a panel are transformed
+  // together (lanes), so each plane gets mr contiguous values per c; rows past K are zeros, the skew gaps are
+  // never read.
+  constexpr int kMaxMr = 16;
+  TORCH_CHECK(uk.mr <= kMaxMr, "fastconv: Winograd weight lanes fewer than mr");
   const int64_t u_stride = round_up(K, uk.mr) * C + 32;
-  std::vector<T> packed_u(static_cast<size_t>(kXi * u_stride), T(0));
+  std::unique_ptr<T[]> packed_u(new T[kXi * u_stride]);
   at::parallel_for(0, ceil_div(K, uk.mr), 1, [&](int64_t panel0, int64_t panel1) {
-    for (int64_t k = panel0 * uk.mr; k < std::min(K, panel1 * uk.mr); ++k)
-      for (int64_t c = 0; c < C; ++c)
-        transform_weight(w + weight_at(p, k, c), tap_stride(p),
-                         packed_u.data() + packed_offset(c, k, K, uk.mr, uk.kc, C), u_stride);
+    for (int64_t panel = panel0; panel < panel1; ++panel) {
+      const int64_t k0 = panel * uk.mr, lanes = std::min<int64_t>(uk.mr, K - k0);
+      for (int64_t c = 0; c < C; ++c) {
+        T g[9][kMaxMr] = {}, u[kXi][kMaxMr];
+        for (int64_t l = 0; l < lanes; ++l) {
+          const KernelTaps<T> taps = kernel_taps(p, w, k0 + l, c, flipped);
+          for (int t = 0; t < 9; ++t) g[t][l] = taps.first[t * taps.step];
+        }
+        transform_weights(g, u);
+        T* dst = packed_u.get() + packed_offset(c, k0, K, uk.mr, uk.kc, C);
+        for (int xi = 0; xi < kXi; ++xi) std::copy(u[xi], u[xi] + uk.mr, dst + xi * u_stride);
+      }
+    }
   });
 
   // Tile blocks: V (16 x C x block) and M (16 x K x block) of one block stay within L2.
@@ -334,7 +366,7 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
         gemm_block(
             uk, 0, K, 0, tlen, C,
             [&](T*, int64_t k0, int64_t klen, int64_t m0, int64_t) {
-              return packed_u.data() + xi * u_stride + k0 * round_up(K, uk.mr) + (m0 / uk.mr) * klen * uk.mr;
+              return packed_u.get() + xi * u_stride + k0 * round_up(K, uk.mr) + (m0 / uk.mr) * klen * uk.mr;
             },
             [&](T*, int64_t k0, int64_t, int64_t, int64_t) { return vx + k0 * width; },
             m.get() + xi * m_stride, OutputMap{width, width, 0}, false, buf);
@@ -436,22 +468,34 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     }
   });
 
-  // Partials summed in chunk order, then dW = G^T m G.
+  // Partials summed in chunk order into the first: plane by plane, two sequential streams at a time (one pass
+  // reading all 16 x chunks planes at once outruns the hardware prefetchers).
+  if (chunks > 1) {
+    constexpr int64_t kSpan = 4096;
+    const int64_t spans = ceil_div(K * C, kSpan);
+    at::parallel_for(0, kXi * spans, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t xi = i / spans, e0 = (i % spans) * kSpan, e1 = std::min(K * C, e0 + kSpan);
+        T* sum = partial.get() + xi * m_stride;
+        for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+          const T* add = partial.get() + (chunk * kXi + xi) * m_stride;
+          for (int64_t e = e0; e < e1; ++e) sum[e] += add[e];
+        }
+      }
+    });
+  }
+  // dW = G^T m G.
   at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k)
       for (int64_t c = 0; c < C; ++c) {
         T m[kXi];
-        for (int xi = 0; xi < kXi; ++xi) {
-          T sum = partial[xi * m_stride + k * C + c];
-          for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += partial[(chunk * kXi + xi) * m_stride + k * C + c];
-          m[xi] = sum;
-        }
+        for (int xi = 0; xi < kXi; ++xi) m[xi] = partial[xi * m_stride + k * C + c];
         transform_weight_grad(m, dw + weight_at(p, k, c), tap_stride(p));
       }
   });
 }
 
-template void winograd_forward<float>(const ConvParams&, const float*, const float*, const float*, float*);
+template void winograd_forward<float>(const ConvParams&, const float*, const float*, const float*, float*, bool);
 template void winograd_grad_weight<float>(const ConvParams&, const float*, const float*, float*);
 
 }  // namespace fastconv::cpu
