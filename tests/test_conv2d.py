@@ -274,7 +274,8 @@ def test_conv2d_strided_batches_of_small_images(case, layout, isa, restore_num_t
 # tile, a K that does not fill the micro-kernel's rows, and more tiles than one block.
 WINOGRAD_CASES = [(2, 32, 40, 7, 9, [1, 1, 1, 1]), (3, 64, 32, 8, 8, [0, 0, 0, 0]), (1, 33, 35, 5, 6, [2, 2, 2, 2]),
                   (2, 48, 64, 2, 2, [1, 1, 1, 1]), (2, 40, 36, 9, 4, [0, 1, 2, 1]), (5, 300, 37, 4, 5, [1, 1, 1, 1]),
-                  (8, 32, 33, 19, 20, [1, 1, 1, 1])]  # 800 tiles: several GEMM blocks, grad-weight in chunks
+                  (8, 32, 33, 19, 20, [1, 1, 1, 1]),  # 800 tiles: several GEMM blocks, grad-weight in chunks
+                  (3, 256, 260, 16, 15, [1, 1, 1, 1])]  # large K x C: grad-weight GEMMs split over xi, 2 blocks
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -158,14 +158,18 @@ inline Strides strides_of(const ConvParams& p, int64_t channels, int64_t rows, i
 // Visits (a, j), a < A channels and j < J tiles, with the index along which the tensor is contiguous
 // innermost: tiles (along w) for NCHW, channels for NHWC.
 template <class F>
-inline void for_each_channel_tile(bool channels_last, int64_t A, int64_t J, F&& f) {
+inline void for_each_channel_tile(bool channels_last, int64_t a0, int64_t a1, int64_t J, F&& f) {
   if (channels_last) {
     for (int64_t j = 0; j < J; ++j)
-      for (int64_t a = 0; a < A; ++a) f(a, j);
+      for (int64_t a = a0; a < a1; ++a) f(a, j);
   } else {
-    for (int64_t a = 0; a < A; ++a)
+    for (int64_t a = a0; a < a1; ++a)
       for (int64_t j = 0; j < J; ++j) f(a, j);
   }
+}
+template <class F>
+inline void for_each_channel_tile(bool channels_last, int64_t A, int64_t J, F&& f) {
+  for_each_channel_tile(channels_last, 0, A, J, f);
 }
 
 constexpr int kLanes = 16;  // tiles transformed together
@@ -416,57 +420,88 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t block = uk.kc;  // tiles per GEMM: one reduction block
   const int64_t blocks = ceil_div(tiles, block);
   const int64_t m_stride = K * C + 32;  // skewed planes, as in the forward
+  // Two ways to spread the work, chosen by the shape alone (so the sums are the same for any thread count):
+  // - small K x C: tile chunks, one per task, each summed into its own 16 x K x C partial result (added up
+  //   below); few chunks, as each partial is written and read again;
+  // - large K x C (a partial of 4 MiB or more, ResNet's 256- and 512-channel layers with few tiles): one
+  //   result, the blocks in order, each block's transforms split over channels and its 16 GEMMs over threads.
+  const bool planes_in_parallel = kXi * m_stride * int64_t{sizeof(T)} >= (int64_t{4} << 20);
   const int64_t memory_cap = std::max<int64_t>(1, (int64_t{64} << 20) / (kXi * m_stride * int64_t{sizeof(T)}));
-  // Few chunks: each is a 16 x K x C partial result to write and add up again.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>({blocks, 4, memory_cap}));
+  const int64_t chunks = planes_in_parallel ? 1 : std::max<int64_t>(1, std::min<int64_t>({blocks, 4, memory_cap}));
   // Left uninitialised (first writes overwrite): zero-filling fresh pages costs as much as the GEMMs here.
   std::unique_ptr<T[]> partial(new T[chunks * kXi * m_stride]);
 
   const Strides xs = strides_of(p, C, p.H, p.W), ys = strides_of(p, K, p.P, p.Q);
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    PackBuffers<T> buf;
-    const int64_t e_stride = round_up(K, uk.mr) * block + 32, v_stride = round_up(C, uk.nr) * block + 32;
-    std::unique_ptr<T[]> e(new T[kXi * e_stride]), v(new T[kXi * v_stride]);  // every entry is written
+  const int64_t e_stride = round_up(K, uk.mr) * block + 32, v_stride = round_up(C, uk.nr) * block + 32;
+  const int64_t k_rows = round_up(K, uk.mr), c_cols = round_up(C, uk.nr);
+  // Block b's 16 GEMMs into acc (onto it when accumulate), via buffers e and v. In parallel: its transforms over
+  // channel ranges and its GEMMs over xi on all threads; else all on the calling thread.
+  auto run_block = [&](int64_t b, T* acc, bool accumulate, T* e, T* v, bool parallel) {
+    const int64_t t0 = b * block, tlen = std::min(block, tiles - t0);
     std::vector<TileAt> tile_at;
     std::vector<LaneGroup> groups;
-    for (int64_t chunk = c0; chunk < c1; ++chunk) {
-      T* acc = partial.get() + chunk * kXi * m_stride;
-      const int64_t first = blocks * chunk / chunks, last = blocks * (chunk + 1) / chunks;
-      for (int64_t b = first; b < last; ++b) {
-        const int64_t t0 = b * block, tlen = std::min(block, tiles - t0);
-        decode_tiles(t0, tlen, TH, TW, tile_at);
-        // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
-        // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
-        lane_groups(tlen, kLanes, groups);
-        const int64_t ngroups = static_cast<int64_t>(groups.size());
-        // Consecutive tiles are consecutive reduction rows of a panel: `width` apart.
-        auto store = [&](const T (&t)[kXi][kLanes], int64_t lanes, T* dst, int64_t plane, int64_t width) {
-          for (int xi = 0; xi < kXi; ++xi)
-            for (int64_t l = 0; l < lanes; ++l) dst[xi * plane + l * width] = t[xi][l];
-        };
-        for_each_channel_tile(p.channels_last, round_up(K, uk.mr), ngroups, [&](int64_t k, int64_t gi) {
-          const LaneGroup& grp = groups[gi];
-          T et[kXi][kLanes] = {};
-          if (k < K) grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, TW, et);
-          store(et, grp.lanes, e.get() + packed_offset(grp.j, k, K, uk.mr, block, tlen), e_stride, uk.mr);
-        });
-        for_each_channel_tile(p.channels_last, round_up(C, uk.nr), ngroups, [&](int64_t c, int64_t gi) {
-          const LaneGroup& grp = groups[gi];
-          T vt[kXi][kLanes] = {};
-          if (c < C) input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
-          store(vt, grp.lanes, v.get() + packed_offset(grp.j, c, C, uk.nr, block, tlen), v_stride, uk.nr);
-        });
-        for (int xi = 0; xi < kXi; ++xi) {
-          const T* ex = e.get() + xi * e_stride;
-          gemm_block(
-              uk, 0, K, 0, C, tlen,
-              [&](T*, int64_t, int64_t klen, int64_t m0, int64_t) { return ex + (m0 / uk.mr) * klen * uk.mr; },
-              [&](T*, int64_t, int64_t, int64_t, int64_t) { return static_cast<const T*>(v.get() + xi * v_stride); },
-              acc + xi * m_stride, OutputMap{C, C, 0}, b > first, buf);
-        }
+    decode_tiles(t0, tlen, TH, TW, tile_at);
+    // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
+    // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
+    lane_groups(tlen, kLanes, groups);
+    const int64_t ngroups = static_cast<int64_t>(groups.size());
+    // Consecutive tiles are consecutive reduction rows of a panel: `width` apart.
+    auto store = [&](const T (&t)[kXi][kLanes], int64_t lanes, T* dst, int64_t plane, int64_t width) {
+      for (int xi = 0; xi < kXi; ++xi)
+        for (int64_t l = 0; l < lanes; ++l) dst[xi * plane + l * width] = t[xi][l];
+    };
+    auto transform_e = [&](int64_t k0, int64_t k1) {
+      for_each_channel_tile(p.channels_last, k0, k1, ngroups, [&](int64_t k, int64_t gi) {
+        const LaneGroup& grp = groups[gi];
+        T et[kXi][kLanes] = {};
+        if (k < K) grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, TW, et);
+        store(et, grp.lanes, e + packed_offset(grp.j, k, K, uk.mr, block, tlen), e_stride, uk.mr);
+      });
+    };
+    auto transform_v = [&](int64_t c0, int64_t c1) {
+      for_each_channel_tile(p.channels_last, c0, c1, ngroups, [&](int64_t c, int64_t gi) {
+        const LaneGroup& grp = groups[gi];
+        T vt[kXi][kLanes] = {};
+        if (c < C) input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
+        store(vt, grp.lanes, v + packed_offset(grp.j, c, C, uk.nr, block, tlen), v_stride, uk.nr);
+      });
+    };
+    auto gemms = [&](int64_t xi0, int64_t xi1, PackBuffers<T>& buf) {
+      for (int64_t xi = xi0; xi < xi1; ++xi) {
+        const T* ex = e + xi * e_stride;
+        gemm_block(
+            uk, 0, K, 0, C, tlen,
+            [&](T*, int64_t, int64_t klen, int64_t m0, int64_t) { return ex + (m0 / uk.mr) * klen * uk.mr; },
+            [&](T*, int64_t, int64_t, int64_t, int64_t) { return static_cast<const T*>(v + xi * v_stride); },
+            acc + xi * m_stride, OutputMap{C, C, 0}, accumulate, buf);
       }
+    };
+    if (!parallel) {
+      PackBuffers<T> buf;
+      transform_e(0, k_rows), transform_v(0, c_cols), gemms(0, kXi, buf);
+      return;
     }
-  });
+    at::parallel_for(0, k_rows, uk.mr, transform_e);
+    at::parallel_for(0, c_cols, uk.nr, transform_v);
+    at::parallel_for(0, kXi, 1, [&](int64_t xi0, int64_t xi1) {
+      PackBuffers<T> buf;
+      gemms(xi0, xi1, buf);
+    });
+  };
+
+  if (planes_in_parallel) {
+    std::unique_ptr<T[]> e(new T[kXi * e_stride]), v(new T[kXi * v_stride]);  // every entry is written
+    for (int64_t b = 0; b < blocks; ++b) run_block(b, partial.get(), b > 0, e.get(), v.get(), true);
+  } else {
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      std::unique_ptr<T[]> e(new T[kXi * e_stride]), v(new T[kXi * v_stride]);  // every entry is written
+      for (int64_t chunk = c0; chunk < c1; ++chunk) {
+        const int64_t first = blocks * chunk / chunks, last = blocks * (chunk + 1) / chunks;
+        for (int64_t b = first; b < last; ++b)
+          run_block(b, partial.get() + chunk * kXi * m_stride, b > first, e.get(), v.get(), false);
+      }
+    });
+  }
 
   // Partials summed in chunk order into the first: plane by plane, two sequential streams at a time (one pass
   // reading all 16 x chunks planes at once outruns the hardware prefetchers).
