@@ -71,10 +71,16 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
   const bool nhwc = p.channels_last;
 
   std::vector<std::vector<T>> packed(p.groups);
-  at::parallel_for(0, p.groups, 1, [&](int64_t g0, int64_t g1) {
+  auto pack_groups = [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g)
       packed[g] = nhwc ? pack_weights(p, w, g, uk.nr, uk.kc, false) : pack_weights(p, w, g, uk.mr, uk.kc, true);
-  });
+  };
+  // Groups in parallel when there are enough; else one after another, each packed in parallel over its k
+  // blocks (a parallel_for nested in another runs inline, even around a single group).
+  if (p.groups >= at::get_num_threads())
+    at::parallel_for(0, p.groups, 1, pack_groups);
+  else
+    pack_groups(0, p.groups);
 
   // Enough pixel blocks per group to keep every thread busy; blocks stay small enough that the packed
   // im2col block (kc x block) stays in L2.
