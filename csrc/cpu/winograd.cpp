@@ -288,6 +288,28 @@ inline int64_t packed_offset(int64_t r, int64_t e, int64_t extent, int64_t width
   return r0 * round_up(extent, width) + (e / width) * rlen * width + (r - r0) * width + e % width;
 }
 
+// Panel `panel` of U (kernels k = panel * MR .. + MR, every c) into its place in the packed planes: the MR
+// kernels of one c are transformed together (lanes) and each plane gets MR contiguous values.
+template <int MR, typename T>
+void transform_weight_panel(const ConvParams& p, const T* w, bool flipped, int64_t panel, int64_t kc, T* packed_u,
+                            int64_t u_stride) {
+  const int64_t k0 = panel * MR, lanes = std::min<int64_t>(MR, p.K - k0);
+  for (int64_t c = 0; c < p.C; ++c) {
+    T g[9][MR], u[kXi][MR];  // not `= {}`: a rep stos for every c
+    for (int64_t l = 0; l < MR; ++l) {
+      if (l >= lanes) {  // rows past K
+        for (int t = 0; t < 9; ++t) g[t][l] = T(0);
+        continue;
+      }
+      const KernelTaps<T> taps = kernel_taps(p, w, k0 + l, c, flipped);
+      for (int t = 0; t < 9; ++t) g[t][l] = taps.first[t * taps.step];
+    }
+    transform_weights(g, u);
+    T* dst = packed_u + packed_offset(c, k0, p.K, MR, kc, p.C);
+    for (int xi = 0; xi < kXi; ++xi) std::copy(u[xi], u[xi] + MR, dst + xi * u_stride);
+  }
+}
+
 }  // namespace
 
 bool winograd_applies(const ConvParams& p) {
@@ -304,27 +326,18 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
   const int64_t C = p.C, K = p.K, TH = ceil_div(p.P, 2), TW = ceil_div(p.Q, 2), tiles = p.N * TH * TW;
 
   // U[xi] = G g G^T, written straight into the micro-kernel's packed A layout (rows k in panels of mr,
-  // reduction c in blocks of kc), planes skewed as V's are below. The mr kernels of a panel are transformed
-  // together (lanes), so each plane gets mr contiguous values per c; rows past K are zeros, the skew gaps are
+  // reduction c in blocks of kc), planes skewed as V's are below; rows past K are zeros, the skew gaps are
   // never read.
-  constexpr int kMaxMr = 16;
-  TORCH_CHECK(uk.mr <= kMaxMr, "fastconv: Winograd weight lanes fewer than mr");
   const int64_t u_stride = round_up(K, uk.mr) * C + 32;
   std::unique_ptr<T[]> packed_u(new T[kXi * u_stride]);
   at::parallel_for(0, ceil_div(K, uk.mr), 1, [&](int64_t panel0, int64_t panel1) {
-    for (int64_t panel = panel0; panel < panel1; ++panel) {
-      const int64_t k0 = panel * uk.mr, lanes = std::min<int64_t>(uk.mr, K - k0);
-      for (int64_t c = 0; c < C; ++c) {
-        T g[9][kMaxMr] = {}, u[kXi][kMaxMr];
-        for (int64_t l = 0; l < lanes; ++l) {
-          const KernelTaps<T> taps = kernel_taps(p, w, k0 + l, c, flipped);
-          for (int t = 0; t < 9; ++t) g[t][l] = taps.first[t * taps.step];
-        }
-        transform_weights(g, u);
-        T* dst = packed_u.get() + packed_offset(c, k0, K, uk.mr, uk.kc, C);
-        for (int xi = 0; xi < kXi; ++xi) std::copy(u[xi], u[xi] + uk.mr, dst + xi * u_stride);
+    for (int64_t panel = panel0; panel < panel1; ++panel)
+      switch (uk.mr) {  // the panel width as a constant: vector transforms and stores
+        case 4: transform_weight_panel<4>(p, w, flipped, panel, uk.kc, packed_u.get(), u_stride); break;
+        case 6: transform_weight_panel<6>(p, w, flipped, panel, uk.kc, packed_u.get(), u_stride); break;
+        case 8: transform_weight_panel<8>(p, w, flipped, panel, uk.kc, packed_u.get(), u_stride); break;
+        default: TORCH_CHECK(false, "fastconv: no Winograd weight transform for mr = ", uk.mr);
       }
-    }
   });
 
   // Tile blocks: V (16 x C x block) and M (16 x K x block) of one block stay within L2.
@@ -398,8 +411,8 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
               row[2 * l + 1] = yt[i][1][l0 + l] + bk;
             }
             T* out = y + ys.at(at.n, k, oh + i, ow);
-            if (ys.col == 1)
-              std::copy(row, row + cols, out);
+            if (ys.col == 1)  // a plain loop: std::copy of a run-time length is a memmove call, per 4 floats on 4x4 maps
+              for (int64_t q = 0; q < cols; ++q) out[q] = row[q];
             else
               for (int64_t q = 0; q < cols; ++q) out[q * ys.col] = row[q];
           }
