@@ -11,6 +11,9 @@
 
 namespace fastconv {
 
+FC_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+FC_HOST_DEVICE inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
 // Output extent of one spatial dim. pad_begin/pad_end may differ ('same' with an even effective kernel).
 FC_HOST_DEVICE inline int64_t conv_output_size(int64_t in, int64_t pad_begin, int64_t pad_end,
                                                int64_t kernel, int64_t stride, int64_t dilation) {

@@ -9,7 +9,7 @@ namespace fastconv {
 FC_HOST_DEVICE inline int64_t pool_output_size(int64_t in, int64_t kernel, int64_t pad, int64_t stride,
                                                int64_t dilation, bool ceil_mode) {
   const int64_t span = in + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
-  int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
+  int64_t out = (span >= 0 ? span / stride : -ceil_div(-span, stride)) + 1;
   if (ceil_mode && (out - 1) * stride >= in + pad) --out;
   return out;
 }

@@ -22,7 +22,7 @@ struct ColumnRange {
 };
 inline ColumnRange valid_columns(const ConvParams& p, int64_t s) {
   const int64_t off = s * p.dil_w - p.pad_w;  // input column of q = 0
-  const int64_t lo = off >= 0 ? 0 : (-off + p.stride_w - 1) / p.stride_w;
+  const int64_t lo = off >= 0 ? 0 : ceil_div(-off, p.stride_w);
   const int64_t hi = off >= p.W ? 0 : std::min(p.Q, (p.W - 1 - off) / p.stride_w + 1);
   return {lo, std::max(lo, hi)};
 }

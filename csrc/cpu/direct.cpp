@@ -22,7 +22,7 @@ void pad_rows(const ConvParams& p, const float* x, int64_t n, int64_t c, int64_t
 // [n][a][b] -> [n][b][a] for N matrices of A x B: NHWC <-> NCHW with (A, B) = (HW, C) or (C, HW).
 void transpose_images(const float* src, float* dst, int64_t N, int64_t A, int64_t B) {
   constexpr int64_t kBlock = 32;  // square tiles, so both sides move in cache lines
-  const int64_t a_blocks = (A + kBlock - 1) / kBlock;
+  const int64_t a_blocks = ceil_div(A, kBlock);
   at::parallel_for(0, N * a_blocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / a_blocks, a0 = (t % a_blocks) * kBlock, a1 = std::min(A, a0 + kBlock);
@@ -83,9 +83,9 @@ void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, f
   }
   const DirectKernels kernels = direct_kernels(active_isa());
   // dy rows in whole vectors of the widest ISA (16 floats), which every narrower one divides.
-  const int64_t width = padded_row_width(p), columns = (p.Q + 15) / 16 * 16;
+  const int64_t width = padded_row_width(p), columns = round_up(p.Q, 16);
   const int64_t slice = std::max<int64_t>(1, (int64_t{1} << 22) / (p.C * p.H * width + p.K * p.P * columns));
-  const int64_t groups = (p.K + kernels.wgrad_channels - 1) / kernels.wgrad_channels;
+  const int64_t groups = ceil_div(p.K, kernels.wgrad_channels);
   std::vector<double> sums(static_cast<size_t>(groups * kernels.wgrad_sums(p)), 0.0);
   std::vector<float> padded_x, padded_dy;
   for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
@@ -141,7 +141,7 @@ void small_k_forward(const ConvParams& p, const float* x, const float* w, const 
   const int64_t share = p.N >= 2 * threads ? p.P : std::max<int64_t>(1, p.P / (2 * threads));
   const int64_t fit = (int64_t{1} << 20) / (p.C * width) - (p.R - 1) * p.dil_h;  // <= ~4 MiB of padded rows
   const int64_t rows = std::max<int64_t>(1, std::min(share, fit));
-  const int64_t blocks = (p.P + rows - 1) / rows;
+  const int64_t blocks = ceil_div(p.P, rows);
   at::parallel_for(0, p.N * blocks, 1, [&](int64_t t0, int64_t t1) {
     std::vector<float> padded;
     for (int64_t t = t0; t < t1; ++t) {

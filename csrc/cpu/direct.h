@@ -50,7 +50,7 @@ struct DirectKernels {
 };
 
 // Columns of one padded input row: the output row rounded up to whole vectors of every ISA, plus the taps.
-inline int64_t small_k_columns(const ConvParams& p) { return (p.Q + 31) / 32 * 32; }
+inline int64_t small_k_columns(const ConvParams& p) { return round_up(p.Q, 32); }
 inline int64_t padded_row_width(const ConvParams& p) { return small_k_columns(p) + (p.S - 1) * p.dil_w; }
 
 bool small_k_applies(const ConvParams& p);

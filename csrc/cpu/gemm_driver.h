@@ -14,12 +14,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "../conv_params.h"
 #include "gemm_micro.h"
 
 namespace fastconv::cpu {
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // Where C(i, j) lives: c + (i - row_origin) * row_stride + (j' / col_segment) * segment_stride + j' % col_segment
 // with j' = j - col_origin. Segments let one GEMM column range span several images of an NCHW batch (columns

@@ -28,7 +28,7 @@ struct PoolRowKernels {
 
 // NCHW rows are computed in chunks of kLanes output columns (the last one partly past Q).
 constexpr int kLanes = 16;
-inline int64_t padded_columns(const PoolParams& p) { return (p.Q + kLanes - 1) / kLanes * kLanes; }
+inline int64_t padded_columns(const PoolParams& p) { return round_up(p.Q, kLanes); }
 // An NCHW input row with `lowest` padding on both sides, as far as the last chunk's windows reach.
 inline int64_t padded_row_length(const PoolParams& p) {
   return (padded_columns(p) - 1) * p.stride_w + (p.kernel_w - 1) * p.dil_w + 1;

@@ -59,7 +59,7 @@ inline Pixel pixel_of(const ConvParams& p, int64_t j) {
 // The i in [0, count) for which start + i * step lies in [0, limit): the columns of a (strided) run of output
 // pixels whose tap falls inside the image, so loops over a run need no per-element bounds check.
 inline void inside_range(int64_t start, int64_t step, int64_t count, int64_t limit, int64_t& lo, int64_t& hi) {
-  lo = start >= 0 ? 0 : std::min(count, (-start + step - 1) / step);
+  lo = start >= 0 ? 0 : std::min(count, ceil_div(-start, step));
   hi = start >= limit ? lo : std::max(lo, std::min(count, (limit - 1 - start) / step + 1));
 }
 

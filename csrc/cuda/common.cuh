@@ -98,8 +98,6 @@ struct FastDiv64 {
 // global offset with 64-bit ones; these limits keep the 32-bit sums (h0 + r * dil, red + BK, ...) from wrapping.
 constexpr int64_t kMaxDim32 = int64_t{1} << 29;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 }  // namespace cuda
 }  // namespace fastconv
 

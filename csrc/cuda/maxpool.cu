@@ -66,7 +66,7 @@ FC_DEV void window(int64_t o, int stride, int pad, int kernel, int dil, int64_t 
   start = o * stride - pad;
   end = start + static_cast<int64_t>(kernel - 1) * dil + 1;
   end = end < size ? end : size;
-  if (start < 0) start += ((-start + dil - 1) / dil) * dil;
+  if (start < 0) start += round_up(-start, dil);
 }
 
 template <typename T, bool CL>
