@@ -466,16 +466,22 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     auto transform_e = [&](int64_t k0, int64_t k1) {
       for_each_channel_tile(p.channels_last, k0, k1, ngroups, [&](int64_t k, int64_t gi) {
         const LaneGroup& grp = groups[gi];
-        T et[kXi][kLanes] = {};
-        if (k < K) grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, TW, et);
+        T et[kXi][kLanes];  // zero-filled only for the padding rows: the tile readers write every lane
+        if (k < K)
+          grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, TW, et);
+        else
+          std::fill(&et[0][0], &et[0][0] + kXi * kLanes, T(0));
         store(et, grp.lanes, e + packed_offset(grp.j, k, K, uk.mr, block, tlen), e_stride, uk.mr);
       });
     };
     auto transform_v = [&](int64_t c0, int64_t c1) {
       for_each_channel_tile(p.channels_last, c0, c1, ngroups, [&](int64_t c, int64_t gi) {
         const LaneGroup& grp = groups[gi];
-        T vt[kXi][kLanes] = {};
-        if (c < C) input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
+        T vt[kXi][kLanes];
+        if (c < C)
+          input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
+        else
+          std::fill(&vt[0][0], &vt[0][0] + kXi * kLanes, T(0));
         store(vt, grp.lanes, v + packed_offset(grp.j, c, C, uk.nr, block, tlen), v_stride, uk.nr);
       });
     };
