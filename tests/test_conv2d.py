@@ -416,10 +416,11 @@ DEPTHWISE_BITWISE = [  # (N, C, H, W, kernel, stride, padding, dilation, channel
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch runs oneDNN's depthwise kernel")
 @pytest.mark.parametrize("case", DEPTHWISE_BITWISE, ids=lambda c: "x".join(map(str, c[:4])) + ("-cl" if c[-1] else ""))
-def test_depthwise_forward_equals_torch_bitwise(case, isa):
-    """float32 depthwise forward sums in oneDNN's order with FMAs (bias first in NCHW, last in NHWC), so it
-    equals torch's bit for bit on every ISA - even on the [-9, 9] values of torch's samples, where cancellation
-    leaves a different summation order 1e-5 apart."""
+def test_depthwise_forward_and_grad_input_equal_torch_bitwise(case, isa):
+    """float32 depthwise forward and grad-input sum in oneDNN's order with FMAs (forward: bias first in NCHW,
+    last in NHWC; grad-input, undilated: each dx element's taps in (r, s) order), so they equal torch's bit for
+    bit on every ISA - even on the [-9, 9] values of torch's samples, where cancellation leaves a different summation order
+    1e-5 apart."""
     n, c, h, w, k, stride, padding, dilation, channels_last = case
     gen = torch.Generator().manual_seed(3)
     x = torch.randint(-9, 10, (n, c, h, w), generator=gen) + torch.rand(n, c, h, w, generator=gen)
@@ -428,7 +429,14 @@ def test_depthwise_forward_equals_torch_bitwise(case, isa):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
-    assert torch.equal(conv2d(x, weight, bias, **kwargs), F.conv2d(x, weight, bias, **kwargs))
+    x.requires_grad_()
+    expected, got = F.conv2d(x, weight, bias, **kwargs), conv2d(x, weight, bias, **kwargs)
+    assert torch.equal(got, expected)
+    if dilation != 1:  # torch's dilated depthwise backward takes another path, with its own order
+        return
+    grad_output = torch.randn(expected.shape, generator=gen).contiguous(memory_format=torch.contiguous_format
+                                                                        if not channels_last else torch.channels_last)
+    assert torch.equal(torch.autograd.grad(got, x, grad_output)[0], torch.autograd.grad(expected, x, grad_output)[0])
 
 
 INT_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]

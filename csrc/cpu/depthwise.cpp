@@ -1,7 +1,7 @@
 // Depthwise conv2d (one input channel per group, Cg == 1; any channel multiplier Kg): direct loops.
 // A GEMM here would have a single row per group, so instead each output element sums R*S products straight
 // from the input: along q for NCHW (stride-1 rows vectorise), along k for NHWC (channels vectorise).
-// Parallel over planes / images x channel blocks; each output element is summed in a fixed order. The
+// Parallel over planes, images or rows; each output element is summed in a fixed order. The
 // innermost loops are compiled per ISA (depthwise_rows.h).
 #include "depthwise.h"
 
@@ -25,6 +25,12 @@ inline ColumnRange valid_columns(const ConvParams& p, int64_t s) {
   const int64_t lo = off >= 0 ? 0 : ceil_div(-off, p.stride_w);
   const int64_t hi = off >= p.W ? 0 : std::min(p.Q, (p.W - 1 - off) / p.stride_w + 1);
   return {lo, std::max(lo, hi)};
+}
+
+// The output row (column) whose tap reaches input offset t = h + pad - r * dil, or -1 where none does.
+inline int64_t output_index(int64_t t, int64_t stride, int64_t extent) {
+  if (t < 0 || t % stride != 0 || t / stride >= extent) return -1;
+  return t / stride;
 }
 
 // Weights as [r][s][k], so the NHWC loops read them contiguously along k.
@@ -103,10 +109,13 @@ void depthwise_forward(const ConvParams& p, const T* x, const T* w, const T* bia
 
 template <typename T>
 void depthwise_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
+  // Gathered, each dx element summing its taps in (r, s) order with FMAs from zero: oneDNN's order, so dx equals
+  // torch's bit for bit where torch runs oneDNN's depthwise kernel (float32, channel multiplier 1).
   const int64_t Kg = p.Kg();
   const DepthwiseLoops<T> loop = loops<T>();
   if (!p.channels_last) {
-    // One task per input plane (n, c): it gathers from the Kg output planes of its group, race-free.
+    // One task per input plane (n, c): it gathers from the Kg output planes of its group, race-free. Along a
+    // row, the columns one tap reaches are stride apart.
     at::parallel_for(0, p.N * p.C, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t plane = b0; plane < b1; ++plane) {
         const int64_t n = plane / p.C, c = plane % p.C;
@@ -114,10 +123,10 @@ void depthwise_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
         std::fill(in, in + p.HW(), T(0));
         for (int64_t k = c * Kg; k < (c + 1) * Kg; ++k) {
           const T* g = dy + (n * p.K + k) * p.PQ();
-          for (int64_t op = 0; op < p.P; ++op)
+          for (int64_t h = 0; h < p.H; ++h)
             for (int64_t r = 0; r < p.R; ++r) {
-              const int64_t h = p.in_row(op, r);
-              if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
+              const int64_t op = output_index(h + p.pad_h - r * p.dil_h, p.stride_h, p.P);
+              if (op < 0) continue;
               T* in_row = in + h * p.W + (-p.pad_w);
               for (int64_t s = 0; s < p.S; ++s) {
                 const T wv = w[p.weight_offset(k, 0, r, s)];
@@ -132,23 +141,24 @@ void depthwise_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
     });
     return;
   }
-  // NHWC: one task per image; within it output pixels scatter in order (channels vectorise).
+  // NHWC: one task per input row; each dx pixel gathers its taps' dy pixels (channels vectorise).
   const std::vector<T> wt = weights_rsk(p, w);
-  at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      std::fill(dx + n * p.HW() * p.C, dx + (n + 1) * p.HW() * p.C, T(0));
-      for (int64_t op = 0; op < p.P; ++op)
-        for (int64_t oq = 0; oq < p.Q; ++oq) {
-          const T* g = dy + p.output_offset(n, 0, op, oq);
-          for (int64_t r = 0; r < p.R; ++r)
-            for (int64_t s = 0; s < p.S; ++s) {
-              const int64_t h = p.in_row(op, r), iw = p.in_col(oq, s);
-              if (!p.in_bounds(h, iw)) continue;
-              T* in = dx + p.input_offset(n, 0, h, iw);
-              const T* wk = wt.data() + (r * p.S + s) * p.K;
-              loop.pixel_scatter(in, wk, g, p.K, Kg);
-            }
+  at::parallel_for(0, p.N * p.H, 1, [&](int64_t row0, int64_t row1) {
+    for (int64_t row = row0; row < row1; ++row) {
+      const int64_t n = row / p.H, h = row % p.H;
+      std::fill(dx + row * p.W * p.C, dx + (row + 1) * p.W * p.C, T(0));
+      for (int64_t iw = 0; iw < p.W; ++iw) {
+        T* in = dx + p.input_offset(n, 0, h, iw);
+        for (int64_t r = 0; r < p.R; ++r) {
+          const int64_t op = output_index(h + p.pad_h - r * p.dil_h, p.stride_h, p.P);
+          if (op < 0) continue;
+          for (int64_t s = 0; s < p.S; ++s) {
+            const int64_t oq = output_index(iw + p.pad_w - s * p.dil_w, p.stride_w, p.Q);
+            if (oq < 0) continue;
+            loop.pixel_scatter(in, wt.data() + (r * p.S + s) * p.K, dy + p.output_offset(n, 0, op, oq), p.K, Kg);
+          }
         }
+      }
     }
   });
 }

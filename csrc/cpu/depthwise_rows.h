@@ -2,8 +2,9 @@
 // GEMM micro-kernels; the threading and the tap bounds stay in depthwise.cpp.
 //
 // Each output element is one fused multiply-add per tap in (r, s) order, the bias added first (NCHW) or last
-// (NHWC): the order and rounding of oneDNN's depthwise kernels, which torch's CPU conv runs for float32
-// groups > 1, so the forward agrees with torch's bit for bit there, on every ISA (see depthwise_rows.inc).
+// (NHWC), and each grad-input element gathers its taps the same way: the order and rounding of oneDNN's
+// depthwise kernels, which torch's CPU conv runs for float32 groups > 1, so the forward and the undilated
+// grad-input agree with torch's bit for bit there, on every ISA (see depthwise_rows.inc).
 #pragma once
 #include <cstdint>
 
