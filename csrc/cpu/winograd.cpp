@@ -449,10 +449,21 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t k_rows = round_up(K, uk.mr), c_cols = round_up(C, uk.nr);
   // Block b's 16 GEMMs into acc (onto it when accumulate), via buffers e and v. In parallel: its transforms over
   // channel ranges and its GEMMs over xi on all threads; else all on the calling thread.
-  auto run_block = [&](int64_t b, T* acc, bool accumulate, T* e, T* v, bool parallel) {
-    const int64_t t0 = b * block, tlen = std::min(block, tiles - t0);
+  // One task's buffers, reused block after block (every entry of e and v that the GEMMs read is written).
+  struct Scratch {
+    std::unique_ptr<T[]> e, v;
     std::vector<TileAt> tile_at;
     std::vector<LaneGroup> groups;
+    PackBuffers<T> buf;
+  };
+  auto make_scratch = [&] { return Scratch{std::unique_ptr<T[]>(new T[kXi * e_stride]),
+                                           std::unique_ptr<T[]>(new T[kXi * v_stride]), {}, {}, {}}; };
+  auto run_block = [&](int64_t b, T* acc, bool accumulate, Scratch& scratch, bool parallel) {
+    const int64_t t0 = b * block, tlen = std::min(block, tiles - t0);
+    T* const e = scratch.e.get();
+    T* const v = scratch.v.get();
+    std::vector<TileAt>& tile_at = scratch.tile_at;
+    std::vector<LaneGroup>& groups = scratch.groups;
     decode_tiles(t0, tlen, TH, TW, tile_at);
     // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
     // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
@@ -496,8 +507,7 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
       }
     };
     if (!parallel) {
-      PackBuffers<T> buf;
-      transform_e(0, k_rows), transform_v(0, c_cols), gemms(0, kXi, buf);
+      transform_e(0, k_rows), transform_v(0, c_cols), gemms(0, kXi, scratch.buf);
       return;
     }
     at::parallel_for(0, k_rows, uk.mr, transform_e);
@@ -509,15 +519,15 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   };
 
   if (planes_in_parallel) {
-    std::unique_ptr<T[]> e(new T[kXi * e_stride]), v(new T[kXi * v_stride]);  // every entry is written
-    for (int64_t b = 0; b < blocks; ++b) run_block(b, partial.get(), b > 0, e.get(), v.get(), true);
+    Scratch scratch = make_scratch();
+    for (int64_t b = 0; b < blocks; ++b) run_block(b, partial.get(), b > 0, scratch, true);
   } else {
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-      std::unique_ptr<T[]> e(new T[kXi * e_stride]), v(new T[kXi * v_stride]);  // every entry is written
+      Scratch scratch = make_scratch();
       for (int64_t chunk = c0; chunk < c1; ++chunk) {
         const int64_t first = blocks * chunk / chunks, last = blocks * (chunk + 1) / chunks;
         for (int64_t b = first; b < last; ++b)
-          run_block(b, partial.get() + chunk * kXi * m_stride, b > first, e.get(), v.get(), false);
+          run_block(b, partial.get() + chunk * kXi * m_stride, b > first, scratch, false);
       }
     });
   }
