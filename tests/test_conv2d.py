@@ -267,6 +267,43 @@ def test_conv2d_strided_batches_of_small_images(case, layout, isa, restore_num_t
     assert all(torch.equal(u, v) for u, v in zip(run(), results))
 
 
+# (N, C, K, H, W, kernel, stride, padding [top, left, bottom, right], dilation, groups): NCHW forwards packed
+# from the phase-split copy of the input (strided, or stride 1 on maps under 32 columns): a pixel block inside
+# one large image (rows from the middle), blocks that start inside an image, unequal strides with dilation,
+# stride above the kernel (unused phases), uneven padding, padding wider than the kernel, groups.
+PHASE_CASES = [(1, 3, 20, 70, 66, 3, 2, [1, 1, 1, 1], 1, 1), (3, 4, 24, 40, 40, 3, 2, [1, 1, 1, 1], 1, 1),
+               (3, 5, 18, 41, 31, (3, 5), (2, 3), [2, 1, 2, 1], (1, 2), 1), (2, 6, 20, 30, 30, 2, 3, [0, 0, 0, 0], 1, 1),
+               (2, 4, 17, 17, 19, 4, 2, [1, 2, 2, 1], 1, 1), (2, 3, 20, 12, 12, 3, 2, [4, 4, 4, 4], 1, 1),
+               (5, 8, 34, 20, 12, 3, 1, [1, 1, 1, 1], 1, 2), (2, 20, 18, 11, 9, 5, 1, [2, 0, 2, 3], (2, 1), 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", PHASE_CASES, ids=[str(i) for i in range(len(PHASE_CASES))])
+def test_conv2d_phase_split_packing_matches_torch(case, dtype, isa):
+    """Forward and grad-input (for stride 1 also a forward conv) through the raw ops against torch in float64."""
+    N, C, K, H, W, kernel, stride, padding, dilation, groups = case
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+    gen = torch.Generator().manual_seed(N * C * K)
+    x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)
+    w = torch.randn(K, C // groups, kh, kw, generator=gen, dtype=dtype)
+    b = torch.randn(K, generator=gen, dtype=dtype)
+    top, left, bottom, right = padding
+    xd = F.pad(x.double(), (left, right, top, bottom)).requires_grad_()
+    expected = F.conv2d(xd, w.double(), b.double(), stride=(sh, sw), dilation=(dh, dw), groups=groups)
+    gy = torch.randn(expected.shape, generator=gen, dtype=dtype)
+    (expected_dx,) = torch.autograd.grad(expected, xd, gy.double())
+    expected_dx = expected_dx[:, :, top:top + H, left:left + W]
+    args = ([sh, sw], padding, [dh, dw], groups)
+    got = torch.ops.fastconv.conv2d(x, w, b, *args)
+    got_dx = torch.ops.fastconv.conv2d_grad_input(gy, x, w, *args)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    for result, want in ((got, expected), (got_dx, expected_dx)):
+        assert result.shape == want.shape
+        torch.testing.assert_close(result.double(), want, rtol=0, atol=tol * want.abs().max().item())
+
+
 # --- the Winograd F(2x2, 3x3) path (float32, stride-1 3x3, C and K >= 32, NCHW and NHWC) -----------------------------
 
 # (N, C, K, H, W, padding [top, left, bottom, right]): odd and even outputs (half-outside edge tiles), the

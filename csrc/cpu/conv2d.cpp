@@ -21,6 +21,7 @@
 #include "depthwise.h"
 #include "gemm_driver.h"
 #include "pack.h"
+#include "phase_planes.h"
 #include "direct.h"
 #include "winograd.h"
 
@@ -87,9 +88,16 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
   const int64_t unit = nhwc ? uk.mr : uk.nr;
   const int64_t block = block_size(pixels, ceil_div(4 * at::get_num_threads(), p.groups), unit, nhwc ? 1024 : 512);
   const int64_t blocks_per_group = ceil_div(pixels, block);
+  // Strided convs and maps narrower than a panel pack from a phase-split copy (phase_planes.h), unless the
+  // kernel is 1x1 (each input element is packed at most once: the copy would only double the work) or the
+  // output rows are under 8 pixels (4x4 maps measured ~10% slower than gathering straight from x); stride-1
+  // rows at least a panel wide are copied straight from x.
+  const bool from_planes =
+      !nhwc && p.RS() > 1 && p.Q >= 8 && (p.stride_h > 1 || p.stride_w > 1 || p.Q < uk.nr);
 
   at::parallel_for(0, p.groups * blocks_per_group, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
+    PhasePlanes<T> planes;
     std::vector<TapRun> taps;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t g = t / blocks_per_group, j0 = (t % blocks_per_group) * block;
@@ -98,6 +106,7 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
       if (!nhwc) {
         T* c = y + g * Kg * p.PQ();
         const OutputMap map{p.PQ(), p.PQ(), p.K * p.PQ()};
+        if (from_planes) planes.reset(p, x, g, j0, jlen, uk.nr, uk.kc);
         if (bias != nullptr) {  // C starts as the bias; the GEMM accumulates onto it
           std::vector<int64_t>& col_offset = buf.col_offset;
           col_offset.resize(jlen);
@@ -111,7 +120,10 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
               return prepacked_at(wp, Kg, uk.mr, k0, klen, m0);
             },
             [&](T* dst, int64_t k0, int64_t klen, int64_t n0, int64_t nlen) {
-              pack_im2col_nchw(p, x, g, dst, k0, klen, n0, nlen, uk.nr);
+              if (from_planes)
+                planes.pack(dst, k0, klen);
+              else
+                pack_im2col_nchw(p, x, g, dst, k0, klen, n0, nlen, uk.nr);
               return static_cast<const T*>(dst);
             },
             c, map, bias != nullptr, buf);
