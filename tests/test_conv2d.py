@@ -272,7 +272,8 @@ def test_conv2d_strided_batches_of_small_images(case, layout, isa, restore_num_t
 # one large image (rows from the middle), blocks that start inside an image, unequal strides with dilation,
 # stride above the kernel (unused phases), uneven padding, padding wider than the kernel, groups.
 PHASE_CASES = [(1, 3, 20, 70, 66, 3, 2, [1, 1, 1, 1], 1, 1), (3, 4, 24, 40, 40, 3, 2, [1, 1, 1, 1], 1, 1),
-               (3, 5, 18, 41, 31, (3, 5), (2, 3), [2, 1, 2, 1], (1, 2), 1), (2, 6, 20, 30, 30, 2, 3, [0, 0, 0, 0], 1, 1),
+               (3, 5, 18, 41, 31, (3, 5), (2, 3), [2, 1, 2, 1], (1, 2), 1),
+               (2, 6, 20, 30, 30, 2, 3, [0, 0, 0, 0], 1, 1),
                (2, 4, 17, 17, 19, 4, 2, [1, 2, 2, 1], 1, 1), (2, 3, 20, 12, 12, 3, 2, [4, 4, 4, 4], 1, 1),
                (5, 8, 34, 20, 12, 3, 1, [1, 1, 1, 1], 1, 2), (2, 20, 18, 11, 9, 5, 1, [2, 0, 2, 3], (2, 1), 1)]
 

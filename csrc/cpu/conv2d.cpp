@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -88,12 +89,7 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
   const int64_t unit = nhwc ? uk.mr : uk.nr;
   const int64_t block = block_size(pixels, ceil_div(4 * at::get_num_threads(), p.groups), unit, nhwc ? 1024 : 512);
   const int64_t blocks_per_group = ceil_div(pixels, block);
-  // Strided convs and maps narrower than a panel pack from a phase-split copy (phase_planes.h), unless the
-  // kernel is 1x1 (each input element is packed at most once: the copy would only double the work) or the
-  // output rows are under 8 pixels (4x4 maps measured ~10% slower than gathering straight from x); stride-1
-  // rows at least a panel wide are copied straight from x.
-  const bool from_planes =
-      !nhwc && p.RS() > 1 && p.Q >= 8 && (p.stride_h > 1 || p.stride_w > 1 || p.Q < uk.nr);
+  const bool from_planes = packs_from_planes(p);  // else pack_im2col_nchw straight from x
 
   at::parallel_for(0, p.groups * blocks_per_group, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
@@ -325,8 +321,7 @@ void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
 }
 
 // dW[k][tap] = sum_pixels dy[k][pixel] * im2col(x)[pixel][tap], M = k, N = taps, reduction = pixels.
-// NCHW: dy rows are contiguous along the pixels and pack from runs; im2col^T packs pixel by pixel, each tap at a
-//       fixed offset from the pixel's corner (pack.h).
+// NCHW: dy rows and im2col rows are both contiguous along the pixels: each packs by transposition (gemm_micro.h).
 // NHWC: dy rows are contiguous along k and the taps (r, s, c) along c, so both pack from contiguous runs too.
 template <typename T>
 void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
@@ -347,16 +342,21 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t nblock = round_up(std::min<int64_t>(N, 512), uk.nr), nblocks = ceil_div(N, nblock);
   const int64_t tiles = p.groups * mblocks * nblocks;
   const int64_t memory_cap = std::max<int64_t>(1, (int64_t{1} << 24) / total);
-  // Enough chunks to feed every thread, but each keeps a reduction of >= kc pixels: shorter ones spend their
-  // time packing and summing partials (a 1x1 stride-2 layer at 4x4 has only 16 pixels per image).
+  // About 16 tasks (enough to feed 16 threads; more chunks mean more partial results to fault in and add up),
+  // each keeping a reduction of >= kc pixels: shorter ones spend their time packing and summing partials (a 1x1
+  // stride-2 layer at 4x4 has only 16 pixels per image).
   const int64_t min_chunk_images = ceil_div(uk.kc, PQ);
-  const int64_t chunks = std::max<int64_t>(1, std::min({p.N, ceil_div(32, tiles), memory_cap, p.N / min_chunk_images}));
+  const int64_t chunks = std::max<int64_t>(1, std::min({p.N, ceil_div(16, tiles), memory_cap, p.N / min_chunk_images}));
   const bool direct = chunks == 1;  // else partial results, reduced at the end
-  std::vector<T> partial(direct ? 0 : static_cast<size_t>(chunks * total));
+  // Not zeroed: every chunk's first k block stores (rather than adds) every entry of its partial result.
+  std::unique_ptr<T[]> partial(direct ? nullptr : new T[chunks * total]);
+
+  const bool from_planes = packs_from_planes(p);
 
   at::parallel_for(0, chunks * tiles, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
-    PixelRuns runs;
+    PhasePlanes<T> planes;
+    std::vector<T> tap_rows(nhwc ? 0 : static_cast<size_t>(uk.nr * uk.kc));  // one panel's im2col rows
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t chunk = t / tiles, tile = t % tiles;
       const int64_t g = tile / (mblocks * nblocks), mb = (tile / nblocks) % mblocks, nb = tile % nblocks;
@@ -364,25 +364,37 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
       const int64_t m0 = mb * uk.mc, mlen = std::min(uk.mc, M - m0);
       const int64_t j0 = nb * nblock, jlen = std::min(nblock, N - j0);
       const int64_t pix0 = n_lo * PQ;  // first pixel (n, p, q) of this chunk; reduction index kd = pixel - pix0
-      T* c = (direct ? dw : partial.data() + chunk * total) + g * Kg * red;
+      T* c = (direct ? dw : partial.get() + chunk * total) + g * Kg * red;
       const int64_t pixels = (n_hi - n_lo) * PQ;
       if (!nhwc) {
+        // Both operands are rows contiguous along the pixels (the reduction), packed by transposition: dy rows
+        // image by image, im2col rows (from phase planes or x, as the forward packs them) a panel at a time.
         auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
-          pack_panels_by_column(dst, k0, klen, a0, alen, uk.mr,
-                                [&](T* out, int64_t stride, int64_t k, int64_t kd0, int64_t kl) {
-                                  int64_t n = (pix0 + kd0) / PQ, pq = (pix0 + kd0) % PQ;
-                                  for (int64_t i = 0; i < kl; ++n, pq = 0) {  // runs within one image
-                                    const T* src = dy + (n * p.K + g * Kg + k) * PQ + pq;
-                                    const int64_t len = std::min(kl - i, PQ - pq);
-                                    for (int64_t e = 0; e < len; ++e) out[(i + e) * stride] = src[e];
-                                    i += len;
-                                  }
-                                });
+          for (int64_t pos = 0; pos < alen; pos += uk.mr) {
+            const int64_t rows = std::min<int64_t>(uk.mr, alen - pos);
+            int64_t n = (pix0 + k0) / PQ, pq = (pix0 + k0) % PQ;
+            for (int64_t i = 0; i < klen; ++n, pq = 0) {  // runs within one image
+              const int64_t len = std::min(klen - i, PQ - pq);
+              const T* src = dy + (n * p.K + g * Kg + a0 + pos) * PQ + pq;
+              uk.transpose_panel(src, PQ, rows, len, dst + pos * klen + i * uk.mr, uk.mr);
+              i += len;
+            }
+          }
           return static_cast<const T*>(dst);
         };
         auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
-          pixel_runs(p, pix0 + k0, klen, runs);
-          pack_im2col_transposed_nchw(p, x, g, dst, pix0 + k0, klen, b0, blen, uk.nr, runs);
+          if (from_planes) {  // the planes of this pixel block, all the tile's channels at once
+            planes.reset(p, x, g, pix0 + k0, klen, klen, blen);
+            planes.load(b0, blen);
+          }
+          for (int64_t pos = 0; pos < blen; pos += uk.nr) {
+            const int64_t count = std::min<int64_t>(uk.nr, blen - pos);
+            if (from_planes)
+              planes.pack(tap_rows.data(), b0 + pos, count);
+            else
+              pack_im2col_nchw(p, x, g, tap_rows.data(), b0 + pos, count, pix0 + k0, klen, klen);
+            uk.transpose_panel(tap_rows.data(), klen, count, klen, dst + pos * klen, uk.nr);
+          }
           return static_cast<const T*>(dst);
         };
         gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_dy, pack_x, c, OutputMap{red, red, 0}, false, buf);
@@ -422,7 +434,7 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   at::parallel_for(0, total, 4096, [&](int64_t e0, int64_t e1) {
     for (int64_t e = e0; e < e1; ++e) dw[e] = partial[e];
     for (int64_t chunk = 1; chunk < chunks; ++chunk) {
-      const T* part = partial.data() + chunk * total;
+      const T* part = partial.get() + chunk * total;
       for (int64_t e = e0; e < e1; ++e) dw[e] += part[e];
     }
   });

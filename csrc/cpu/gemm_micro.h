@@ -18,6 +18,11 @@ using MicroKernelFn = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t
 template <typename T>
 using MicroKernelSplitFn = void (*)(int64_t kc, const T* a, const T* b, T* c, T* c_hi, int64_t ldc, bool accumulate);
 
+// dst[k * width + i] = src[i * ld + k] for i < rows <= width, k < klen; zeros in rows [rows, width): a panel
+// packed from rows that are contiguous along the reduction (NCHW grad-weight's dy and im2col rows).
+template <typename T>
+using TransposeFn = void (*)(const T* src, int64_t ld, int64_t rows, int64_t klen, T* dst, int64_t width);
+
 template <typename T>
 struct MicroKernel {
   Isa isa;
@@ -25,6 +30,7 @@ struct MicroKernel {
   int64_t mc, kc, nc;        // cache blocking: A block mc x kc in L2, B micro-panel kc x nr in L1
   MicroKernelFn<T> run;
   MicroKernelSplitFn<T> run_split;
+  TransposeFn<T> transpose_panel;
 };
 
 // The best ISA this CPU (and OS) supports, unless FASTCONV_ISA=scalar|avx2|avx512 forces one; forcing an ISA

@@ -22,13 +22,17 @@ void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool ac
   micro_kernel_split<T, MR, NR>(kc, a, b, c, c + NR / 2, ldc, accumulate);
 }
 
+#include "transpose_generic.inc"
+
 }  // namespace
 
 MicroKernel<float> kernel_f32() {
-  return {Isa::kScalar, 4, 8, 128, 256, 1024, &micro_kernel<float, 4, 8>, &micro_kernel_split<float, 4, 8>};
+  return {Isa::kScalar, 4, 8, 128, 256, 1024, &micro_kernel<float, 4, 8>, &micro_kernel_split<float, 4, 8>,
+          &transpose_panel_generic<float>};
 }
 MicroKernel<double> kernel_f64() {
-  return {Isa::kScalar, 4, 8, 128, 256, 1024, &micro_kernel<double, 4, 8>, &micro_kernel_split<double, 4, 8>};
+  return {Isa::kScalar, 4, 8, 128, 256, 1024, &micro_kernel<double, 4, 8>, &micro_kernel_split<double, 4, 8>,
+          &transpose_panel_generic<double>};
 }
 
 }  // namespace fastconv::cpu::scalar

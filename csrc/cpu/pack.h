@@ -139,9 +139,11 @@ void prefetch_tap_rows(const ConvParams& p, const T* x, int64_t g, const Tap& t,
   }
 }
 
+// Runs of output pixels shorter than this cost more to walk than to gather (pack_im2col_nchw).
+constexpr int64_t kShortRun = 32;
+
 // offsets[(r * S + s) * count + i]: where pixel i of the runs reads tap (r, s), relative to its channel's first
-// element in image 0, or -1 in the padding. Runs under 32 pixels (maps of 16x16 and less, strided or not) cost
-// more to walk than to gather.
+// element in image 0, or -1 in the padding.
 inline void gather_table(const ConvParams& p, const PixelRuns& runs, int64_t count, std::vector<int64_t>& offsets) {
   offsets.resize(p.RS() * count);
   for (int64_t r = 0; r < p.R; ++r)
@@ -177,7 +179,7 @@ void pack_im2col_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_
       for (const Tap& t : taps)
         if (t.s == 0) prefetch_tap_rows(p, x, g, t, next);  // the other columns s read the same rows
     }
-    if (static_cast<int64_t>(runs.runs.size()) * 32 > count) {  // short runs (small images): gather by table
+    if (static_cast<int64_t>(runs.runs.size()) * kShortRun > count) {  // short runs (small maps): gather by table
       gather_table(p, runs, count, offsets);
       const T* group = x + g * p.Cg() * p.HW();
       for (int64_t kk = 0; kk < klen; ++kk) {
@@ -193,45 +195,6 @@ void pack_im2col_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_
       T* out = dst + kk * width;
       im2col_tap_nchw(p, x, g, taps[kk], runs, out);
       for (int64_t w = count; w < width; ++w) out[w] = T(0);
-    }
-  }
-}
-
-// Grad-weight NCHW B operand (im2col transposed): panels of `width` taps (c, r, s) from tap b0, reduction rows
-// = the `klen` output pixels from pixel j0. A panel row is one pixel's taps: each read at a fixed offset from
-// the pixel's corner (a table per panel), written contiguously; only pixels near the border check the taps.
-template <typename T>
-void pack_im2col_transposed_nchw(const ConvParams& p, const T* x, int64_t g, T* dst, int64_t j0, int64_t klen,
-                                 int64_t b0, int64_t blen, int64_t width, const PixelRuns& runs) {
-  thread_local std::vector<int64_t> tap_offset, tap_row, tap_col;
-  tap_offset.resize(width), tap_row.resize(width), tap_col.resize(width);
-  const T* group = x + g * p.Cg() * p.HW();
-  const int64_t row_span = (p.R - 1) * p.dil_h, col_span = (p.S - 1) * p.dil_w;
-  for (int64_t pos = 0; pos < blen; pos += width, dst += klen * width) {
-    const int64_t count = std::min(width, blen - pos);
-    for (int64_t t = 0; t < count; ++t) {
-      const Tap tap = tap_nchw(p, b0 + pos + t);
-      tap_row[t] = tap.r * p.dil_h, tap_col[t] = tap.s * p.dil_w;
-      tap_offset[t] = tap.c * p.HW() + tap_row[t] * p.W + tap_col[t];
-    }
-    if (pos + width < blen) {  // the next panel's channels are fetched while this one is packed
-      const Tap next = tap_nchw(p, b0 + pos + width);
-      for (int64_t c = next.c; c <= std::min(p.Cg() - 1, next.c + width / p.RS() + 1); ++c)
-        for (int64_t r = 0; r < p.R; ++r) prefetch_tap_rows(p, x, g, {c, r, 0}, runs);
-    }
-    Pixel px = pixel_of(p, j0);
-    for (int64_t kk = 0; kk < klen; ++kk) {
-      T* out = dst + kk * width;
-      const int64_t h0 = px.p * p.stride_h - p.pad_h, w0 = px.q * p.stride_w - p.pad_w;
-      const T* corner = group + px.n * p.C * p.HW() + h0 * p.W + w0;  // may lie in the padding
-      if (h0 >= 0 && h0 + row_span < p.H && w0 >= 0 && w0 + col_span < p.W) {
-        for (int64_t t = 0; t < count; ++t) out[t] = corner[tap_offset[t]];
-      } else {
-        for (int64_t t = 0; t < count; ++t)
-          out[t] = p.in_bounds(h0 + tap_row[t], w0 + tap_col[t]) ? corner[tap_offset[t]] : T(0);
-      }
-      for (int64_t t = count; t < width; ++t) out[t] = T(0);
-      if (++px.q == p.Q && (px.q = 0, ++px.p == p.P)) px.p = 0, ++px.n;
     }
   }
 }
