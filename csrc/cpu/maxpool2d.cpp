@@ -30,7 +30,7 @@ PoolRowKernels<T, Pos> row_kernels(Isa isa) {
                              : scalar::pool_rows<T, Pos>();
 }
 
-// One task per (plane or image, output row) block; each row is written by exactly one task.
+// Tasks over (plane or image, output row) ranges; each row is written by exactly one task.
 template <typename T, typename Pos>
 void forward_rows(const PoolParams& p, const T* x, T* y, int64_t* indices) {
   const PoolRowKernels<T, Pos> rows = row_kernels<T, Pos>(active_isa());
@@ -40,12 +40,18 @@ void forward_rows(const PoolParams& p, const T* x, T* y, int64_t* indices) {
                    [&](int64_t r0, int64_t r1) {
     std::vector<T> best(std::max(padded_columns(p), p.C));
     std::vector<Pos> best_pos(best.size());
-    std::vector<T> padded(p.channels_last ? 0 : padded_row_length(p));
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t plane = r / p.P, op = r % p.P;
-      const int64_t o = (plane * p.P + op) * out_row;
-      (p.channels_last ? rows.nhwc_row : rows.nchw_row)(p, x + plane * in_plane, op, lowest<T>(), y + o,
-                                                         indices + o, best.data(), best_pos.data(), padded.data());
+    if (p.channels_last) {
+      for (int64_t r = r0; r < r1; ++r)
+        rows.nhwc_row(p, x + (r / p.P) * in_plane, r % p.P, lowest<T>(), y + r * out_row, indices + r * out_row,
+                      best.data(), best_pos.data());
+      return;
+    }
+    std::vector<T> padded(padded_rows_size(p));
+    for (int64_t r = r0; r < r1;) {  // blocks of rows within one plane
+      const int64_t plane = r / p.P, op = r % p.P, count = std::min({r1 - r, p.P - op, kPoolRowBlock});
+      rows.nchw_rows(p, x + plane * in_plane, op, op + count, lowest<T>(), y + r * out_row, indices + r * out_row,
+                     best.data(), best_pos.data(), padded.data());
+      r += count;
     }
   });
 }

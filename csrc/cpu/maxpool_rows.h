@@ -15,15 +15,15 @@
 namespace fastconv::cpu {
 
 // Scratch, per thread: best / best_pos of max(padded_columns(p), C) entries each, padded of
-// padded_row_length(p) entries.
+// padded_rows_size(p) entries.
 template <typename T, typename Pos>
 struct PoolRowKernels {
-  // Output row op of one NCHW plane: out[0..Q) and idx[0..Q).
-  void (*nchw_row)(const PoolParams& p, const T* plane, int64_t op, T lowest, T* out, int64_t* idx, T* best,
-                   Pos* best_pos, T* padded);
+  // Output rows [op0, op1) of one NCHW plane, at most kPoolRowBlock of them: out and idx of (op1 - op0) * Q.
+  void (*nchw_rows)(const PoolParams& p, const T* plane, int64_t op0, int64_t op1, T lowest, T* out,
+                    int64_t* idx, T* best, Pos* best_pos, T* padded);
   // Output row op of one NHWC image: out[0..Q*C) and idx[0..Q*C).
   void (*nhwc_row)(const PoolParams& p, const T* image, int64_t op, T lowest, T* out, int64_t* idx, T* best,
-                   Pos* best_pos, T* padded);
+                   Pos* best_pos);
 };
 
 // NCHW rows are computed in chunks of kLanes output columns (the last one partly past Q).
@@ -32,6 +32,12 @@ inline int64_t padded_columns(const PoolParams& p) { return round_up(p.Q, kLanes
 // An NCHW input row with `lowest` padding on both sides, as far as the last chunk's windows reach.
 inline int64_t padded_row_length(const PoolParams& p) {
   return (padded_columns(p) - 1) * p.stride_w + (p.kernel_w - 1) * p.dil_w + 1;
+}
+// NCHW output rows per nchw_rows call, and the padded input rows they read at most (+ slack: a stride-2 vector
+// load reads one element past the last lane's).
+constexpr int64_t kPoolRowBlock = 32;
+inline int64_t padded_rows_size(const PoolParams& p) {
+  return ((kPoolRowBlock - 1) * p.stride_h + (p.kernel_h - 1) * p.dil_h + 1) * padded_row_length(p) + kLanes;
 }
 
 namespace scalar { template <typename T, typename Pos> PoolRowKernels<T, Pos> pool_rows(); }
