@@ -13,6 +13,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "../conv_params.h"
@@ -126,9 +127,10 @@ class PhasePlanes {
     int64_t pos, len, source;  // position within the panel, length, offset in the planes of channel 0, tap (0, 0)
   };
 
+  // memcpy of a constant size compiles to a few vector moves (std::copy_n's memmove stayed a library call).
   template <int kLen>
   static void copy_runs(const Run* first, const Run* end, const T* src, T* out) {
-    for (const Run* run = first; run != end; ++run) std::copy_n(src + run->source, kLen, out + run->pos);
+    for (const Run* run = first; run != end; ++run) std::memcpy(out + run->pos, src + run->source, kLen * sizeof(T));
   }
 
   static void mark_phase(int64_t phase, std::vector<int64_t>& phases, std::vector<int64_t>& index) {
