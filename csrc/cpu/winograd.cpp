@@ -173,6 +173,7 @@ inline void for_each_channel_tile(bool channels_last, int64_t A, int64_t J, F&& 
 }
 
 constexpr int kLanes = 16;  // tiles transformed together
+constexpr int64_t kMaxPanel = 32;  // the widest micro-kernel panel (mr or nr) of any ISA
 
 // Up to kLanes consecutive tiles of a block, starting at its tile j; on small maps a group spans several tile
 // rows (and images), read as one segment per tile row.
@@ -469,31 +470,31 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
     lane_groups(tlen, kLanes, groups);
     const int64_t ngroups = static_cast<int64_t>(groups.size());
-    // Consecutive tiles are consecutive reduction rows of a panel: `width` apart.
-    auto store = [&](const T (&t)[kXi][kLanes], int64_t lanes, T* dst, int64_t plane, int64_t width) {
-      for (int xi = 0; xi < kXi; ++xi)
-        for (int64_t l = 0; l < lanes; ++l) dst[xi * plane + l * width] = t[xi][l];
+    // A group's tiles are consecutive reduction rows of a panel (`width` channels wide): each panel of channels
+    // is transformed channel by channel, then stored by transposition (16 planes of lanes x channels), instead
+    // of one value per store `width` apart. Channels past the extent (the last panel's) become zeros.
+    auto transform_panels = [&](int64_t panel0, int64_t panel1, int64_t width, int64_t extent, T* packed,
+                                int64_t plane, auto&& read_tiles) {
+      TORCH_CHECK(width <= kMaxPanel, "fastconv: Winograd panel wider than ", kMaxPanel);
+      T tiles[kMaxPanel][kXi][kLanes];
+      for (int64_t panel = panel0; panel < panel1; ++panel) {
+        const int64_t first = panel * width, count = std::min(width, extent - first);
+        for (const LaneGroup& grp : groups) {
+          for (int64_t i = 0; i < count; ++i) read_tiles(first + i, grp, tiles[i]);
+          T* dst = packed + packed_offset(grp.j, first, extent, width, block, tlen);
+          for (int xi = 0; xi < kXi; ++xi)
+            uk.transpose_panel(&tiles[0][xi][0], kXi * kLanes, count, grp.lanes, dst + xi * plane, width);
+        }
+      }
     };
-    auto transform_e = [&](int64_t k0, int64_t k1) {
-      for_each_channel_tile(p.channels_last, k0, k1, ngroups, [&](int64_t k, int64_t gi) {
-        const LaneGroup& grp = groups[gi];
-        T et[kXi][kLanes];  // zero-filled only for the padding rows: the tile readers write every lane
-        if (k < K)
-          grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, TW, et);
-        else
-          std::fill(&et[0][0], &et[0][0] + kXi * kLanes, T(0));
-        store(et, grp.lanes, e + packed_offset(grp.j, k, K, uk.mr, block, tlen), e_stride, uk.mr);
+    auto transform_e = [&](int64_t panel0, int64_t panel1) {
+      transform_panels(panel0, panel1, uk.mr, K, e, e_stride, [&](int64_t k, const LaneGroup& grp, auto& et) {
+        grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, TW, et);
       });
     };
-    auto transform_v = [&](int64_t c0, int64_t c1) {
-      for_each_channel_tile(p.channels_last, c0, c1, ngroups, [&](int64_t c, int64_t gi) {
-        const LaneGroup& grp = groups[gi];
-        T vt[kXi][kLanes];
-        if (c < C)
-          input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
-        else
-          std::fill(&vt[0][0], &vt[0][0] + kXi * kLanes, T(0));
-        store(vt, grp.lanes, v + packed_offset(grp.j, c, C, uk.nr, block, tlen), v_stride, uk.nr);
+    auto transform_v = [&](int64_t panel0, int64_t panel1) {
+      transform_panels(panel0, panel1, uk.nr, C, v, v_stride, [&](int64_t c, const LaneGroup& grp, auto& vt) {
+        input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
       });
     };
     auto gemms = [&](int64_t xi0, int64_t xi1, PackBuffers<T>& buf) {
@@ -507,11 +508,11 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
       }
     };
     if (!parallel) {
-      transform_e(0, k_rows), transform_v(0, c_cols), gemms(0, kXi, scratch.buf);
+      transform_e(0, k_rows / uk.mr), transform_v(0, c_cols / uk.nr), gemms(0, kXi, scratch.buf);
       return;
     }
-    at::parallel_for(0, k_rows, uk.mr, transform_e);
-    at::parallel_for(0, c_cols, uk.nr, transform_v);
+    at::parallel_for(0, k_rows / uk.mr, 1, transform_e);
+    at::parallel_for(0, c_cols / uk.nr, 1, transform_v);
     at::parallel_for(0, kXi, 1, [&](int64_t xi0, int64_t xi1) {
       PackBuffers<T> buf;
       gemms(xi0, xi1, buf);
