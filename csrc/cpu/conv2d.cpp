@@ -132,10 +132,7 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
             uk, j0, jlen, 0, Kg, red,
             [&](T* dst, int64_t k0, int64_t klen, int64_t m0, int64_t mlen) {
               tap_runs_nhwc(p, k0, klen, taps);
-              pack_panels_by_column(dst, k0, klen, m0, mlen, uk.mr,
-                                    [&](T* out, int64_t stride, int64_t j, int64_t, int64_t) {
-                                      im2col_pixel_nhwc(p, x, g, taps, j, out, stride);
-                                    });
+              pack_im2col_nhwc(p, x, g, taps, dst, klen, m0, mlen, uk.mr, uk.transpose_panel);
               return static_cast<const T*>(dst);
             },
             [&](T*, int64_t k0, int64_t klen, int64_t n0, int64_t) {
@@ -271,11 +268,9 @@ void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
               }
             });
           } else {
-            pack_panels_by_column(dst, k0, klen, j0, jlen, dy_width,
-                                  [&](T* out, int64_t stride, int64_t j, int64_t kd0, int64_t kl) {
-                                    const T* src = dy + j * p.K + g * Kg + kd0;
-                                    for (int64_t i = 0; i < kl; ++i) out[i * stride] = src[i];
-                                  });
+            for (int64_t pos = 0; pos < jlen; pos += dy_width)  // pixels are p.K apart in dy
+              uk.transpose_panel(dy + (j0 + pos) * p.K + g * Kg + k0, p.K, std::min(dy_width, jlen - pos), klen,
+                                 dst + pos * klen, dy_width);
           }
         }
         auto dy_block = [&](T*, int64_t k0, int64_t klen, int64_t start, int64_t) {

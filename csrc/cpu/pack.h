@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../conv_params.h"
+#include "gemm_micro.h"
 
 namespace fastconv::cpu {
 
@@ -215,19 +216,35 @@ inline void tap_runs_nhwc(const ConvParams& p, int64_t kd0, int64_t klen, std::v
   }
 }
 
-// NHWC im2col entries of output pixel j over the tap runs, `stride` apart: runs of c are contiguous in x.
+// Forward NHWC A operand: panels of `width` output pixels from pixel j0, reduction rows = the tap runs
+// (r, s, c) of one k block. A pixel's tap run is contiguous in x; where a whole panel shares an output row and
+// reads inside the image, the run's entries for the panel's pixels are `stride_w * C` apart and pack by
+// transposition (`transpose`, the micro-kernel's); elsewhere pixel by pixel, zeros in the padding.
 template <typename T>
-void im2col_pixel_nhwc(const ConvParams& p, const T* x, int64_t g, const std::vector<TapRun>& runs, int64_t j,
-                       T* out, int64_t stride) {
-  const Pixel px = pixel_of(p, j);
-  for (const TapRun& run : runs) {
-    const int64_t h = p.in_row(px.p, run.r), w = p.in_col(px.q, run.s);
-    T* o = out + run.pos * stride;
-    if (p.in_bounds(h, w)) {
-      const T* src = x + p.input_offset(px.n, g * p.Cg() + run.c0, h, w);
-      for (int64_t i = 0; i < run.len; ++i) o[i * stride] = src[i];
-    } else {
-      for (int64_t i = 0; i < run.len; ++i) o[i * stride] = T(0);
+void pack_im2col_nhwc(const ConvParams& p, const T* x, int64_t g, const std::vector<TapRun>& runs, T* dst,
+                      int64_t klen, int64_t j0, int64_t jlen, int64_t width, TransposeFn<T> transpose) {
+  for (int64_t pos = 0; pos < jlen; pos += width, dst += klen * width) {
+    const int64_t count = std::min(width, jlen - pos);
+    const Pixel first = pixel_of(p, j0 + pos);
+    const bool whole_row = count == width && first.q + count <= p.Q;
+    for (const TapRun& run : runs) {
+      T* out = dst + run.pos * width;
+      const int64_t h = p.in_row(first.p, run.r), w0 = p.in_col(first.q, run.s);
+      if (whole_row && p.in_bounds(h, w0) && p.in_bounds(h, w0 + (count - 1) * p.stride_w)) {
+        transpose(x + p.input_offset(first.n, g * p.Cg() + run.c0, h, w0), p.stride_w * p.C, count, run.len, out,
+                  width);
+        continue;
+      }
+      for (int64_t i = 0; i < width; ++i) {
+        const Pixel px = i < count ? pixel_of(p, j0 + pos + i) : first;
+        const int64_t hi = p.in_row(px.p, run.r), wi = p.in_col(px.q, run.s);
+        if (i < count && p.in_bounds(hi, wi)) {
+          const T* src = x + p.input_offset(px.n, g * p.Cg() + run.c0, hi, wi);
+          for (int64_t c = 0; c < run.len; ++c) out[c * width + i] = src[c];
+        } else {
+          for (int64_t c = 0; c < run.len; ++c) out[c * width + i] = T(0);
+        }
+      }
     }
   }
 }
