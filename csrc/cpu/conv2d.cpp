@@ -84,10 +84,10 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
   else
     pack_groups(0, p.groups);
 
-  // Enough pixel blocks per group to keep every thread busy; blocks stay small enough that the packed
-  // im2col block (kc x block) stays in L2.
+  // Two pixel blocks per thread (four measured 4-13% slower on Zen 5: every block streams all of the group's
+  // packed weights again); blocks stay small enough that the packed im2col block (kc x block) stays in L2.
   const int64_t unit = nhwc ? uk.mr : uk.nr;
-  const int64_t block = block_size(pixels, ceil_div(4 * at::get_num_threads(), p.groups), unit, nhwc ? 1024 : 512);
+  const int64_t block = block_size(pixels, ceil_div(2 * at::get_num_threads(), p.groups), unit, nhwc ? 1024 : 512);
   const int64_t blocks_per_group = ceil_div(pixels, block);
   const bool from_planes = packs_from_planes(p);  // else pack_im2col_nchw straight from x
 
