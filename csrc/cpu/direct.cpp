@@ -28,9 +28,11 @@ void transpose_images(const float* src, float* dst, int64_t N, int64_t A, int64_
       const int64_t n = t / a_blocks, a0 = (t % a_blocks) * kBlock, a1 = std::min(A, a0 + kBlock);
       const float* s = src + n * A * B;
       float* d = dst + n * A * B;
+      // Writes run along a: with a in the inner loop, 32 stores per row of d went to addresses A floats apart,
+      // for A = H * W a multiple of 4 KiB - one L1 set, evicted before the next row filled their lines.
       for (int64_t b0 = 0; b0 < B; b0 += kBlock)
-        for (int64_t a = a0; a < a1; ++a)
-          for (int64_t b = b0; b < std::min(B, b0 + kBlock); ++b) d[b * A + a] = s[a * B + b];
+        for (int64_t b = b0; b < std::min(B, b0 + kBlock); ++b)
+          for (int64_t a = a0; a < a1; ++a) d[b * A + a] = s[a * B + b];
     }
   });
 }
