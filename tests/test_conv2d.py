@@ -281,7 +281,8 @@ PHASE_CASES = [(1, 3, 20, 70, 66, 3, 2, [1, 1, 1, 1], 1, 1), (3, 4, 24, 40, 40, 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", PHASE_CASES, ids=[str(i) for i in range(len(PHASE_CASES))])
 def test_conv2d_phase_split_packing_matches_torch(case, dtype, isa):
-    """Forward and grad-input (for stride 1 also a forward conv) through the raw ops against torch in float64."""
+    """Forward, grad-input (for stride 1 also a forward conv) and grad-weight (whose im2col rows come from the
+    same planes) through the raw ops against torch in float64."""
     N, C, K, H, W, kernel, stride, padding, dilation, groups = case
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
@@ -292,15 +293,17 @@ def test_conv2d_phase_split_packing_matches_torch(case, dtype, isa):
     b = torch.randn(K, generator=gen, dtype=dtype)
     top, left, bottom, right = padding
     xd = F.pad(x.double(), (left, right, top, bottom)).requires_grad_()
-    expected = F.conv2d(xd, w.double(), b.double(), stride=(sh, sw), dilation=(dh, dw), groups=groups)
+    wd = w.double().requires_grad_()
+    expected = F.conv2d(xd, wd, b.double(), stride=(sh, sw), dilation=(dh, dw), groups=groups)
     gy = torch.randn(expected.shape, generator=gen, dtype=dtype)
-    (expected_dx,) = torch.autograd.grad(expected, xd, gy.double())
+    expected_dx, expected_dw = torch.autograd.grad(expected, (xd, wd), gy.double())
     expected_dx = expected_dx[:, :, top:top + H, left:left + W]
     args = ([sh, sw], padding, [dh, dw], groups)
     got = torch.ops.fastconv.conv2d(x, w, b, *args)
     got_dx = torch.ops.fastconv.conv2d_grad_input(gy, x, w, *args)
+    got_dw = torch.ops.fastconv.conv2d_grad_weight(gy, x, w, *args)
     tol = 1e-12 if dtype == torch.float64 else 2e-6
-    for result, want in ((got, expected), (got_dx, expected_dx)):
+    for result, want in ((got, expected), (got_dx, expected_dx), (got_dw, expected_dw)):
         assert result.shape == want.shape
         torch.testing.assert_close(result.double(), want, rtol=0, atol=tol * want.abs().max().item())
 

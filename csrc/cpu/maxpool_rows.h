@@ -1,6 +1,6 @@
-// The innermost max_pool2d loops, one output row at a time, compiled once per ISA (maxpool_<isa>.cpp) and
-// chosen at run time like the GEMM micro-kernels. The threading, index checks and fallbacks stay in
-// maxpool2d.cpp; these see raw pointers only.
+// The innermost max_pool2d loops, a block of NCHW output rows or one NHWC row at a time, compiled once per
+// ISA (maxpool_<isa>.cpp) and chosen at run time like the GEMM micro-kernels. The threading, index checks and
+// fallbacks stay in maxpool2d.cpp; these see raw pointers only.
 //
 // Semantics are torch's: a window's first maximum wins, a NaN wins over everything (the last NaN seen), and a
 // window with nothing above `lowest` reports its first in-bounds element. Positions are h * W + w within the

@@ -27,7 +27,8 @@ void pack_panels_by_row(T* dst, int64_t k0, int64_t klen, int64_t start, int64_t
 }
 
 // fill(out, stride, idx, kd0, klen) writes reduction rows kd0..kd0+klen of entry idx, `stride` apart.
-// Suits operands that are contiguous along the reduction (NHWC activations along c, NCHW weights along c,r,s).
+// Suits operands that are contiguous along the reduction and packed once (NCHW weights along c,r,s); activations
+// contiguous along it pack by transposition instead (gemm_micro.h).
 template <typename T, class Fill>
 void pack_panels_by_column(T* dst, int64_t k0, int64_t klen, int64_t start, int64_t len, int64_t width,
                            Fill&& fill) {
@@ -223,9 +224,12 @@ inline void tap_runs_nhwc(const ConvParams& p, int64_t kd0, int64_t klen, std::v
 template <typename T>
 void pack_im2col_nhwc(const ConvParams& p, const T* x, int64_t g, const std::vector<TapRun>& runs, T* dst,
                       int64_t klen, int64_t j0, int64_t jlen, int64_t width, TransposeFn<T> transpose) {
+  thread_local std::vector<Pixel> pixels;  // the panel's pixels, decoded once for all its tap runs
+  pixels.resize(width);
   for (int64_t pos = 0; pos < jlen; pos += width, dst += klen * width) {
     const int64_t count = std::min(width, jlen - pos);
-    const Pixel first = pixel_of(p, j0 + pos);
+    for (int64_t i = 0; i < count; ++i) pixels[i] = pixel_of(p, j0 + pos + i);
+    const Pixel first = pixels[0];
     const bool whole_row = count == width && first.q + count <= p.Q;
     for (const TapRun& run : runs) {
       T* out = dst + run.pos * width;
@@ -236,7 +240,7 @@ void pack_im2col_nhwc(const ConvParams& p, const T* x, int64_t g, const std::vec
         continue;
       }
       for (int64_t i = 0; i < width; ++i) {
-        const Pixel px = i < count ? pixel_of(p, j0 + pos + i) : first;
+        const Pixel px = i < count ? pixels[i] : first;
         const int64_t hi = p.in_row(px.p, run.r), wi = p.in_col(px.q, run.s);
         if (i < count && p.in_bounds(hi, wi)) {
           const T* src = x + p.input_offset(px.n, g * p.Cg() + run.c0, hi, wi);

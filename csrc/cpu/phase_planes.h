@@ -1,4 +1,5 @@
-// Forward NCHW packing from a padded, phase-split copy of the input, for strided convs and small maps.
+// NCHW im2col rows from a padded, phase-split copy of the input, for strided convs and small maps (the forward's
+// B panels; grad-weight transposes the same rows into its panels).
 //
 // With stride 2 an im2col row (tap (c, r, s) over consecutive output pixels) reads every other input column,
 // and on ResNet's small maps the runs are 8 or 16 pixels: packing gathered element by element, with bounds
@@ -8,8 +9,9 @@
 // with no bounds checks left (the padding is in the copy). Only the phases some tap reads are kept (a 1x1
 // stride-2 conv keeps one: a quarter of the input). With stride 1 the copy is just a padded one, which turns the
 // gathers of small maps (runs shorter than a panel) into copies too.
-// The planes hold the channels of one k block of the GEMM at a time, filled just before they are packed: small
-// enough to stay in cache, and the fill reads x row by row, a pattern the prefetchers follow.
+// The planes hold the channels of the taps packed next (the forward's k block, grad-weight's tile of taps),
+// filled just before they are packed: small enough to stay in cache, and the fill reads x row by row, a
+// pattern the prefetchers follow.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -44,6 +46,9 @@ class PhasePlanes {
     const int64_t extra_rows = (p.R - 1) * p.dil_h / p.stride_h, extra_cols = (p.S - 1) * p.dil_w / p.stride_w;
     i0_ = images_ == 1 ? first.p : 0;
     rows_ = (images_ == 1 ? last.p - first.p + 1 : p.P) + extra_rows;
+    // A block spanning images reads the first from its row first.p on and the last up to row last.p only.
+    first_image_rows_ = images_ == 1 ? 0 : first.p;
+    last_image_rows_ = images_ == 1 ? rows_ : last.p + 1 + extra_rows;
     cols_ = p.Q + extra_cols;
     row_phases_.clear(), col_phases_.clear();
     row_phase_index_.assign(p.stride_h, -1), col_phase_index_.assign(p.stride_w, -1);
@@ -152,7 +157,8 @@ class PhasePlanes {
         const T* next = c + 1 < c_end ? channel + p.HW() : group_ + (n0_ + n + 1) * p.C * p.HW() + c_first * p.HW();
         const bool prefetch = c + 1 < c_end || n + 1 < images_;
         T* planes = planes_.data() + n * image_stride_ + (c - c_first) * channel_stride_;
-        for (int64_t i = 0; i < rows_; ++i)
+        const int64_t i_begin = n == 0 ? first_image_rows_ : 0, i_end = n == images_ - 1 ? last_image_rows_ : rows_;
+        for (int64_t i = i_begin; i < i_end; ++i)
           for (size_t ia = 0; ia < row_phases_.size(); ++ia) {
             const int64_t h = row_phases_[ia] + sh * (i0_ + i) - p.pad_h;
             const bool inside = static_cast<uint64_t>(h) < static_cast<uint64_t>(p.H);
@@ -183,6 +189,7 @@ class PhasePlanes {
   const T* group_ = nullptr;
   int64_t width_ = 0, count_ = 0, n0_ = 0, images_ = 0, i0_ = 0, rows_ = 0, cols_ = 0;
   int64_t plane_ = 0, channel_stride_ = 0, image_stride_ = 0, loaded_first_ = 0, loaded_end_ = 0;
+  int64_t first_image_rows_ = 0, last_image_rows_ = 0;  // rows filled: [first_image_rows_, ..) of image 0, etc.
   std::vector<int64_t> row_phases_, col_phases_, row_phase_index_, col_phase_index_;
   std::vector<int64_t> panel_first_run_, panel_run_len_, tap_offset_;
   std::vector<Run> runs_;

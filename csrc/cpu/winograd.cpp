@@ -469,7 +469,6 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
     // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
     lane_groups(tlen, kLanes, groups);
-    const int64_t ngroups = static_cast<int64_t>(groups.size());
     // A group's tiles are consecutive reduction rows of a panel (`width` channels wide): each panel of channels
     // is transformed channel by channel, then stored by transposition (16 planes of lanes x channels), instead
     // of one value per store `width` apart. Channels past the extent (the last panel's) become zeros.
