@@ -2,7 +2,7 @@
 """fastconv vs torch, layer by layer and end to end.
 
     python benchmarks/compare.py [--device cpu|cuda] [--quick] [--memory-format nchw|channels_last|both]
-                                 [--json PATH] [--plot PATH.png] [--save] [--threads N]
+                                 [--json PATH] [--plot PATH.png] [--save] [--threads N] [--malloc keep|system]
 
 CPU: every distinct conv layer of ResNet-18/CIFAR (batch 64 and 128; the 1x1 shortcuts included) and of LeNet-5
 (batch 64): forward, backward-input, backward-weight and fwd+bwd, fastconv's raw ops against torch's own kernels
@@ -10,8 +10,9 @@ CPU: every distinct conv layer of ResNet-18/CIFAR (batch 64 and 128; the 1x1 sho
 and backward in GB/s; an SGD training step of ResNet-18 and LeNet-5 on fastconv layers vs torch.nn layers (same
 weights, same data), with the peak memory of each. Torch and fastconv calls alternate within one process, medians
 are reported. ratio = torch time / fastconv time (> 1: fastconv is faster). % of peak is relative to the measured
-GEMM peak of the ISA fastconv runs on (see _timing.measure_cpu_peaks). Progress goes to stderr as the run goes;
-the report (header, tables, summary) to stdout at the end.
+GEMM peak of the ISA fastconv runs on (see _timing.measure_cpu_peaks). --malloc keep times the kernels alone,
+without the page faults of glibc's re-mapped large blocks (see _timing.keep_freed_memory). Progress goes to
+stderr as the run goes; the report (header, tables, summary) to stdout at the end.
 
 CUDA (--device cuda): see _cuda.py (cuDNN in fp32, TF32, fp16, bf16; CUDA-event timing; AMP training step).
 
@@ -42,6 +43,12 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="few layers, batch 64 (CPU) / 128 (CUDA), 3 runs")
     ap.add_argument("--memory-format", choices=("nchw", "channels_last", "both"), default="nchw")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    ap.add_argument("--malloc", choices=("system", "keep"), default="system",
+                    help="CPU: 'system' (default) leaves glibc's malloc as users get it: tensors of 32 MiB+ are\n"
+                         "mapped and unmapped per call and faulted in again, by both sides, not equally; 'keep'\n"
+                         "keeps freed memory in the process, as jemalloc/tcmalloc do, so the timings are the\n"
+                         "kernels' alone (--save then names the files ...-malloc-keep). Peak memory is always\n"
+                         "measured with 'system'")
     ap.add_argument("--amp-dtype", choices=("fp16", "bf16"), default="fp16", help="CUDA training step precision")
     ap.add_argument("--no-cudnn-benchmark", action="store_true", help="CUDA: leave torch.backends.cudnn.benchmark off")
     ap.add_argument("--keep-going", action="store_true",
@@ -91,6 +98,7 @@ def run_cpu(args, results):
     tk = (dict(warmup=1, min_runs=3, min_time=0.05, max_time=3.0) if quick
           else dict(warmup=2, min_runs=7, min_time=0.25, max_time=12.0))
     info = machine_info("cpu")
+    info["malloc"] = args.malloc_effect or "system default (glibc maps and unmaps large blocks per call)"
     threads = info["threads"]
     header = [
         f"fastconv benchmark, CPU  ({info['date']})",
@@ -101,6 +109,7 @@ def run_cpu(args, results):
         f"threads {threads}, models from {_models.model_source()}",
         f"load average at start: {info['loadavg']} (a shared machine: torch and fastconv calls alternate, so the "
         f"ratios stay fair while absolute rates suffer)",
+        f"malloc: {info['malloc']}",
         f"mode: {'quick' if quick else 'full'}; timing: interleaved torch/fastconv, {tk['warmup']} warm-up calls "
         f"each, >= {tk['min_runs']} runs and >= {tk['min_time']} s per side, medians (time.perf_counter)",
     ]
@@ -217,6 +226,10 @@ def main(argv=None):
         return 0
     import torch
     import fastconv  # noqa: F401
+    args.malloc_effect = None
+    if args.device == "cpu" and args.malloc == "keep":
+        from _timing import keep_freed_memory
+        args.malloc_effect = keep_freed_memory()
     needed = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias", "max_pool2d", "max_pool2d_grad")
     missing = [op for op in needed if not hasattr(torch.ops.fastconv, op)]
     if missing:
@@ -281,6 +294,7 @@ def main(argv=None):
         # the model name alone ("AMD EPYC" in these VMs) does not tell Zen 3, 4 and 5 apart; family/model do
         fm = re.sub(r"family (\d+) model (\d+)", r"f\1m\2", info.get("cpu_family_model") or "")
         stem = f"cpu-{slug(info['cpu_model'])}{'-' + slug(fm) if fm else ''}-{info['isa_in_use']}"
+        stem += "-malloc-keep" if args.malloc_effect else ""
     json_path = args.json or (os.path.join(RESULTS_DIR, stem + ".json") if args.save else None)
     plot_path = args.plot or (os.path.join(RESULTS_DIR, stem + ".png") if args.save else None)
     data = {"info": info, "peaks": peaks, "aborted": aborted,
