@@ -130,7 +130,7 @@ void small_k_forward(const ConvParams& p, const float* x, const float* w, const 
     transpose_images(yt.data(), y, p.N, p.K, p.PQ());
     return;
   }
-  const SmallKRow row = direct_kernels(active_isa()).forward_row;
+  const SmallKRows rows_kernel = direct_kernels(active_isa()).forward_rows;
   std::vector<float> wp(static_cast<size_t>(p.C * p.R * p.S * p.K));  // [c][r][s][k]: k contiguous
   for (int64_t k = 0; k < p.K; ++k)
     for (int64_t c = 0; c < p.C; ++c)
@@ -148,12 +148,13 @@ void small_k_forward(const ConvParams& p, const float* x, const float* w, const 
     std::vector<float> padded;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / blocks, p0 = (t % blocks) * rows, p1 = std::min(p.P, p0 + rows);
-      const int64_t first = std::max<int64_t>(0, p.in_row(p0, 0)), last = std::min(p.H - 1, p.in_row(p1 - 1, p.R - 1));
-      const int64_t count = std::max<int64_t>(0, last - first + 1);
+      // Every row the block reads, the vertical padding included (as zeros): the kernel skips none.
+      const int64_t first = p.in_row(p0, 0), count = p.in_row(p1 - 1, p.R - 1) - first + 1;
+      const int64_t h0 = std::max<int64_t>(0, first), h1 = std::min(p.H, first + count);
       padded.assign(static_cast<size_t>(p.C * count * width), 0.0f);
-      for (int64_t c = 0; c < p.C; ++c) pad_rows(p, x, n, c, first, last + 1, width, padded.data() + c * count * width);
-      const PaddedRows in{padded.data(), count * width, first};
-      for (int64_t op = p0; op < p1; ++op) row(p, in, wp.data(), bias, y, n, op);
+      for (int64_t c = 0; c < p.C; ++c)
+        pad_rows(p, x, n, c, h0, h1, width, padded.data() + (c * count + h0 - first) * width);
+      rows_kernel(p, PaddedRows{padded.data(), count * width, first}, wp.data(), bias, y, n, p0, p1);
     }
   });
 }

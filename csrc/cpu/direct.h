@@ -21,16 +21,17 @@ constexpr int64_t kSmallTapsMax = 160;
 constexpr int64_t kSmallTapsMaxS = 5;  // kernel width: S accumulators per output channel in registers
 
 // Input rows first_row .. of every channel of one image, each padded_row_width(p) long with the left padding
-// in front and zeros after the row; channel c's rows start at data + c * channel_stride.
+// in front and zeros after the row; channel c's rows start at data + c * channel_stride. Rows outside the
+// image (first_row may be negative) are zeros.
 struct PaddedRows {
   const float* data;
   int64_t channel_stride, first_row;
 };
 
-// Output row `op` of image n, all K channels, from the padded rows it reads (rows in the padding are skipped).
+// Output rows op0 .. op1 of image n, all K channels, from the padded rows they read.
 // wp: weights as wp[((c * R + r) * S + s) * K + k]. bias may be null.
-using SmallKRow = void (*)(const ConvParams& p, const PaddedRows& in, const float* wp, const float* bias, float* y,
-                           int64_t n, int64_t op);
+using SmallKRows = void (*)(const ConvParams& p, const PaddedRows& in, const float* wp, const float* bias, float* y,
+                            int64_t n, int64_t op0, int64_t op1);
 
 // The weight gradient of output channels k0 .. k0 + DirectKernels::wgrad_channels (those < K), every tap, over
 // `images` images: x holds their input rows padded as for the forward ([n][c][h], x_row apart), dy their rows
@@ -41,7 +42,7 @@ using SmallCGradWeight = void (*)(const ConvParams& p, const float* x, int64_t x
 using SmallCGradWeightFinish = void (*)(const ConvParams& p, const double* sums, int64_t k0, float* dw);
 
 struct DirectKernels {
-  SmallKRow forward_row;
+  SmallKRows forward_rows;
   SmallCGradWeight grad_weight;
   SmallCGradWeightFinish grad_weight_finish;
   int64_t wgrad_channels;  // output channels per grad_weight call (its accumulators fill the registers)
