@@ -169,6 +169,7 @@ DETERMINISM_SPECS = [
     ConvSpec(8, 16, 16, 12, 12, 3, 3, padding=1),                                # batch-chunked grad-weight
     ConvSpec(9, 12, 24, 11, 13, 3, 3, stride=2, padding=1, groups=3, layout="cl_both"),
     ConvSpec(10, 8, 8, 10, 9, 3, 3, padding=1, groups=8, layout="cl_input"),     # depthwise
+    ConvSpec(12, 3, 20, 32, 32, 3, 3, padding=1),  # direct thin kernels: grad-weight over image batches, K=3 rows
 ]
 
 

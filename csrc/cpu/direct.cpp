@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace fastconv::cpu {
@@ -17,6 +19,87 @@ void pad_rows(const ConvParams& p, const float* x, int64_t n, int64_t c, int64_t
   const int64_t i0 = std::max<int64_t>(0, p.pad_w), i1 = std::min(width, p.W + p.pad_w);
   for (int64_t h = h0; h < h1 && i0 < i1; ++h)
     std::copy_n(x + p.input_offset(n, c, h, i0 - p.pad_w), i1 - i0, dst + (h - h0) * width + i0);
+}
+
+// The shifted planes of images n0 .. n0 + images (layout in direct.h) into `planes`.
+void fill_shifted_planes(const ConvParams& p, const float* x, int64_t n0, int64_t images, float* planes) {
+  const int64_t plane = shifted_plane_size(p), rows = plane / p.Q;
+  at::parallel_for(0, images * p.C, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = n0 + t / p.C, c = t % p.C;
+      for (int64_t s = 0; s < p.S; ++s) {
+        float* dst = planes + (t * p.S + s) * plane;
+        const int64_t shift = p.in_col(0, s);  // column q reads input column q + shift (stride_w is 1)
+        const int64_t q0 = std::clamp<int64_t>(-shift, 0, p.Q), q1 = std::clamp<int64_t>(p.W - shift, q0, p.Q);
+        for (int64_t i = 0; i < rows; ++i) {
+          float* row = dst + i * p.Q;
+          const int64_t h = p.in_row(0, 0) + i;
+          if (h < 0 || h >= p.H) {
+            std::fill_n(row, p.Q, 0.0f);
+            continue;
+          }
+          std::fill(row, row + q0, 0.0f);
+          std::copy_n(x + p.input_offset(n, c, h, q0 + shift), q1 - q0, row + q0);
+          std::fill(row + q1, row + p.Q, 0.0f);
+        }
+      }
+    }
+  });
+}
+
+// Stride 1: the weight gradient's lane sums from shifted planes, built for a slice of images at a time (<= ~16
+// MiB) and 64-byte aligned, as dy's planes are, so the kernel's loads stay on cache lines. A task's groups run
+// over one batch of images before the next, so the batch's planes serve all of them from L2.
+void grad_weight_from_planes(const ConvParams& p, const float* dy, const float* x, const DirectKernels& kernels,
+                             int64_t groups, double* sums) {
+  const int64_t per_image = p.C * p.S * shifted_plane_size(p), PQ = p.PQ(), KB = kernels.wgrad_channels;
+  const int64_t slice = std::clamp<int64_t>((int64_t{1} << 22) / per_image, 1, p.N);
+  const int64_t batch = std::max<int64_t>(1, (int64_t{1} << 17) / (KB * PQ + per_image));  // ~512 KiB
+  std::unique_ptr<float[]> storage(new float[slice * per_image + 16]);
+  float* planes = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(storage.get()) + 63) & ~uintptr_t{63});
+  for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
+    const int64_t images = std::min(slice, p.N - n0);
+    fill_shifted_planes(p, x, n0, images, planes);
+    const float* dy_slice = dy + n0 * p.K * PQ;
+    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t b0 = 0; b0 < images; b0 += batch)
+        for (int64_t g = g0; g < g1; ++g)
+          kernels.grad_weight_planes(p, planes, dy_slice, g * KB, b0, std::min(images, b0 + batch),
+                                     sums + g * kernels.wgrad_sums(p));
+    });
+  }
+}
+
+// Stride_h > 1: padded input rows (as the forward's) and dy rows of whole vectors, a slice of images at a time.
+void grad_weight_from_rows(const ConvParams& p, const float* dy, const float* x, const DirectKernels& kernels,
+                           int64_t groups, double* sums) {
+  // dy rows in whole vectors of the widest ISA (16 floats), which every narrower one divides.
+  const int64_t width = padded_row_width(p), columns = round_up(p.Q, 16);
+  const int64_t slice = std::max<int64_t>(1, (int64_t{1} << 22) / (p.C * p.H * width + p.K * p.P * columns));
+  std::vector<float> padded_x, padded_dy;
+  for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
+    const int64_t images = std::min(slice, p.N - n0);
+    padded_x.assign(static_cast<size_t>(images * p.C * p.H * width), 0.0f);
+    at::parallel_for(0, images * p.C, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        pad_rows(p, x, n0 + t / p.C, t % p.C, 0, p.H, width, padded_x.data() + t * p.H * width);
+    });
+    // dy rows as they are when they fill whole vectors, else copied with zeros after them.
+    const float* dy_rows = dy + n0 * p.K * p.P * p.Q;
+    if (columns != p.Q) {
+      padded_dy.assign(static_cast<size_t>(images * p.K * p.P * columns), 0.0f);
+      const float* src = dy_rows;
+      at::parallel_for(0, images * p.K * p.P, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) std::copy_n(src + r * p.Q, p.Q, padded_dy.data() + r * columns);
+      });
+      dy_rows = padded_dy.data();
+    }
+    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g)
+        kernels.grad_weight(p, padded_x.data(), width, dy_rows, columns, g * kernels.wgrad_channels, images,
+                            sums + g * kernels.wgrad_sums(p));
+    });
+  }
 }
 
 // [n][a][b] -> [n][b][a] for N matrices of A x B: NHWC <-> NCHW with (A, B) = (HW, C) or (C, HW).
@@ -84,34 +167,12 @@ void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, f
     return;
   }
   const DirectKernels kernels = direct_kernels(active_isa());
-  // dy rows in whole vectors of the widest ISA (16 floats), which every narrower one divides.
-  const int64_t width = padded_row_width(p), columns = round_up(p.Q, 16);
-  const int64_t slice = std::max<int64_t>(1, (int64_t{1} << 22) / (p.C * p.H * width + p.K * p.P * columns));
   const int64_t groups = ceil_div(p.K, kernels.wgrad_channels);
   std::vector<double> sums(static_cast<size_t>(groups * kernels.wgrad_sums(p)), 0.0);
-  std::vector<float> padded_x, padded_dy;
-  for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
-    const int64_t images = std::min(slice, p.N - n0);
-    padded_x.assign(static_cast<size_t>(images * p.C * p.H * width), 0.0f);
-    at::parallel_for(0, images * p.C, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t)
-        pad_rows(p, x, n0 + t / p.C, t % p.C, 0, p.H, width, padded_x.data() + t * p.H * width);
-    });
-    // dy rows as they are when they fill whole vectors, else copied with zeros after them.
-    const float* dy_rows = dy + n0 * p.K * p.P * p.Q;
-    if (columns != p.Q) {
-      padded_dy.assign(static_cast<size_t>(images * p.K * p.P * columns), 0.0f);
-      const float* src = dy_rows;
-      at::parallel_for(0, images * p.K * p.P, 64, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) std::copy_n(src + r * p.Q, p.Q, padded_dy.data() + r * columns);
-      });
-      dy_rows = padded_dy.data();
-    }
-    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g)
-        kernels.grad_weight(p, padded_x.data(), width, dy_rows, columns, g * kernels.wgrad_channels, images,
-                            sums.data() + g * kernels.wgrad_sums(p));
-    });
+  if (p.stride_h == 1) {
+    grad_weight_from_planes(p, dy, x, kernels, groups, sums.data());
+  } else {
+    grad_weight_from_rows(p, dy, x, kernels, groups, sums.data());
   }
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g)

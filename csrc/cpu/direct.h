@@ -3,8 +3,9 @@
 // - forward with few output channels (K <= kSmallKMax): the first layer's grad-input (3 channels out of 64),
 //   LeNet's layers. Each output row accumulates straight from padded copies of the input rows, vectorised
 //   along the row.
-// - weight gradient with few taps (C * R * S <= kSmallTapsMax): the first layer's, LeNet's. Rows of dy times
-//   the shifted padded input rows, summed along the row in vector lanes.
+// - weight gradient with few taps (C * R * S <= kSmallTapsMax): the first layer's, LeNet's. dy times the
+//   shifted input, summed in vector lanes: for stride 1 over whole planes (each image's input copied once per
+//   column shift s, so every tap is one contiguous run), else row by row from padded input rows.
 // Both need column stride 1 (a tap of a row is one contiguous run). Thin channels_last problems go through NCHW
 // copies (no NHWC direct kernel yet; the copies cost far less than the NHWC GEMM loses on them). The inner
 // loops are compiled once per ISA (direct_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
@@ -39,11 +40,18 @@ using SmallKRows = void (*)(const ConvParams& p, const PaddedRows& in, const flo
 // (double, wgrad_sums(p) entries per channel group) over calls; the finish call turns them into dW.
 using SmallCGradWeight = void (*)(const ConvParams& p, const float* x, int64_t x_row, const float* dy, int64_t dy_row,
                                   int64_t k0, int64_t images, double* sums);
+// Stride 1: the same sums from shifted planes, over images n0 .. n1 of a slice. planes holds, per image and
+// input channel, S planes of shifted_plane_size(p) floats: plane s holds rows in_row(0, 0) .. in_row(P - 1,
+// R - 1) of the input, Q columns each, column q holding input column in_col(q, s) (zeros outside the image).
+// dy is the slice's NCHW dy, read in place.
+using SmallCGradWeightPlanes = void (*)(const ConvParams& p, const float* planes, const float* dy, int64_t k0,
+                                        int64_t n0, int64_t n1, double* sums);
 using SmallCGradWeightFinish = void (*)(const ConvParams& p, const double* sums, int64_t k0, float* dw);
 
 struct DirectKernels {
   SmallKRows forward_rows;
   SmallCGradWeight grad_weight;
+  SmallCGradWeightPlanes grad_weight_planes;
   SmallCGradWeightFinish grad_weight_finish;
   int64_t wgrad_channels;  // output channels per grad_weight call (its accumulators fill the registers)
   int64_t lanes;           // floats per vector
@@ -53,6 +61,7 @@ struct DirectKernels {
 // Columns of one padded input row: the output row rounded up to whole vectors of every ISA, plus the taps.
 inline int64_t small_k_columns(const ConvParams& p) { return round_up(p.Q, 32); }
 inline int64_t padded_row_width(const ConvParams& p) { return small_k_columns(p) + (p.S - 1) * p.dil_w; }
+inline int64_t shifted_plane_size(const ConvParams& p) { return (p.P + (p.R - 1) * p.dil_h) * p.Q; }
 
 bool small_k_applies(const ConvParams& p);
 void small_k_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
