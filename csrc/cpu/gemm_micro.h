@@ -19,8 +19,8 @@ template <typename T>
 using MicroKernelSplitFn = void (*)(int64_t kc, const T* a, const T* b, T* c, T* c_hi, int64_t ldc, bool accumulate);
 
 // dst[k * width + i] = src[i * ld + k] for i < rows <= width, k < klen; zeros in rows [rows, width): a panel
-// packed from rows that are contiguous along the reduction (NCHW grad-weight's dy and im2col rows, NHWC pixels,
-// Winograd grad-weight's transformed tiles).
+// packed from rows that are contiguous along the reduction (NCHW weights, NCHW grad-weight's dy and im2col
+// rows, NHWC pixels, Winograd grad-weight's transformed tiles).
 template <typename T>
 using TransposeFn = void (*)(const T* src, int64_t ld, int64_t rows, int64_t klen, T* dst, int64_t width);
 

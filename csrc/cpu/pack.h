@@ -26,20 +26,6 @@ void pack_panels_by_row(T* dst, int64_t k0, int64_t klen, int64_t start, int64_t
   }
 }
 
-// fill(out, stride, idx, kd0, klen) writes reduction rows kd0..kd0+klen of entry idx, `stride` apart.
-// Suits operands that are contiguous along the reduction and packed once (NCHW weights along c,r,s); activations
-// contiguous along it pack by transposition instead (gemm_micro.h).
-template <typename T, class Fill>
-void pack_panels_by_column(T* dst, int64_t k0, int64_t klen, int64_t start, int64_t len, int64_t width,
-                           Fill&& fill) {
-  for (int64_t pos = 0; pos < len; pos += width, dst += klen * width) {
-    const int64_t count = std::min(width, len - pos);
-    for (int64_t w = 0; w < count; ++w) fill(dst + w, width, start + pos + w, k0, klen);
-    for (int64_t w = count; w < width; ++w)
-      for (int64_t kk = 0; kk < klen; ++kk) dst[kk * width + w] = T(0);
-  }
-}
-
 // Reduction index of a conv over an NCHW input: kd = (c * R + r) * S + s. Over NHWC: kd = (r * S + s) * Cg + c.
 struct Tap {
   int64_t c, r, s;
