@@ -109,13 +109,15 @@ void transpose_images(const float* src, float* dst, int64_t N, int64_t A, int64_
   at::parallel_for(0, N * a_blocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / a_blocks, a0 = (t % a_blocks) * kBlock, a1 = std::min(A, a0 + kBlock);
-      const float* s = src + n * A * B;
-      float* d = dst + n * A * B;
+      // Local restrict pointers and sizes: through the lambda's captures, the compiled loop loaded and stored
+      // its pointers in memory around every element.
+      const float* __restrict s = src + n * A * B;
+      float* __restrict d = dst + n * A * B;
+      const int64_t a_len = a1 - a0, rows = A, cols = B;
       // Writes run along a: with a in the inner loop, 32 stores per row of d went to addresses A floats apart,
       // for A = H * W a multiple of 4 KiB - one L1 set, evicted before the next row filled their lines.
-      for (int64_t b0 = 0; b0 < B; b0 += kBlock)
-        for (int64_t b = b0; b < std::min(B, b0 + kBlock); ++b)
-          for (int64_t a = a0; a < a1; ++a) d[b * A + a] = s[a * B + b];
+      for (int64_t b = 0; b < cols; ++b)
+        for (int64_t i = 0; i < a_len; ++i) d[b * rows + a0 + i] = s[(a0 + i) * cols + b];
     }
   });
 }
@@ -125,6 +127,21 @@ ConvParams as_nchw(const ConvParams& p) {
   ConvParams q = p;
   q.channels_last = false;
   return q;
+}
+
+// Runs fn(slice, n0, scratch) for slices of a channels_last problem's batch: `slice` is the NCHW twin of
+// images n0 .. n0 + slice.N, scratch holds per_image floats for each of them. A slice at a time through one
+// scratch buffer of <= ~4 MiB: the copies stay in cache, and only that buffer's pages are faulted in, not a
+// batch-sized copy's (two 16 MiB copies took 3x the first layer's NCHW grad-input).
+template <class Fn>
+void over_nchw_slices(const ConvParams& p, int64_t per_image, Fn&& fn) {
+  const int64_t slice = std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(per_image, 1), 1, p.N);
+  std::unique_ptr<float[]> scratch(new float[slice * per_image]);
+  ConvParams q = as_nchw(p);
+  for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
+    q.N = std::min(slice, p.N - n0);
+    fn(static_cast<const ConvParams&>(q), n0, scratch.get());
+  }
 }
 
 // Weights from `from`'s layout (K x C x R x S or K x R x S x C) into `to`'s.
@@ -143,8 +160,7 @@ void copy_weights(const ConvParams& from, const float* src, const ConvParams& to
 bool small_k_applies(const ConvParams& p) { return p.groups == 1 && p.K <= kSmallKMax && p.stride_w == 1; }
 
 bool small_c_grad_weight_applies(const ConvParams& p) {
-  return p.groups == 1 && p.stride_w == 1 && p.S <= kSmallTapsMaxS && p.C * p.R * p.S <= kSmallTapsMax &&
-         (!p.channels_last || p.K <= kSmallKMax);  // channels_last: dy is moved to NCHW, so it must be thin too
+  return p.groups == 1 && p.stride_w == 1 && p.S <= kSmallTapsMaxS && p.C * p.R * p.S <= kSmallTapsMax;
 }
 
 DirectKernels direct_kernels(Isa isa) {
@@ -156,39 +172,48 @@ DirectKernels direct_kernels(Isa isa) {
 // on the thread count, and no partial sums need adding up. Images go in slices of at most ~16 MiB of padded
 // input and dy, so the scratch stays bounded for large images and batches.
 void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw) {
-  if (p.channels_last) {  // through NCHW copies of x and dy, and an NCHW weight gradient
-    std::vector<float> xt(static_cast<size_t>(p.N * p.C * p.HW())), dyt(static_cast<size_t>(p.N * p.K * p.PQ()));
-    std::vector<float> dwt(static_cast<size_t>(p.K * p.C * p.R * p.S));
-    transpose_images(x, xt.data(), p.N, p.HW(), p.C);
-    transpose_images(dy, dyt.data(), p.N, p.PQ(), p.K);
-    const ConvParams q = as_nchw(p);
-    small_c_grad_weight(q, dyt.data(), xt.data(), dwt.data());
-    copy_weights(q, dwt.data(), p, dw);
-    return;
-  }
   const DirectKernels kernels = direct_kernels(active_isa());
   const int64_t groups = ceil_div(p.K, kernels.wgrad_channels);
   std::vector<double> sums(static_cast<size_t>(groups * kernels.wgrad_sums(p)), 0.0);
-  if (p.stride_h == 1) {
-    grad_weight_from_planes(p, dy, x, kernels, groups, sums.data());
+  auto add_sums = [&](const ConvParams& nchw, const float* dy_nchw, const float* x_nchw) {
+    if (nchw.stride_h == 1)
+      grad_weight_from_planes(nchw, dy_nchw, x_nchw, kernels, groups, sums.data());
+    else
+      grad_weight_from_rows(nchw, dy_nchw, x_nchw, kernels, groups, sums.data());
+  };
+  const ConvParams q = as_nchw(p);
+  std::vector<float> dw_nchw;
+  if (p.channels_last) {  // NCHW copies of x and dy; the sums go on over the slices in image order
+    dw_nchw.resize(static_cast<size_t>(p.K * p.C * p.R * p.S));
+    over_nchw_slices(p, p.C * p.HW() + p.K * p.PQ(), [&](const ConvParams& slice, int64_t n0, float* scratch) {
+      float* xt = scratch;
+      float* dyt = scratch + slice.N * p.C * p.HW();
+      transpose_images(x + n0 * p.HW() * p.C, xt, slice.N, p.HW(), p.C);
+      transpose_images(dy + n0 * p.PQ() * p.K, dyt, slice.N, p.PQ(), p.K);
+      add_sums(slice, dyt, xt);
+    });
   } else {
-    grad_weight_from_rows(p, dy, x, kernels, groups, sums.data());
+    add_sums(p, dy, x);
   }
+  float* out = p.channels_last ? dw_nchw.data() : dw;
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g)
-      kernels.grad_weight_finish(p, sums.data() + g * kernels.wgrad_sums(p), g * kernels.wgrad_channels, dw);
+      kernels.grad_weight_finish(q, sums.data() + g * kernels.wgrad_sums(p), g * kernels.wgrad_channels, out);
   });
+  if (p.channels_last) copy_weights(q, dw_nchw.data(), p, dw);
 }
 
 void small_k_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
   if (p.channels_last) {  // through NCHW copies of x and y
-    std::vector<float> xt(static_cast<size_t>(p.N * p.C * p.HW())), yt(static_cast<size_t>(p.N * p.K * p.PQ()));
     std::vector<float> wt(static_cast<size_t>(p.K * p.C * p.R * p.S));
-    const ConvParams q = as_nchw(p);
-    transpose_images(x, xt.data(), p.N, p.HW(), p.C);
-    copy_weights(p, w, q, wt.data());
-    small_k_forward(q, xt.data(), wt.data(), bias, yt.data());
-    transpose_images(yt.data(), y, p.N, p.K, p.PQ());
+    copy_weights(p, w, as_nchw(p), wt.data());
+    over_nchw_slices(p, p.C * p.HW() + p.K * p.PQ(), [&](const ConvParams& slice, int64_t n0, float* scratch) {
+      float* xt = scratch;
+      float* yt = scratch + slice.N * p.C * p.HW();
+      transpose_images(x + n0 * p.HW() * p.C, xt, slice.N, p.HW(), p.C);
+      small_k_forward(slice, xt, wt.data(), bias, yt);
+      transpose_images(yt, y + n0 * p.PQ() * p.K, slice.N, p.K, p.PQ());
+    });
     return;
   }
   const SmallKRows rows_kernel = direct_kernels(active_isa()).forward_rows;
