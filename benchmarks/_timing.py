@@ -260,7 +260,7 @@ def keep_freed_memory():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_max = -1, -4  # malloc.h
-        if libc.mallopt(m_mmap_max, 0) != 1 or libc.mallopt(m_trim_threshold, 2**31 - 1) != 1:
+        if libc.mallopt(m_trim_threshold, 2**31 - 1) != 1 or libc.mallopt(m_mmap_max, 0) != 1:
             return None
     except (OSError, AttributeError):
         return None

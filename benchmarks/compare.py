@@ -230,6 +230,9 @@ def main(argv=None):
     if args.device == "cpu" and args.malloc == "keep":
         from _timing import keep_freed_memory
         args.malloc_effect = keep_freed_memory()
+        if args.malloc_effect is None:
+            say("--malloc keep: glibc's mallopt is not available here (another C library?); run without it")
+            return 2
     needed = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias", "max_pool2d", "max_pool2d_grad")
     missing = [op for op in needed if not hasattr(torch.ops.fastconv, op)]
     if missing:

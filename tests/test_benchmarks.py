@@ -39,5 +39,6 @@ def test_keep_freed_memory_stops_refaulting_large_blocks():
     effect, kept = _faults("keep")
     _, system = _faults("system")
     assert effect.startswith("glibc"), effect
-    assert system >= 3 * 16384 * 0.9, system  # the premise: each round re-faults the whole block
-    assert kept < 1000, kept
+    if system < 1000:  # huge pages (THP "always") or a preloaded allocator that keeps memory: nothing to stop
+        pytest.skip(f"the system malloc re-faulted only {system} pages in 3 rounds here")
+    assert kept * 10 < system, (kept, system)

@@ -170,6 +170,7 @@ DETERMINISM_SPECS = [
     ConvSpec(9, 12, 24, 11, 13, 3, 3, stride=2, padding=1, groups=3, layout="cl_both"),
     ConvSpec(10, 8, 8, 10, 9, 3, 3, padding=1, groups=8, layout="cl_input"),     # depthwise
     ConvSpec(12, 3, 20, 32, 32, 3, 3, padding=1),  # direct thin kernels: grad-weight over image batches, K=3 rows
+    ConvSpec(1, 3, 8, 40, 36, 3, 3, padding=1),    # ... and one image, split into row blocks by the thread count
 ]
 
 
@@ -365,12 +366,14 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
 # kernel wider than tall, stride in H only, dilation, negative effective padding in grad-input (kernel 1,
 # padding 1), enough 64-wide rows that the weight gradient goes over the images in several cache batches, and
 # images large enough that it pads them one slice at a time (and the forward pads fewer rows than an image),
-# and a first-layer-like conv (K > 16: only its weight gradient and grad-input are thin) whose channels_last
-# copies go through NCHW in slices of 2, 2 and 1 images.
+# a first-layer-like conv (K > 16: only its weight gradient and grad-input are thin) whose channels_last
+# copies go through NCHW in slices of 2, 2 and 1 images, and large images with stride_h 2 (the weight
+# gradient's row path, one image per slice).
 THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1),
               (2, 5, 7, 19, 33, (3, 5), (2, 1), (1, 2), 1),
               (2, 4, 6, 21, 40, 3, 1, 2, 2), (2, 3, 9, 12, 20, 1, 1, 1, 1), (12, 2, 5, 64, 64, 3, 1, 1, 1),
-              (3, 1, 2, 1100, 1100, 3, 1, 1, 1), (5, 3, 24, 120, 120, 3, 1, 1, 1)]
+              (3, 1, 2, 1100, 1100, 3, 1, 1, 1), (5, 3, 24, 120, 120, 3, 1, 1, 1),
+              (3, 1, 2, 1100, 1100, 3, (2, 1), 1, 1)]
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -48,8 +48,9 @@ void fill_shifted_planes(const ConvParams& p, const float* x, int64_t n0, int64_
 }
 
 // Stride 1: the weight gradient's lane sums from shifted planes, built for a slice of images at a time (<= ~16
-// MiB) and 64-byte aligned, as dy's planes are, so the kernel's loads stay on cache lines. A task's groups run
-// over one batch of images before the next, so the batch's planes serve all of them from L2.
+// MiB; callers send larger images to the row path) and 64-byte aligned, so that when Q is a multiple of 16 the
+// kernel's loads stay on cache lines, as dy's do. A task's groups run over one batch of images before the
+// next, so the batch's planes serve all of them from L2.
 void grad_weight_from_planes(const ConvParams& p, const float* dy, const float* x, const DirectKernels& kernels,
                              int64_t groups, double* sums) {
   const int64_t per_image = p.C * p.S * shifted_plane_size(p), PQ = p.PQ(), KB = kernels.wgrad_channels;
@@ -114,7 +115,7 @@ void transpose_images(const float* src, float* dst, int64_t N, int64_t A, int64_
       const float* __restrict s = src + n * A * B;
       float* __restrict d = dst + n * A * B;
       const int64_t a_len = a1 - a0, rows = A, cols = B;
-      // Writes run along a: with a in the inner loop, 32 stores per row of d went to addresses A floats apart,
+      // Writes run along a: with b in the inner loop, 32 stores per row of s went to addresses A floats apart,
       // for A = H * W a multiple of 4 KiB - one L1 set, evicted before the next row filled their lines.
       for (int64_t b = 0; b < cols; ++b)
         for (int64_t i = 0; i < a_len; ++i) d[b * rows + a0 + i] = s[(a0 + i) * cols + b];
@@ -131,8 +132,9 @@ ConvParams as_nchw(const ConvParams& p) {
 
 // Runs fn(slice, n0, scratch) for slices of a channels_last problem's batch: `slice` is the NCHW twin of
 // images n0 .. n0 + slice.N, scratch holds per_image floats for each of them. A slice at a time through one
-// scratch buffer of <= ~4 MiB: the copies stay in cache, and only that buffer's pages are faulted in, not a
-// batch-sized copy's (two 16 MiB copies took 3x the first layer's NCHW grad-input).
+// scratch buffer of ~4 MiB (one image's worth when that is more): the copies stay in cache, and only that
+// buffer's pages are faulted in, not a batch-sized copy's (two 16 MiB copies took 3x the first layer's NCHW
+// grad-input).
 template <class Fn>
 void over_nchw_slices(const ConvParams& p, int64_t per_image, Fn&& fn) {
   const int64_t slice = std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(per_image, 1), 1, p.N);
@@ -160,7 +162,10 @@ void copy_weights(const ConvParams& from, const float* src, const ConvParams& to
 bool small_k_applies(const ConvParams& p) { return p.groups == 1 && p.K <= kSmallKMax && p.stride_w == 1; }
 
 bool small_c_grad_weight_applies(const ConvParams& p) {
-  return p.groups == 1 && p.stride_w == 1 && p.S <= kSmallTapsMaxS && p.C * p.R * p.S <= kSmallTapsMax;
+  // channels_last goes through NCHW copies of x and dy: worth it for thin dy, or for image inputs (C <= 4, the
+  // first layer), where the NHWC GEMM's packing of runs of C values per tap ran at 0.3x torch.
+  return p.groups == 1 && p.stride_w == 1 && p.S <= kSmallTapsMaxS && p.C * p.R * p.S <= kSmallTapsMax &&
+         (!p.channels_last || p.K <= kSmallKMax || p.C <= 4);
 }
 
 DirectKernels direct_kernels(Isa isa) {
@@ -176,7 +181,8 @@ void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, f
   const int64_t groups = ceil_div(p.K, kernels.wgrad_channels);
   std::vector<double> sums(static_cast<size_t>(groups * kernels.wgrad_sums(p)), 0.0);
   auto add_sums = [&](const ConvParams& nchw, const float* dy_nchw, const float* x_nchw) {
-    if (nchw.stride_h == 1)
+    // One image's planes are S copies of its input: over ~16 MiB, the padded rows of the row path cost less.
+    if (nchw.stride_h == 1 && nchw.C * nchw.S * shifted_plane_size(nchw) <= (int64_t{1} << 22))
       grad_weight_from_planes(nchw, dy_nchw, x_nchw, kernels, groups, sums.data());
     else
       grad_weight_from_rows(nchw, dy_nchw, x_nchw, kernels, groups, sums.data());
@@ -238,7 +244,7 @@ void small_k_forward(const ConvParams& p, const float* x, const float* w, const 
       const int64_t first = p.in_row(p0, 0), count = p.in_row(p1 - 1, p.R - 1) - first + 1;
       const int64_t h0 = std::max<int64_t>(0, first), h1 = std::min(p.H, first + count);
       padded.assign(static_cast<size_t>(p.C * count * width), 0.0f);
-      for (int64_t c = 0; c < p.C; ++c)
+      for (int64_t c = 0; c < p.C && h0 < h1; ++c)
         pad_rows(p, x, n, c, h0, h1, width, padded.data() + (c * count + h0 - first) * width);
       rows_kernel(p, PaddedRows{padded.data(), count * width, first}, wp.data(), bias, y, n, p0, p1);
     }
