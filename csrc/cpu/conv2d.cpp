@@ -33,7 +33,7 @@ namespace {
 // Weights of group g as a packed GEMM operand: rows k, reduction kd, value w[(g*Kg + k) * red + kd]
 // (kd follows the weight's own layout, so this holds for NCHW and NHWC alike).
 template <typename T>
-std::vector<T> pack_weights(const ConvParams& p, const MicroKernel<T>& uk, const T* w, int64_t g, bool k_is_row) {
+Prepacked<T> pack_weights(const ConvParams& p, const MicroKernel<T>& uk, const T* w, int64_t g, bool k_is_row) {
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), width = k_is_row ? uk.mr : uk.nr;
   const T* wg = w + g * Kg * red;
   return prepack<T>(Kg, red, width, uk.kc, [&](T* dst, int64_t k0, int64_t klen, int64_t start, int64_t len) {
@@ -70,7 +70,7 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const bool nhwc = p.channels_last;
 
-  std::vector<std::vector<T>> packed(p.groups);
+  std::vector<Prepacked<T>> packed(p.groups);
   auto pack_groups = [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g)
       packed[g] = pack_weights(p, uk, w, g, !nhwc);
@@ -96,7 +96,7 @@ void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, 
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t g = t / blocks_per_group, j0 = (t % blocks_per_group) * block;
       const int64_t jlen = std::min(block, pixels - j0);
-      const std::vector<T>& wp = packed[g];
+      const Prepacked<T>& wp = packed[g];
       if (!nhwc) {
         T* c = y + g * Kg * p.PQ();
         const OutputMap map{p.PQ(), p.PQ(), p.K * p.PQ()};
@@ -217,7 +217,7 @@ void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const int64_t Kg = p.Kg(), Cg = p.Cg(), red = Cg * p.RS(), PQ = p.PQ();
   const bool nhwc = p.channels_last;
-  std::vector<std::vector<T>> packed(p.groups);  // weights with rows = taps, reduction = k
+  std::vector<Prepacked<T>> packed(p.groups);  // weights with rows = taps, reduction = k
   for (int64_t g = 0; g < p.groups; ++g) {
     const T* wg = w + g * Kg * red;
     const int64_t width = nhwc ? uk.nr : uk.mr;

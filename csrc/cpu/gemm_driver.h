@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "../conv_params.h"
@@ -115,16 +116,22 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
   }
 }
 
-// Packs a whole operand once (weights), in the layout gemm_block expects from a packer that is handed
-// k0 a multiple of kc and a panel-aligned start: block k0 holds ceil(extent/width) panels of klen x width.
-// The k blocks are packed in parallel (inline when called from inside a parallel region).
+// A whole operand packed once (weights). Not zero-filled first: the packers write every entry, padding
+// partial panels with zeros themselves, and a zero-filled vector of a layer's weights (up to ~10 MiB) was one
+// more pass, on one thread, that also took all the page faults.
+template <typename T>
+using Prepacked = std::unique_ptr<T[]>;
+
+// Packs a whole operand once, in the layout gemm_block expects from a packer that is handed k0 a multiple of
+// kc and a panel-aligned start: block k0 holds ceil(extent/width) panels of klen x width. The k blocks are
+// packed in parallel (inline when called from inside a parallel region).
 template <typename T, class PackPanels>
-std::vector<T> prepack(int64_t extent, int64_t K, int64_t width, int64_t kc, PackPanels&& pack_panels) {
-  std::vector<T> packed(static_cast<size_t>(round_up(extent, width) * K));
+Prepacked<T> prepack(int64_t extent, int64_t K, int64_t width, int64_t kc, PackPanels&& pack_panels) {
+  Prepacked<T> packed(new T[round_up(extent, width) * K]);
   at::parallel_for(0, ceil_div(K, kc), 1, [&](int64_t b0, int64_t b1) {
     for (int64_t k0 = b0 * kc; k0 < std::min(K, b1 * kc); k0 += kc) {
       const int64_t klen = std::min(kc, K - k0);
-      pack_panels(packed.data() + k0 * round_up(extent, width), k0, klen, int64_t{0}, extent);
+      pack_panels(packed.get() + k0 * round_up(extent, width), k0, klen, int64_t{0}, extent);
     }
   });
   return packed;
@@ -132,9 +139,9 @@ std::vector<T> prepack(int64_t extent, int64_t K, int64_t width, int64_t kc, Pac
 
 // Pointer into prepack()'s storage for the panels starting at `start` (a multiple of width) in k block k0.
 template <typename T>
-const T* prepacked_at(const std::vector<T>& packed, int64_t extent, int64_t width, int64_t k0, int64_t klen,
+const T* prepacked_at(const Prepacked<T>& packed, int64_t extent, int64_t width, int64_t k0, int64_t klen,
                       int64_t start) {
-  return packed.data() + k0 * round_up(extent, width) + (start / width) * klen * width;
+  return packed.get() + k0 * round_up(extent, width) + (start / width) * klen * width;
 }
 
 }  // namespace fastconv::cpu
