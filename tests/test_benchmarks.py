@@ -8,17 +8,23 @@ import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
-# Minor page faults of allocating, filling and freeing a 64 MiB tensor, after two warm-up rounds (the heap may
-# need one to settle): glibc maps such a block per call and unmaps it on free, so every round faults its 16384
-# pages in again unless memory is kept.
+# Minor page faults of allocating (malloc), filling and freeing a 64 MiB block, after two warm-up rounds: glibc
+# maps such a block per call and unmaps it on free, so every round faults its 16384 pages in again unless
+# memory is kept. (Through malloc itself: torch allocates with posix_memalign, which can leave a freed block just
+# too small for the next aligned request, so in a process doing nothing else a bare loop of torch.empty may go
+# on growing the heap; see _timing.keep_freed_memory.)
 FAULTS_SCRIPT = r"""
-import resource, sys
+import ctypes, resource, sys
 sys.path.insert(0, sys.argv[1])
-import torch
 from _timing import keep_freed_memory
 effect = keep_freed_memory() if sys.argv[2] == "keep" else None
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
 def round_():
-    torch.empty(16 << 20).fill_(1.0)
+    block = libc.malloc(64 << 20)
+    ctypes.memset(block, 1, 64 << 20)
+    libc.free(block)
 round_()
 round_()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
