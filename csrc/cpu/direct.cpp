@@ -105,7 +105,7 @@ void grad_weight_from_rows(const ConvParams& p, const float* dy, const float* x,
 
 // [n][a][b] -> [n][b][a] for N matrices of A x B: NHWC <-> NCHW with (A, B) = (HW, C) or (C, HW).
 void transpose_images(const float* src, float* dst, int64_t N, int64_t A, int64_t B) {
-  constexpr int64_t kBlock = 32;  // square tiles, so both sides move in cache lines
+  constexpr int64_t kBlock = 32;  // rows of s per task: its stores to d are runs of 32 floats, whole lines
   const int64_t a_blocks = ceil_div(A, kBlock);
   at::parallel_for(0, N * a_blocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
