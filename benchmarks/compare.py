@@ -10,8 +10,8 @@ CPU: every distinct conv layer of ResNet-18/CIFAR (batch 64 and 128; the 1x1 sho
 and backward in GB/s; an SGD training step of ResNet-18 and LeNet-5 on fastconv layers vs torch.nn layers (same
 weights, same data), with the peak memory of each. Torch and fastconv calls alternate within one process, medians
 are reported. ratio = torch time / fastconv time (> 1: fastconv is faster). % of peak is relative to the measured
-GEMM peak of the ISA fastconv runs on (see _timing.measure_cpu_peaks). --malloc keep times the kernels alone,
-without the page faults of glibc's re-mapped large blocks (see _timing.keep_freed_memory). Progress goes to
+GEMM peak of the ISA fastconv runs on (see _timing.measure_cpu_peaks). --malloc keep times the kernels without
+(mostly: see _timing.keep_freed_memory) the page faults of glibc's re-mapped large blocks. Progress goes to
 stderr as the run goes; the report (header, tables, summary) to stdout at the end.
 
 CUDA (--device cuda): see _cuda.py (cuDNN in fp32, TF32, fp16, bf16; CUDA-event timing; AMP training step).
@@ -46,8 +46,8 @@ def parse_args(argv=None):
     ap.add_argument("--malloc", choices=("system", "keep"), default="system",
                     help="CPU: 'system' (default) leaves glibc's malloc as users get it: tensors of 32 MiB+ are\n"
                          "mapped and unmapped per call and faulted in again, by both sides, not equally; 'keep'\n"
-                         "keeps freed memory in the process, as jemalloc/tcmalloc do, so the timings are the\n"
-                         "kernels' alone (--save then names the files ...-malloc-keep). Peak memory is always\n"
+                         "keeps freed memory in the process, as jemalloc/tcmalloc do, so the timings are (mostly)\n"
+                         "the kernels' alone (--save then names the files ...-malloc-keep). Peak memory is always\n"
                          "measured with 'system'")
     ap.add_argument("--amp-dtype", choices=("fp16", "bf16"), default="fp16", help="CUDA training step precision")
     ap.add_argument("--no-cudnn-benchmark", action="store_true", help="CUDA: leave torch.backends.cudnn.benchmark off")
