@@ -258,12 +258,10 @@ void grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
           T* dst = dy_packed.data() + k0 * panels;
           if (!nhwc) {
             pack_panels_by_row(dst, k0, klen, j0, jlen, dy_width, [&](T* out, int64_t k, int64_t j, int64_t cnt) {
-              for (int64_t i = 0; i < cnt;) {  // runs within one image
-                const int64_t n = (j + i) / PQ, pq = (j + i) % PQ, len = std::min(cnt - i, PQ - pq);
+              for_runs_in_images(PQ, j, cnt, [&](int64_t n, int64_t pq, int64_t i, int64_t len) {
                 const T* src = dy + (n * p.K + g * Kg + k) * PQ + pq;
                 std::copy(src, src + len, out + i);
-                i += len;
-              }
+              });
             });
           } else {
             for (int64_t pos = 0; pos < jlen; pos += dy_width)  // pixels are p.K apart in dy
@@ -365,13 +363,10 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
         auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
           for (int64_t pos = 0; pos < alen; pos += uk.mr) {
             const int64_t rows = std::min<int64_t>(uk.mr, alen - pos);
-            int64_t n = (pix0 + k0) / PQ, pq = (pix0 + k0) % PQ;
-            for (int64_t i = 0; i < klen; ++n, pq = 0) {  // runs within one image
-              const int64_t len = std::min(klen - i, PQ - pq);
+            for_runs_in_images(PQ, pix0 + k0, klen, [&](int64_t n, int64_t pq, int64_t i, int64_t len) {
               const T* src = dy + (n * p.K + g * Kg + a0 + pos) * PQ + pq;
               uk.transpose_panel(src, PQ, rows, len, dst + pos * klen + i * uk.mr, uk.mr);
-              i += len;
-            }
+            });
           }
           return static_cast<const T*>(dst);
         };

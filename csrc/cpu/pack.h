@@ -26,6 +26,18 @@ void pack_panels_by_row(T* dst, int64_t k0, int64_t klen, int64_t start, int64_t
   }
 }
 
+// Calls fn(n, pq, i, len) for pixels j0 .. j0 + count of an NCHW batch (PQ pixels per image) cut into runs
+// that stay within one image: run i .. i + len of the range starts at pixel pq of image n.
+template <class Fn>
+inline void for_runs_in_images(int64_t PQ, int64_t j0, int64_t count, Fn&& fn) {
+  int64_t n = j0 / PQ, pq = j0 % PQ;
+  for (int64_t i = 0; i < count; ++n, pq = 0) {
+    const int64_t len = std::min(count - i, PQ - pq);
+    fn(n, pq, i, len);
+    i += len;
+  }
+}
+
 // Reduction index of a conv over an NCHW input: kd = (c * R + r) * S + s. Over NHWC: kd = (r * S + s) * Cg + c.
 struct Tap {
   int64_t c, r, s;

@@ -158,18 +158,14 @@ inline Strides strides_of(const ConvParams& p, int64_t channels, int64_t rows, i
 // Visits (a, j), a < A channels and j < J tiles, with the index along which the tensor is contiguous
 // innermost: tiles (along w) for NCHW, channels for NHWC.
 template <class F>
-inline void for_each_channel_tile(bool channels_last, int64_t a0, int64_t a1, int64_t J, F&& f) {
+inline void for_each_channel_tile(bool channels_last, int64_t A, int64_t J, F&& f) {
   if (channels_last) {
     for (int64_t j = 0; j < J; ++j)
-      for (int64_t a = a0; a < a1; ++a) f(a, j);
+      for (int64_t a = 0; a < A; ++a) f(a, j);
   } else {
-    for (int64_t a = a0; a < a1; ++a)
+    for (int64_t a = 0; a < A; ++a)
       for (int64_t j = 0; j < J; ++j) f(a, j);
   }
-}
-template <class F>
-inline void for_each_channel_tile(bool channels_last, int64_t A, int64_t J, F&& f) {
-  for_each_channel_tile(channels_last, 0, A, J, f);
 }
 
 constexpr int kLanes = 16;  // tiles transformed together
