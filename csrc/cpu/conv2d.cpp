@@ -21,6 +21,7 @@
 
 #include "depthwise.h"
 #include "gemm_driver.h"
+#include "huge_pages.h"
 #include "pack.h"
 #include "phase_planes.h"
 #include "direct.h"
@@ -340,7 +341,7 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t chunks = std::max<int64_t>(1, std::min({p.N, ceil_div(16, tiles), memory_cap, p.N / min_chunk_images}));
   const bool direct = chunks == 1;  // else partial results, reduced at the end
   // Not zeroed: every chunk's first k block stores (rather than adds) every entry of its partial result.
-  std::unique_ptr<T[]> partial(direct ? nullptr : new T[chunks * total]);
+  std::unique_ptr<T[]> partial = direct ? nullptr : fresh_array<T>(chunks * total);
 
   const bool from_planes = packs_from_planes(p);
 

@@ -17,6 +17,7 @@
 
 #include "../conv_params.h"
 #include "gemm_micro.h"
+#include "huge_pages.h"
 
 namespace fastconv::cpu {
 
@@ -127,7 +128,7 @@ using Prepacked = std::unique_ptr<T[]>;
 // packed in parallel (inline when called from inside a parallel region).
 template <typename T, class PackPanels>
 Prepacked<T> prepack(int64_t extent, int64_t K, int64_t width, int64_t kc, PackPanels&& pack_panels) {
-  Prepacked<T> packed(new T[round_up(extent, width) * K]);
+  Prepacked<T> packed = fresh_array<T>(round_up(extent, width) * K);
   at::parallel_for(0, ceil_div(K, kc), 1, [&](int64_t b0, int64_t b1) {
     for (int64_t k0 = b0 * kc; k0 < std::min(K, b1 * kc); k0 += kc) {
       const int64_t klen = std::min(kc, K - k0);

@@ -6,6 +6,7 @@
 #include "../op_checks.h"
 #include "conv2d.h"
 #include "gemm_micro.h"
+#include "huge_pages.h"
 #include "maxpool2d.h"
 
 namespace fastconv::cpu {
@@ -26,6 +27,13 @@ at::Tensor finish(const at::Tensor& computed, at::ScalarType dtype) {
   return computed.scalar_type() == dtype ? computed : computed.to(dtype);
 }
 
+// A fresh output for the kernel to fill (huge_pages.h says why it is advised).
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+  advise_huge_pages(t.data_ptr(), t.nbytes());
+  return t;
+}
+
 void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "fastconv: expected ", name, " on the CPU, got ", t.device());
 }
@@ -39,7 +47,7 @@ at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight, const st
   const at::Tensor x = kernel_input(input, fmt), w = kernel_input(weight, fmt);
   const bool has_bias = bias.has_value() && bias->defined();
   const at::Tensor b = has_bias ? kernel_input(*bias, at::MemoryFormat::Contiguous) : at::Tensor();
-  at::Tensor y = at::empty({p.N, p.K, p.P, p.Q}, x.options().memory_format(fmt));
+  at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, x.options().memory_format(fmt));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastconv_conv2d", [&] {
     conv2d_forward<scalar_t>(p, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                              has_bias ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
@@ -55,7 +63,7 @@ at::Tensor conv2d_grad_input_op(const at::Tensor& grad_output, const at::Tensor&
   check_cpu(input, "input");
   const auto fmt = conv_memory_format(p);
   const at::Tensor dy = kernel_input(grad_output, fmt), w = kernel_input(weight, fmt);
-  at::Tensor dx = at::empty(input.sizes(), dy.options().memory_format(fmt));
+  at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_conv2d_grad_input", [&] {
     conv2d_grad_input<scalar_t>(p, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                 dx.mutable_data_ptr<scalar_t>());
@@ -100,8 +108,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_op(const at::Tensor& input, at::In
   check_cpu(input, "input");
   const auto fmt = pool_memory_format(p);
   const at::Tensor x = kernel_input(input, fmt);
-  at::Tensor y = at::empty({p.N, p.C, p.P, p.Q}, x.options().memory_format(fmt));
-  at::Tensor indices = at::empty({p.N, p.C, p.P, p.Q}, x.options().dtype(at::kLong).memory_format(fmt));
+  at::Tensor y = empty_output({p.N, p.C, p.P, p.Q}, x.options().memory_format(fmt));
+  at::Tensor indices = empty_output({p.N, p.C, p.P, p.Q}, x.options().dtype(at::kLong).memory_format(fmt));
   AT_DISPATCH_ALL_TYPES(x.scalar_type(), "fastconv_max_pool2d", [&] {
     max_pool2d_forward<scalar_t>(p, x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
                                  indices.mutable_data_ptr<int64_t>());
@@ -114,7 +122,7 @@ at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& i
   check_cpu(input, "input");
   const auto fmt = pool_memory_format(p);
   const at::Tensor dy = kernel_input(grad_output, fmt), idx = indices.contiguous(fmt);
-  at::Tensor dx = at::empty(input.sizes(), dy.options().memory_format(fmt));  // the kernel zeroes it
+  at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));  // the kernel zeroes it
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_max_pool2d_grad", [&] {
     ok = max_pool2d_backward<scalar_t>(p, dy.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(),

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "gemm_driver.h"
+#include "huge_pages.h"
 #include "pack.h"
 
 namespace fastconv::cpu {
@@ -326,7 +327,7 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
   // reduction c in blocks of kc), planes skewed as V's are below; rows past K are zeros, the skew gaps are
   // never read.
   const int64_t u_stride = round_up(K, uk.mr) * C + 32;
-  std::unique_ptr<T[]> packed_u(new T[kXi * u_stride]);
+  std::unique_ptr<T[]> packed_u = fresh_array<T>(kXi * u_stride);
   at::parallel_for(0, ceil_div(K, uk.mr), 1, [&](int64_t panel0, int64_t panel1) {
     for (int64_t panel = panel0; panel < panel1; ++panel)
       switch (uk.mr) {  // the panel width as a constant: vector transforms and stores
@@ -439,7 +440,7 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t memory_cap = std::max<int64_t>(1, (int64_t{64} << 20) / (kXi * m_stride * int64_t{sizeof(T)}));
   const int64_t chunks = planes_in_parallel ? 1 : std::max<int64_t>(1, std::min<int64_t>({blocks, 4, memory_cap}));
   // Left uninitialised (first writes overwrite): zero-filling fresh pages costs as much as the GEMMs here.
-  std::unique_ptr<T[]> partial(new T[chunks * kXi * m_stride]);
+  std::unique_ptr<T[]> partial = fresh_array<T>(chunks * kXi * m_stride);
 
   const Strides xs = strides_of(p, C, p.H, p.W), ys = strides_of(p, K, p.P, p.Q);
   const int64_t e_stride = round_up(K, uk.mr) * block + 32, v_stride = round_up(C, uk.nr) * block + 32;
