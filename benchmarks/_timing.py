@@ -29,13 +29,19 @@ def _once(fn):
     return time.perf_counter() - t
 
 
-def interleaved_cpu(fa, fb, *, warmup=2, min_runs=5, min_time=0.2, max_runs=1000, max_time=12.0):
-    """Time fa (torch) and fb (fastconv) alternately, A B B A A B ..., after `warmup` calls of each; enough runs
-    that each side spends >= min_time (and >= min_runs runs; stops early after max_time seconds in all).
-    Returns (summary_a, summary_b) in seconds."""
-    for _ in range(warmup):
+def interleaved_cpu(fa, fb, *, warmup=2, warmup_time=0.0, min_runs=5, min_time=0.2, max_runs=1000, max_time=12.0):
+    """Time fa (torch) and fb (fastconv) alternately, A B B A A B ..., after warming both up (>= `warmup` calls
+    of each and >= warmup_time seconds in all); enough runs that each side spends >= min_time (and >= min_runs
+    runs; stops early after max_time seconds in all). Returns (summary_a, summary_b) in seconds.
+
+    Why warm up by time: on our VMs the host takes back memory the guest leaves free (virtio-balloon free page
+    reporting), so the first large buffers a process touches fault in slowly, 2 MiB huge pages most of all
+    (~3 ms each), until the process recycles its own; a few calls were not enough for that to settle."""
+    calls, start = 0, time.perf_counter()
+    while calls < warmup or time.perf_counter() - start < warmup_time:
         fa()
         fb()
+        calls += 1
     ta, tb = _once(fa), _once(fb)
     runs = max(min_runs, math.ceil(min_time / max(min(ta, tb), 1e-7)))
     runs = min(runs, max(max_runs, min_runs))

@@ -95,8 +95,8 @@ def run_cpu(args, results):
     from _timing import interleaved_cpu, machine_info, measure_cpu_peaks, merge_cpu_peaks
 
     quick = args.quick
-    tk = (dict(warmup=1, min_runs=3, min_time=0.05, max_time=3.0) if quick
-          else dict(warmup=2, min_runs=7, min_time=0.25, max_time=12.0))
+    tk = (dict(warmup=1, warmup_time=0.05, min_runs=3, min_time=0.05, max_time=3.0) if quick
+          else dict(warmup=2, warmup_time=0.3, min_runs=7, min_time=0.25, max_time=12.0))
     info = machine_info("cpu")
     info["malloc"] = args.malloc_effect or "system default (glibc maps and unmaps large blocks per call)"
     threads = info["threads"]
@@ -110,8 +110,9 @@ def run_cpu(args, results):
         f"load average at start: {info['loadavg']} (a shared machine: torch and fastconv calls alternate, so the "
         f"ratios stay fair while absolute rates suffer)",
         f"malloc: {info['malloc']}",
-        f"mode: {'quick' if quick else 'full'}; timing: interleaved torch/fastconv, {tk['warmup']} warm-up calls "
-        f"each, >= {tk['min_runs']} runs and >= {tk['min_time']} s per side, medians (time.perf_counter)",
+        f"mode: {'quick' if quick else 'full'}; timing: interleaved torch/fastconv, warm-up >= {tk['warmup']} calls "
+        f"each and >= {tk['warmup_time']} s, then >= {tk['min_runs']} runs and >= {tk['min_time']} s per side, "
+        f"medians (time.perf_counter)",
     ]
     for line in header:
         log(line)

@@ -3,6 +3,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -48,3 +49,23 @@ def test_keep_freed_memory_stops_refaulting_large_blocks():
     if system < 1000:  # huge pages (THP "always") or a preloaded allocator that keeps memory: nothing to stop
         pytest.skip(f"the system malloc re-faulted only {system} pages in 3 rounds here")
     assert kept * 10 < system, (kept, system)
+
+
+def test_interleaved_cpu_warms_up_for_warmup_time():
+    sys.path.insert(0, BENCH)
+    try:
+        from _timing import interleaved_cpu
+    finally:
+        sys.path.remove(BENCH)
+    calls = {"a": 0, "b": 0}
+
+    def call(side):
+        def run():
+            calls[side] += 1
+            time.sleep(0.002)
+        return run
+
+    interleaved_cpu(call("a"), call("b"), warmup=1, warmup_time=0.1, min_runs=2, min_time=0.0)
+    # warm-up: pairs of >= 4 ms for >= 0.1 s, so more than the 1 call `warmup` asks for (without warmup_time
+    # there would be 1 + 1 + 2 calls a side) and at most 26; then 1 + 2 timed
+    assert 1 + 1 + 2 < calls["a"] == calls["b"] <= 26 + 3, calls

@@ -1,12 +1,17 @@
 // Large fresh memory that is written at once: outputs, prepacked operands, partial sums.
 //
-// glibc serves a large allocation (over its mmap threshold, which tops out at 32 MiB) with a fresh mmap, and the
-// first touch of it faults in one 4 KiB page at a time. On our VMs that is ~1.6 us a page: 13-16 ms for 32 MiB
-// on one thread, longer than the pooling backward that fills such a buffer. Transparent huge pages on the
-// 2 MiB-aligned interior make it ~1.5 ms. The kernel's THP mode is "madvise" on these machines, so nothing
-// happens unless asked. torch asks for every allocation under THP_MEM_ALLOC_ENABLE=1; we ask only for buffers
-// we are about to fill, and only for whole 2 MiB pages inside them, so no memory is added. A huge-page fault may
-// compact memory first (the kernel's THP "defrag" setting); FASTCONV_HUGE_PAGES=0 turns the advice off.
+// By default glibc serves every allocation of 32 MiB or more (its mmap threshold never rises above that) with a
+// fresh mmap, and the first touch of it faults in one 4 KiB page at a time: on our VMs ~1.6 us a page, 13-16 ms for
+// 32 MiB on one thread, longer than the pooling backward that fills such a buffer. Transparent huge pages make
+// it ~1.5 ms. The kernel's THP mode is "madvise" on these machines, so nothing happens unless asked; torch asks
+// for every allocation under THP_MEM_ALLOC_ENABLE=1. We ask only for buffers of 32 MiB or more that we are
+// about to fill, and only for whole 2 MiB pages inside them, so no memory is added.
+//
+// Not below 32 MiB: glibc mostly recycles such blocks from its heap, already faulted in, and our VMs' host takes
+// back memory the guest leaves free (virtio-balloon free page reporting), so a huge page can come from memory
+// the host must fault in again, ~3 ms for 2 MiB. Advising 16 MiB outputs made the first layer's forward at
+// batch 64 slower (4.5-6 ms -> 8-26 ms in the first hundreds of calls of a process), not faster.
+// FASTCONV_HUGE_PAGES=0 turns the advice off.
 #pragma once
 
 #include <cstddef>
@@ -21,13 +26,15 @@
 
 namespace fastconv::cpu {
 
+constexpr size_t kHugePageAdviceMin = size_t{32} << 20;
+
 inline void advise_huge_pages(void* data, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   static const bool enabled = [] {
     const char* setting = std::getenv("FASTCONV_HUGE_PAGES");
     return setting == nullptr || std::strcmp(setting, "0") != 0;
   }();
-  if (!enabled) return;
+  if (!enabled || bytes < kHugePageAdviceMin) return;
   constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
   const auto begin = reinterpret_cast<uintptr_t>(data);
   const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
