@@ -211,6 +211,14 @@ def test_max_pool2d_zero_batch(layout):
     _assert_same(expected, got)
 
 
+def test_max_pool2d_channels_last_few_channels_large_image(isa):
+    """channels_last with fewer channels than a vector goes through per-image planes up to 2^20 elements per
+    image (maxpool2d.cpp, kPlanarImageMax); a larger image takes the NHWC row kernel's per-channel path."""
+    x = _input(1, 3, 600, 590, torch.float32, "special", "channels_last", seed=5)
+    expected, got = _pool_both(x, dict(kernel_size=3, stride=2, padding=1))
+    _assert_same(expected, got)
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_max_pool2d_larger_channels_last(layout):
     """More channels than one vector / one backward channel block (NHWC kernels block channels by 64)."""
