@@ -189,6 +189,30 @@ inline void lane_groups(int64_t count, int64_t align, std::vector<LaneGroup>& ou
   }
 }
 
+// A tile row's run of values: up to 34 on large maps, 2-6 on a 4x4 one. GCC turns a plain loop into a memcpy
+// or memset call, which costs more than a copy that short (memmove and memset were ~6% of a ResNet-18 training
+// step's samples); the empty asm makes the loop opaque to that pattern match: the 4x4 and 8x8 layers' passes
+// ran 2-5% faster. Long contiguous runs still go to memcpy: element by element, the 64-channel layer's forward
+// at 32x32 measured 0.81x.
+template <typename T>
+inline void copy_run(T* dst, int64_t dst_step, const T* src, int64_t src_step, int64_t n) {
+  if (dst_step == 1 && src_step == 1 && n >= 8) {
+    std::memcpy(dst, src, n * sizeof(T));
+    return;
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    dst[k * dst_step] = src[k * src_step];
+    asm("" : "+r"(k));
+  }
+}
+template <typename T>
+inline void zero_run(T* dst, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    dst[k] = T(0);
+    asm("" : "+r"(k));
+  }
+}
+
 // Calls f(l0, len, tile) for each run of lanes [l0, l0 + len) of a group that lies in one tile row.
 template <class F>
 inline void for_each_row_segment(const TileAt* tiles, int64_t lanes, int64_t TW, F&& f) {
@@ -215,12 +239,9 @@ inline void input_tiles(const ConvParams& p, const Strides& xs, const T* x, int6
       const int64_t h = h0 + i;
       const bool inside = static_cast<uint64_t>(h) < static_cast<uint64_t>(p.H);
       const int64_t a = inside ? lo : 0, b = inside ? hi : 0;
-      for (int64_t k = 0; k < a; ++k) row[k] = T(0);
-      if (inside) {
-        const T* src = x + xs.at(first.n, c, h, w0);
-        for (int64_t k = a; k < b; ++k) row[k] = src[k * xs.col];
-      }
-      for (int64_t k = b; k < cols; ++k) row[k] = T(0);
+      zero_run(row, a);
+      if (inside) copy_run(row + a, 1, x + xs.at(first.n, c, h, w0) + a * xs.col, xs.col, b - a);
+      zero_run(row + b, cols - b);
       for (int j = 0; j < kTile; ++j)
         for (int64_t l = 0; l < len; ++l) d[i][j][l0 + l] = row[2 * l + j];
     }
@@ -242,11 +263,8 @@ inline void grad_output_tiles(const ConvParams& p, const Strides& ys, const T* d
     for (int i = 0; i < 2; ++i) {
       T row[2 * kLanes];
       const int64_t filled = oh + i < p.P ? cols : 0;
-      if (filled > 0) {
-        const T* src = dy + ys.at(first.n, k, oh + i, ow);
-        for (int64_t q = 0; q < filled; ++q) row[q] = src[q * ys.col];
-      }
-      for (int64_t q = filled; q < 2 * len; ++q) row[q] = T(0);
+      if (filled > 0) copy_run(row, 1, dy + ys.at(first.n, k, oh + i, ow), ys.col, filled);
+      zero_run(row + filled, 2 * len - filled);
       for (int jj = 0; jj < 2; ++jj)
         for (int64_t l = 0; l < len; ++l) e[i][jj][l0 + l] = row[2 * l + jj];
     }
@@ -408,11 +426,7 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
               row[2 * l] = yt[i][0][l0 + l] + bk;
               row[2 * l + 1] = yt[i][1][l0 + l] + bk;
             }
-            T* out = y + ys.at(at.n, k, oh + i, ow);
-            if (ys.col == 1)  // a plain loop: std::copy of a run-time length is a memmove call, per 4 floats on 4x4 maps
-              for (int64_t q = 0; q < cols; ++q) out[q] = row[q];
-            else
-              for (int64_t q = 0; q < cols; ++q) out[q * ys.col] = row[q];
+            copy_run(y + ys.at(at.n, k, oh + i, ow), ys.col, row, 1, cols);
           }
         });
       });
