@@ -240,7 +240,7 @@ inline void input_tiles(const ConvParams& p, const Strides& xs, const T* x, int6
       const bool inside = static_cast<uint64_t>(h) < static_cast<uint64_t>(p.H);
       const int64_t a = inside ? lo : 0, b = inside ? hi : 0;
       zero_run(row, a);
-      if (inside) copy_run(row + a, 1, x + xs.at(first.n, c, h, w0) + a * xs.col, xs.col, b - a);
+      if (inside) copy_run(row + a, 1, x + xs.at(first.n, c, h, w0 + a), xs.col, b - a);  // from column lo on
       zero_run(row + b, cols - b);
       for (int j = 0; j < kTile; ++j)
         for (int64_t l = 0; l < len; ++l) d[i][j][l0 + l] = row[2 * l + j];
