@@ -61,7 +61,8 @@ for name, t in [("conv2d", y), ("conv2d_grad_input", dx), ("max_pool2d", pooled)
 
 
 def _advised(setting):
-    env = {k: v for k, v in os.environ.items() if k != "FASTCONV_HUGE_PAGES"}
+    # THP_MEM_ALLOC_ENABLE=1 would have torch advise every allocation itself
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTCONV_HUGE_PAGES", "THP_MEM_ALLOC_ENABLE")}
     if setting is not None:
         env["FASTCONV_HUGE_PAGES"] = setting
     out = subprocess.run([sys.executable, "-c", OPS_SCRIPT], capture_output=True, text=True, check=True,

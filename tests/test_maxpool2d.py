@@ -211,11 +211,15 @@ def test_max_pool2d_zero_batch(layout):
     _assert_same(expected, got)
 
 
-def test_max_pool2d_channels_last_few_channels_large_image(isa):
-    """channels_last with fewer channels than a vector goes through per-image planes up to 2^20 elements per
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, stride=2, padding=1),
+                                    dict(kernel_size=(2, 3), stride=(2, 1), dilation=(2, 1), ceil_mode=True)],
+                         ids=["k3s2p1", "dilated-ceil"])
+def test_max_pool2d_channels_last_few_channels_large_image(kwargs, dtype, isa):
+    """channels_last with fewer channels than a vector goes through per-image planes up to 2^18 elements per
     image (maxpool2d.cpp, kPlanarImageMax); a larger image takes the NHWC row kernel's per-channel path."""
-    x = _input(1, 3, 600, 590, torch.float32, "special", "channels_last", seed=5)
-    expected, got = _pool_both(x, dict(kernel_size=3, stride=2, padding=1))
+    x = _input(1, 3, 300, 295, dtype, "special", "channels_last", seed=5)
+    expected, got = _pool_both(x, kwargs)
     _assert_same(expected, got)
 
 

@@ -5,7 +5,10 @@
 // 32 MiB on one thread, longer than the pooling backward that fills such a buffer. Transparent huge pages make
 // it ~1.5 ms. The kernel's THP mode is "madvise" on these machines, so nothing happens unless asked; torch asks
 // for every allocation under THP_MEM_ALLOC_ENABLE=1. We ask only for buffers of 32 MiB or more that we are
-// about to fill, and only for whole 2 MiB pages inside them, so no memory is added.
+// about to fill, and only for whole 2 MiB pages inside them, so no memory is added. (Where such a buffer is
+// reused heap memory instead - glibc with M_MMAP_MAX=0, as compare.py --malloc keep sets, or jemalloc / tcmalloc -
+// the range stays marked after the buffer is freed, and memory the allocator gives back and touches again there
+// comes back in 2 MiB pages.)
 //
 // Not below 32 MiB: glibc mostly recycles such blocks from its heap, already faulted in, and our VMs' host takes
 // back memory the guest leaves free (virtio-balloon free page reporting), so a huge page can come from memory

@@ -31,13 +31,16 @@ PoolRowKernels<T, Pos> row_kernels(Isa isa) {
 }
 
 // NHWC with fewer channels than a vector: the NHWC row kernel would do every channel as a scalar tail, so
-// instead each image is transposed to planes in a scratch that stays in cache, pooled by the vectorised NCHW
-// rows, and transposed back (LeNet's 6-channel pool at batch 64, 2 threads: 0.79-0.89 -> 0.25 ms; torch 0.31).
-// Tasks over images.
+// instead each image is transposed to planes in a per-thread scratch, pooled by the vectorised NCHW rows, and
+// transposed back (LeNet's 6-channel pool at batch 64, 2 threads: 0.79-0.89 -> 0.25 ms; torch 0.31). Tasks over
+// images, so only with enough images to go round: one thread this way does ~4x what one thread of the row
+// kernel does.
 constexpr int64_t kPlanarChannelsMax = 15;
-constexpr int64_t kPlanarImageMax = int64_t{1} << 20;  // elements of one image: scratch of a few MiB at most
+// Elements of one image: the scratch (its planes, outputs and int64 indices) stays under ~4 MiB for float.
+constexpr int64_t kPlanarImageMax = int64_t{1} << 18;
 bool pools_through_planes(const PoolParams& p) {
-  return p.channels_last && p.C <= kPlanarChannelsMax && p.HW() * p.C <= kPlanarImageMax;
+  return p.channels_last && p.C <= kPlanarChannelsMax && p.HW() * p.C <= kPlanarImageMax &&
+         4 * p.N >= at::get_num_threads();
 }
 
 template <typename T, typename Pos>
