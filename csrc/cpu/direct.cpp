@@ -130,19 +130,22 @@ ConvParams as_nchw(const ConvParams& p) {
   return q;
 }
 
-// Runs fn(slice, n0, scratch) for slices of a channels_last problem's batch: `slice` is the NCHW twin of
-// images n0 .. n0 + slice.N, scratch holds per_image floats for each of them. A slice at a time through one
-// scratch buffer of ~4 MiB (one image's worth when that is more): the copies stay in cache, and only that
-// buffer's pages are faulted in, not a batch-sized copy's (two 16 MiB copies took 3x the first layer's NCHW
-// grad-input).
+// Runs fn(slice, n0, xt, kt) for slices of a channels_last problem's batch: `slice` is the NCHW twin of images
+// n0 .. n0 + slice.N, xt their input x transposed to NCHW, kt room for their K-channel NCHW tensor (dy or y).
+// A slice at a time through one scratch buffer of ~4 MiB (one image's worth when that is more): the copies stay
+// in cache, and only that buffer's pages are faulted in, not a batch-sized copy's (two 16 MiB copies took 3x the
+// first layer's NCHW grad-input).
 template <class Fn>
-void over_nchw_slices(const ConvParams& p, int64_t per_image, Fn&& fn) {
+void over_nchw_slices(const ConvParams& p, const float* x, Fn&& fn) {
+  const int64_t x_image = p.C * p.HW(), per_image = x_image + p.K * p.PQ();
   const int64_t slice = std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(per_image, 1), 1, p.N);
   std::unique_ptr<float[]> scratch(new float[slice * per_image]);
   ConvParams q = as_nchw(p);
   for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
     q.N = std::min(slice, p.N - n0);
-    fn(static_cast<const ConvParams&>(q), n0, scratch.get());
+    float* xt = scratch.get();
+    transpose_images(x + n0 * x_image, xt, q.N, p.HW(), p.C);
+    fn(static_cast<const ConvParams&>(q), n0, static_cast<const float*>(xt), xt + q.N * x_image);
   }
 }
 
@@ -191,10 +194,7 @@ void small_c_grad_weight(const ConvParams& p, const float* dy, const float* x, f
   std::vector<float> dw_nchw;
   if (p.channels_last) {  // NCHW copies of x and dy; the sums go on over the slices in image order
     dw_nchw.resize(static_cast<size_t>(p.K * p.C * p.R * p.S));
-    over_nchw_slices(p, p.C * p.HW() + p.K * p.PQ(), [&](const ConvParams& slice, int64_t n0, float* scratch) {
-      float* xt = scratch;
-      float* dyt = scratch + slice.N * p.C * p.HW();
-      transpose_images(x + n0 * p.HW() * p.C, xt, slice.N, p.HW(), p.C);
+    over_nchw_slices(p, x, [&](const ConvParams& slice, int64_t n0, const float* xt, float* dyt) {
       transpose_images(dy + n0 * p.PQ() * p.K, dyt, slice.N, p.PQ(), p.K);
       add_sums(slice, dyt, xt);
     });
@@ -213,10 +213,7 @@ void small_k_forward(const ConvParams& p, const float* x, const float* w, const 
   if (p.channels_last) {  // through NCHW copies of x and y
     std::vector<float> wt(static_cast<size_t>(p.K * p.C * p.R * p.S));
     copy_weights(p, w, as_nchw(p), wt.data());
-    over_nchw_slices(p, p.C * p.HW() + p.K * p.PQ(), [&](const ConvParams& slice, int64_t n0, float* scratch) {
-      float* xt = scratch;
-      float* yt = scratch + slice.N * p.C * p.HW();
-      transpose_images(x + n0 * p.HW() * p.C, xt, slice.N, p.HW(), p.C);
+    over_nchw_slices(p, x, [&](const ConvParams& slice, int64_t n0, const float* xt, float* yt) {
       small_k_forward(slice, xt, wt.data(), bias, yt);
       transpose_images(yt, y + n0 * p.PQ() * p.K, slice.N, p.K, p.PQ());
     });
