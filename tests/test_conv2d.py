@@ -360,6 +360,35 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
         assert not torch.equal(got, wino), f"{name}: the Winograd path did not run"
 
 
+# (N, C, K, H, W, padding): NCHW batches of 8 or more take the image-lane Winograd forward (groups of 16 images;
+# a last group of 4, one of 1, a batch of 8 alone), blocks of whole tile rows and parts of one (a wide map), edge
+# tiles half outside, padding 0 and 2, a 2x2 map.
+IMAGE_LANE_CASES = [(20, 33, 35, 5, 6, 2), (17, 40, 36, 9, 4, 0), (8, 32, 32, 3, 70, 1), (16, 48, 64, 2, 2, 1),
+                    (16, 64, 40, 8, 8, 1)]
+
+
+@pytest.mark.parametrize("case", IMAGE_LANE_CASES, ids=[str(i) for i in range(len(IMAGE_LANE_CASES))])
+def test_conv2d_winograd_image_lanes_match_tile_lanes(case, isa):
+    """The forward and grad-input of an NCHW batch (lanes over images) against torch, and bitwise the same
+    as each image alone (a batch of one: lanes over tiles), which computes every tile the same way."""
+    N, C, K, H, W, pad = case
+    gen = torch.Generator().manual_seed(N + C)
+    x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
+    args = ([1, 1], [pad] * 4, [1, 1], 1)
+    ops = torch.ops.fastconv
+    got = ops.conv2d(x, w, b, *args)
+    expected = F.conv2d(x.double(), w.double(), b.double(), padding=pad)
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=2e-6 * expected.abs().max().item())
+    gy = torch.randn(got.shape, generator=gen)
+    got_dx = ops.conv2d_grad_input(gy, x, w, *args)
+    xd = x.double().requires_grad_()
+    (expected_dx,) = torch.autograd.grad(F.conv2d(xd, w.double(), padding=pad), xd, gy.double())
+    torch.testing.assert_close(got_dx.double(), expected_dx, rtol=0, atol=2e-6 * expected_dx.abs().max().item())
+    for n in range(N):
+        assert torch.equal(got[n:n + 1], ops.conv2d(x[n:n + 1], w, b, *args)), f"image {n}"
+        assert torch.equal(got_dx[n:n + 1], ops.conv2d_grad_input(gy[n:n + 1], x[n:n + 1], w, *args)), f"dx image {n}"
+
+
 # --- the direct paths for thin convs (few output channels forward, few taps grad-weight; NCHW float32) ------
 
 # (N, C, K, H, W, kernel, stride, padding, dilation): rows of several vectors with a partial last one, a

@@ -192,6 +192,7 @@ bool winograd_applies(const ConvParams& p) {
 
 template <typename T>
 void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped) {
+  if (!p.channels_last && p.N >= kImageLanesMinBatch) return forward_image_lanes(p, x, w, bias, y, flipped);
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const int64_t C = p.C, K = p.K, TH = ceil_div(p.P, 2), TW = ceil_div(p.Q, 2), tiles = p.N * TH * TW;
 

@@ -208,4 +208,10 @@ void block_gemms(const ConvParams& p, const MicroKernel<T>& uk, const Transforme
   }
 }
 
+// The NCHW forward with lanes over images (winograd_images.cpp), for batches of at least kImageLanesMinBatch
+// (fewer images leave the vectors mostly empty).
+constexpr int64_t kImageLanesMinBatch = 8;
+template <typename T>
+void forward_image_lanes(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped);
+
 }  // namespace fastconv::cpu::winograd
