@@ -46,17 +46,34 @@ struct OutputMap {
   }
 };
 
+// Scratch of n T from a 64-byte boundary, grown on demand (contents not kept): a vector of a packed panel then
+// never straddles two cache lines, as glibc's malloc (16-byte aligned) made every other AVX-512 load of one do.
+template <typename T>
+class AlignedBuffer {
+ public:
+  T* data() const { return data_; }
+  void reserve(size_t n) {
+    if (n <= size_) return;
+    storage_.reset(new T[n + 64 / sizeof(T)]);
+    data_ = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(storage_.get()) + 63) & ~uintptr_t{63});
+    size_ = n;
+  }
+
+ private:
+  std::unique_ptr<T[]> storage_;
+  T* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // Per-thread packing buffers, grown on demand.
 template <typename T>
 struct PackBuffers {
-  std::vector<T> a, b, tile;
+  AlignedBuffer<T> a, b, tile;
   std::vector<int64_t> col_offset;
   void reserve(const MicroKernel<T>& uk, int64_t nlen) {
-    const size_t a_size = static_cast<size_t>(round_up(uk.mc, uk.mr) * uk.kc);
-    const size_t b_size = static_cast<size_t>(round_up(nlen, uk.nr) * uk.kc);
-    if (a.size() < a_size) a.resize(a_size);
-    if (b.size() < b_size) b.resize(b_size);
-    if (tile.size() < static_cast<size_t>(uk.mr * uk.nr)) tile.resize(uk.mr * uk.nr);
+    a.reserve(static_cast<size_t>(round_up(uk.mc, uk.mr) * uk.kc));
+    b.reserve(static_cast<size_t>(round_up(nlen, uk.nr) * uk.kc));
+    tile.reserve(static_cast<size_t>(uk.mr * uk.nr));
     if (col_offset.size() < static_cast<size_t>(uk.nr)) col_offset.resize(uk.nr);
   }
 };

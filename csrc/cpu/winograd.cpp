@@ -208,7 +208,8 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
     // The 16 planes of V (and of M) are a power of two apart for common shapes, which would put a tile's 16
     // values in one L1 set; a 32-element skew between planes spreads them.
     const int64_t v_stride = C * block + 32, m_stride = K * block + 32;
-    std::unique_ptr<T[]> v(new T[kXi * v_stride]), m(new T[kXi * m_stride]);  // every entry used is written
+    AlignedBuffer<T> v, m;  // every entry used is written
+    v.reserve(kXi * v_stride), m.reserve(kXi * m_stride);
     std::vector<TileAt> tile_at;
     std::vector<LaneGroup> groups;
     for (int64_t b = b0; b < b1; ++b) {
@@ -221,7 +222,7 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
         const LaneGroup& grp = groups[gi];
         T vt[kXi][kLanes];
         input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
-        T* dst = v.get() + packed_offset(c, grp.j, width, uk.nr, uk.kc, C);  // the group's tiles follow on
+        T* dst = v.data() + packed_offset(c, grp.j, width, uk.nr, uk.kc, C);  // the group's tiles follow on
         if (grp.lanes == kLanes) {  // fixed-length copies compile to vector moves
           for (int xi = 0; xi < kXi; ++xi) std::copy(vt[xi], vt[xi] + kLanes, dst + xi * v_stride);
         } else {
@@ -232,16 +233,16 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
       for (int64_t j = tlen; j < width; ++j)  // the last panel's padding columns
         for (int64_t c = 0; c < C; ++c) {
           const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
-          for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = T(0);
+          for (int xi = 0; xi < kXi; ++xi) v.data()[xi * v_stride + at] = T(0);
         }
 
-      block_gemms(p, uk, u, v.get(), v_stride, tlen, width, m.get(), m_stride, buf);
+      block_gemms(p, uk, u, v.data(), v_stride, tlen, width, m.data(), m_stride, buf);
 
       // Output transform, plus bias, into y (tiles at the bottom/right edge may be half outside).
       for_each_channel_tile(p.channels_last, K, static_cast<int64_t>(groups.size()), [&](int64_t k, int64_t gi) {
         const LaneGroup& grp = groups[gi];
         T mt[kXi][kLanes], yt[2][2][kLanes];
-        const T* src = m.get() + k * width + grp.j;
+        const T* src = m.data() + k * width + grp.j;
         if (grp.lanes == kLanes) {
           for (int xi = 0; xi < kXi; ++xi) std::copy(src + xi * m_stride, src + xi * m_stride + kLanes, mt[xi]);
         } else {
@@ -295,17 +296,20 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   // channel ranges and its GEMMs over xi on all threads; else all on the calling thread.
   // One task's buffers, reused block after block (every entry of e and v that the GEMMs read is written).
   struct Scratch {
-    std::unique_ptr<T[]> e, v;
+    AlignedBuffer<T> e, v;
     std::vector<TileAt> tile_at;
     std::vector<LaneGroup> groups;
     PackBuffers<T> buf;
   };
-  auto make_scratch = [&] { return Scratch{std::unique_ptr<T[]>(new T[kXi * e_stride]),
-                                           std::unique_ptr<T[]>(new T[kXi * v_stride]), {}, {}, {}}; };
+  auto make_scratch = [&] {
+    Scratch scratch;
+    scratch.e.reserve(kXi * e_stride), scratch.v.reserve(kXi * v_stride);
+    return scratch;
+  };
   auto run_block = [&](int64_t b, T* acc, bool accumulate, Scratch& scratch, bool parallel) {
     const int64_t t0 = b * block, tlen = std::min(block, tiles - t0);
-    T* const e = scratch.e.get();
-    T* const v = scratch.v.get();
+    T* const e = scratch.e.data();
+    T* const v = scratch.v.data();
     std::vector<TileAt>& tile_at = scratch.tile_at;
     std::vector<LaneGroup>& groups = scratch.groups;
     decode_tiles(t0, tlen, TH, TW, tile_at);

@@ -14,52 +14,35 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
-#include <vector>
 
 #include "gemm_driver.h"
-#include "pack.h"
 #include "winograd_transforms.h"
 
 namespace fastconv::cpu::winograd {
 
 namespace {
 
-// Tile rows [th0, th1) x tile columns [tw0, tw1) of the images n0 .. n0 + lanes.
-struct Block {
-  int64_t n0, lanes, th0, th1, tw0, tw1;
-  int64_t positions() const { return (th1 - th0) * (tw1 - tw0); }
-};
-
-// `lanes` values per (pos, lane) column from `col` on, in reduction row c of a packed B operand whose panels are
-// nr wide: one copy per panel the run touches (one for whole groups of 16 when nr is a multiple of 16).
-template <typename T>
-inline void store_columns(const T (&values)[kXi][kLanes], int64_t lanes, T* v, int64_t v_stride, int64_t c,
-                          int64_t col, int64_t width, const MicroKernel<T>& uk, int64_t C) {
-  for (int64_t l = 0; l < lanes;) {
-    const int64_t run = std::min(lanes - l, uk.nr - (col + l) % uk.nr);
-    T* dst = v + packed_offset(c, col + l, width, uk.nr, uk.kc, C);
-    if (run == kLanes) {  // a fixed-size copy: vector moves
-      for (int xi = 0; xi < kXi; ++xi) std::memcpy(dst + xi * v_stride, values[xi], kLanes * sizeof(T));
-    } else {
-      for (int xi = 0; xi < kXi; ++xi) std::copy(values[xi] + l, values[xi] + l + run, dst + xi * v_stride);
-    }
-    l += run;
-  }
-}
-
-template <typename T>
+// One task's buffers, from 64-byte boundaries: a vector of kLanes floats then never straddles two cache lines
+// (split, the AVX-512 loads and stores of the lane loops ran the 512-channel layer 5% slower than SSE2 code).
 struct Scratch {
-  std::unique_ptr<T[]> v, m, in, out, out_t;
-  PackBuffers<T> buf;
+  AlignedBuffer<float> v, m, in, out, out_t;
+  PackBuffers<float> buf;
 };
 
 }  // namespace
 
-template <typename T>
-void forward_image_lanes(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped) {
-  const MicroKernel<T> uk = micro_kernel<T>(active_isa());
+LaneKernels lane_kernels(Isa isa) {
+  return isa == Isa::kAvx512 ? avx512::lane_kernels() : isa == Isa::kAvx2 ? avx2::lane_kernels()
+                                                                          : scalar::lane_kernels();
+}
+
+void forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+                         bool flipped) {
+  const Isa isa = active_isa();
+  const MicroKernel<float> uk = micro_kernel<float>(isa);
+  const LaneKernels kernels = lane_kernels(isa);
   const int64_t C = p.C, K = p.K, TH = ceil_div(p.P, 2), TW = ceil_div(p.Q, 2);
-  const TransformedWeights<T> u = transformed_weights(p, uk, w, flipped);
+  const TransformedWeights<float> u = transformed_weights(p, uk, w, flipped);
 
   // Blocks of about as many columns as the tile-lane path's (one block's V and M within L2): whole tile rows,
   // or a part of one on wide maps.
@@ -76,100 +59,69 @@ void forward_image_lanes(const ConvParams& p, const T* x, const T* w, const T* b
   const int64_t in_max = (2 * band_rows + 2) * (2 * band_cols + 2), out_max = 4 * band_rows * band_cols;
 
   at::parallel_for(0, groups * blocks_per_group, 1, [&](int64_t b0, int64_t b1) {
-    Scratch<T> s{std::unique_ptr<T[]>(new T[kXi * v_stride]), std::unique_ptr<T[]>(new T[kXi * m_stride]),
-                 std::unique_ptr<T[]>(new T[in_max * kLanes]), std::unique_ptr<T[]>(new T[out_max * kLanes]),
-                 std::unique_ptr<T[]>(new T[out_max * kLanes]), {}};
+    Scratch s;
+    s.v.reserve(kXi * v_stride), s.m.reserve(kXi * m_stride), s.in.reserve(in_max * kLanes);
+    s.out.reserve(out_max * kLanes), s.out_t.reserve(out_max * kLanes);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t group = b / blocks_per_group, band = b % blocks_per_group / col_chunks, chunk = b % col_chunks;
-      Block blk{group * kLanes, std::min<int64_t>(kLanes, p.N - group * kLanes), band * band_rows,
-                std::min(TH, (band + 1) * band_rows), chunk * band_cols, std::min(TW, (chunk + 1) * band_cols)};
-      const int64_t cols = blk.positions() * blk.lanes, width = round_up(cols, uk.nr);
-      const int64_t lanes = blk.lanes, block_tw = blk.tw1 - blk.tw0;
+      const int64_t n0 = group * kLanes;
+      LaneBlock blk{band * band_rows, std::min(TH, (band + 1) * band_rows), chunk * band_cols,
+                    std::min(TW, (chunk + 1) * band_cols), std::min<int64_t>(kLanes, p.N - n0), p.pad_h, p.pad_w,
+                    0, 0, 0, 0, p.P, p.Q};
+      // The input rows and columns the block's tiles read inside the image.
+      blk.h_lo = std::max<int64_t>(0, 2 * blk.th0 - p.pad_h), blk.h_hi = std::min(p.H, 2 * blk.th1 + 2 - p.pad_h);
+      blk.w_lo = std::max<int64_t>(0, 2 * blk.tw0 - p.pad_w), blk.w_hi = std::min(p.W, 2 * blk.tw1 + 2 - p.pad_w);
+      const int64_t cols = (blk.th1 - blk.th0) * (blk.tw1 - blk.tw0) * blk.lanes, width = round_up(cols, uk.nr);
+      const int64_t in_cols = blk.w_hi - blk.w_lo;
 
-      // Input rows [h_lo, h_hi) x columns [w_lo, w_hi) of the image: what the block's tiles read inside it.
-      const int64_t h_lo = std::max<int64_t>(0, 2 * blk.th0 - p.pad_h), h_hi = std::min(p.H, 2 * blk.th1 + 2 - p.pad_h);
-      const int64_t w_lo = std::max<int64_t>(0, 2 * blk.tw0 - p.pad_w), w_hi = std::min(p.W, 2 * blk.tw1 + 2 - p.pad_w);
-      const int64_t in_cols = std::max<int64_t>(0, w_hi - w_lo);
-      T* const in = s.in.get();
-      T* const v = s.v.get();
+      float* const in = s.in.data();
+      float* const v = s.v.data();
       for (int64_t c = 0; c < C; ++c) {
         // in[(h - h_lo) * in_cols + w - w_lo][l] = x[n0 + l, c, h, w] (zeros for lanes past the batch).
-        const T* src = x + (blk.n0 * C + c) * p.HW();
-        if (h_lo < h_hi && in_cols > 0) {
+        const float* src = x + (n0 * C + c) * p.HW();
+        if (blk.h_lo < blk.h_hi && in_cols > 0) {
           if (in_cols == p.W)
-            uk.transpose_panel(src + h_lo * p.W, C * p.HW(), lanes, (h_hi - h_lo) * p.W, in, kLanes);
+            uk.transpose_panel(src + blk.h_lo * p.W, C * p.HW(), blk.lanes, (blk.h_hi - blk.h_lo) * p.W, in, kLanes);
           else
-            for (int64_t h = h_lo; h < h_hi; ++h)
-              uk.transpose_panel(src + h * p.W + w_lo, C * p.HW(), lanes, in_cols,
-                                 in + (h - h_lo) * in_cols * kLanes, kLanes);
+            for (int64_t h = blk.h_lo; h < blk.h_hi; ++h)
+              uk.transpose_panel(src + h * p.W + blk.w_lo, C * p.HW(), blk.lanes, in_cols,
+                                 in + (h - blk.h_lo) * in_cols * kLanes, kLanes);
         }
-        for (int64_t th = blk.th0; th < blk.th1; ++th)
-          for (int64_t tw = blk.tw0; tw < blk.tw1; ++tw) {
-            T d[kTile][kTile][kLanes], vt[kXi][kLanes];
-            for (int i = 0; i < kTile; ++i)
-              for (int j = 0; j < kTile; ++j) {
-                const int64_t h = 2 * th - p.pad_h + i, wc = 2 * tw - p.pad_w + j;
-                if (h >= h_lo && h < h_hi && wc >= w_lo && wc < w_hi)
-                  std::memcpy(d[i][j], in + ((h - h_lo) * in_cols + wc - w_lo) * kLanes, sizeof d[i][j]);
-                else
-                  std::memset(d[i][j], 0, sizeof d[i][j]);
-              }
-            transform_input(d, vt);
-            const int64_t col = ((th - blk.th0) * block_tw + tw - blk.tw0) * lanes;
-            store_columns(vt, lanes, v, v_stride, c, col, width, uk, C);
-          }
+        const int64_t r0 = c / uk.kc * uk.kc, rlen = std::min(uk.kc, C - r0);  // c's k block (packed_offset)
+        kernels.input(blk, in, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
       }
       for (int64_t j = cols; j < width; ++j)  // the last panel's padding columns
         for (int64_t c = 0; c < C; ++c) {
           const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
-          for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = T(0);
+          for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = 0.0f;
         }
 
-      block_gemms(p, uk, u, v, v_stride, cols, width, s.m.get(), m_stride, s.buf);
+      block_gemms(p, uk, u, v, v_stride, cols, width, s.m.data(), m_stride, s.buf);
 
-      // Output transform, plus bias, into out[(oh - oh0) * out_cols + ow - ow0][l] over the block's outputs
-      // (tiles at the bottom/right edge may be half outside), then transposed back to each image's rows.
+      // Output transform, plus bias, into out (position-major over the block's outputs), transposed back to
+      // each image's rows.
       const int64_t oh0 = 2 * blk.th0, ow0 = 2 * blk.tw0;
       const int64_t out_rows = std::min(p.P, 2 * blk.th1) - oh0, out_cols = std::min(p.Q, 2 * blk.tw1) - ow0;
       const int64_t out_positions = out_rows * out_cols;
-      T* const out = s.out.get();
-      T* const out_t = s.out_t.get();
+      float* const out = s.out.data();
+      float* const out_t = s.out_t.data();
       for (int64_t k = 0; k < K; ++k) {
-        const T bk = bias != nullptr ? bias[k] : T(0);
-        for (int64_t th = blk.th0; th < blk.th1; ++th)
-          for (int64_t tw = blk.tw0; tw < blk.tw1; ++tw) {
-            T mt[kXi][kLanes], yt[2][2][kLanes];
-            const T* src = s.m.get() + k * width + ((th - blk.th0) * block_tw + tw - blk.tw0) * lanes;
-            for (int xi = 0; xi < kXi; ++xi) {
-              if (lanes == kLanes) {
-                std::memcpy(mt[xi], src + xi * m_stride, sizeof mt[xi]);
-              } else {
-                for (int l = 0; l < kLanes; ++l) mt[xi][l] = l < lanes ? src[xi * m_stride + l] : T(0);
-              }
-            }
-            transform_output(mt, yt);
-            for (int i = 0; i < 2 && 2 * th + i < p.P; ++i)
-              for (int j = 0; j < 2 && 2 * tw + j < p.Q; ++j) {
-                T* o = out + ((2 * th + i - oh0) * out_cols + 2 * tw + j - ow0) * kLanes;
-                for (int l = 0; l < kLanes; ++l) o[l] = yt[i][j][l] + bk;
-              }
-          }
+        kernels.output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out);
         // out_t[l * out_positions + position] = out[position][l], then each image's rows into y.
-        uk.transpose_panel(out, kLanes, out_positions, lanes, out_t, out_positions);
-        for (int64_t l = 0; l < lanes; ++l) {
-          T* dst = y + ((blk.n0 + l) * K + k) * p.PQ() + oh0 * p.Q + ow0;
-          const T* row = out_t + l * out_positions;
+        uk.transpose_panel(out, kLanes, out_positions, blk.lanes, out_t, out_positions);
+        for (int64_t l = 0; l < blk.lanes; ++l) {
+          float* dst = y + ((n0 + l) * K + k) * p.PQ() + oh0 * p.Q + ow0;
+          const float* row = out_t + l * out_positions;
           if (out_cols == p.Q) {
-            std::memcpy(dst, row, out_positions * sizeof(T));
+            std::memcpy(dst, row, out_positions * sizeof(float));
           } else {
-            for (int64_t r = 0; r < out_rows; ++r) std::memcpy(dst + r * p.Q, row + r * out_cols, out_cols * sizeof(T));
+            for (int64_t r = 0; r < out_rows; ++r)
+              std::memcpy(dst + r * p.Q, row + r * out_cols, out_cols * sizeof(float));
           }
         }
       }
     }
   });
 }
-
-template void forward_image_lanes<float>(const ConvParams&, const float*, const float*, const float*, float*, bool);
 
 }  // namespace fastconv::cpu::winograd

@@ -12,108 +12,11 @@
 #include "../conv_params.h"
 #include "gemm_driver.h"
 #include "huge_pages.h"
+#include "winograd_lanes.h"
 
 namespace fastconv::cpu::winograd {
 
-constexpr int kTile = 4;               // input tile edge (m + r - 1 = 2 + 3 - 1)
-constexpr int kXi = kTile * kTile;     // transform-domain positions, one GEMM each
-
-// u = G g G^T for L 3x3 kernels at once (lane l: kernel l's tap t = 3 r + s at g[t][l]), G = [1 0 0;
-// 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
-template <int L, typename T>
-inline void transform_weights(const T (&g)[9][L], T (&u)[kXi][L]) {
-  T t[4][3][L];  // G g
-  for (int j = 0; j < 3; ++j)
-    for (int l = 0; l < L; ++l) {
-      const T g0 = g[j][l], g1 = g[3 + j][l], g2 = g[6 + j][l];
-      t[0][j][l] = g0;
-      t[1][j][l] = T(0.5) * (g0 + g1 + g2);
-      t[2][j][l] = T(0.5) * (g0 - g1 + g2);
-      t[3][j][l] = g2;
-    }
-  for (int i = 0; i < 4; ++i)  // (G g) G^T
-    for (int l = 0; l < L; ++l) {
-      const T a = t[i][0][l], b = t[i][1][l], c = t[i][2][l];
-      u[i * 4 + 0][l] = a;
-      u[i * 4 + 1][l] = T(0.5) * (a + b + c);
-      u[i * 4 + 2][l] = T(0.5) * (a - b + c);
-      u[i * 4 + 3][l] = c;
-    }
-}
-
-// v = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], for L tiles at once (lane l: tile l's
-// 4x4 input d[.][.][l], row-major): the compiler turns the lane loops into vector adds.
-template <int L, typename T>
-inline void transform_input(const T (&d)[kTile][kTile][L], T (&v)[kXi][L]) {
-  T t[4][4][L];  // B^T d
-  for (int j = 0; j < 4; ++j)
-    for (int l = 0; l < L; ++l) {
-      t[0][j][l] = d[0][j][l] - d[2][j][l];
-      t[1][j][l] = d[1][j][l] + d[2][j][l];
-      t[2][j][l] = d[2][j][l] - d[1][j][l];
-      t[3][j][l] = d[1][j][l] - d[3][j][l];
-    }
-  for (int i = 0; i < 4; ++i)  // (B^T d) B
-    for (int l = 0; l < L; ++l) {
-      v[i * 4 + 0][l] = t[i][0][l] - t[i][2][l];
-      v[i * 4 + 1][l] = t[i][1][l] + t[i][2][l];
-      v[i * 4 + 2][l] = t[i][2][l] - t[i][1][l];
-      v[i * 4 + 3][l] = t[i][1][l] - t[i][3][l];
-    }
-}
-
-// y = A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]: the 2x2 outputs of L tiles.
-template <int L, typename T>
-inline void transform_output(const T (&m)[kXi][L], T (&y)[2][2][L]) {
-  T t[2][4][L];  // A^T m
-  for (int j = 0; j < 4; ++j)
-    for (int l = 0; l < L; ++l) {
-      t[0][j][l] = m[0 * 4 + j][l] + m[1 * 4 + j][l] + m[2 * 4 + j][l];
-      t[1][j][l] = m[1 * 4 + j][l] - m[2 * 4 + j][l] - m[3 * 4 + j][l];
-    }
-  for (int i = 0; i < 2; ++i)
-    for (int l = 0; l < L; ++l) {
-      y[i][0][l] = t[i][0][l] + t[i][1][l] + t[i][2][l];
-      y[i][1][l] = t[i][1][l] - t[i][2][l] - t[i][3][l];
-    }
-}
-
-// dW tile = G^T m G for the weight gradient's F(3x3, 2x2) (m: 4x4 sum of element-wise products).
-template <typename T>
-inline void transform_weight_grad(const T (&m)[kXi], T* g, int64_t tap_stride) {
-  T t[3][4];  // G^T m, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]
-  for (int j = 0; j < 4; ++j) {
-    t[0][j] = m[0 * 4 + j] + T(0.5) * (m[1 * 4 + j] + m[2 * 4 + j]);
-    t[1][j] = T(0.5) * (m[1 * 4 + j] - m[2 * 4 + j]);
-    t[2][j] = T(0.5) * (m[1 * 4 + j] + m[2 * 4 + j]) + m[3 * 4 + j];
-  }
-  for (int i = 0; i < 3; ++i) {
-    g[(i * 3 + 0) * tap_stride] = t[i][0] + T(0.5) * (t[i][1] + t[i][2]);
-    g[(i * 3 + 1) * tap_stride] = T(0.5) * (t[i][1] - t[i][2]);
-    g[(i * 3 + 2) * tap_stride] = T(0.5) * (t[i][1] + t[i][2]) + t[i][3];
-  }
-}
-
-// e' = A e A^T, A = [1 0; 1 1; 1 -1; 0 -1], for L 2x2 tiles e of dy (the weight gradient's data transform).
-template <int L, typename T>
-inline void transform_grad_output(const T (&e)[2][2][L], T (&v)[kXi][L]) {
-  T t[4][2][L];  // A e
-  for (int j = 0; j < 2; ++j)
-    for (int l = 0; l < L; ++l) {
-      t[0][j][l] = e[0][j][l];
-      t[1][j][l] = e[0][j][l] + e[1][j][l];
-      t[2][j][l] = e[0][j][l] - e[1][j][l];
-      t[3][j][l] = -e[1][j][l];
-    }
-  for (int i = 0; i < 4; ++i)  // (A e) A^T
-    for (int l = 0; l < L; ++l) {
-      v[i * 4 + 0][l] = t[i][0][l];
-      v[i * 4 + 1][l] = t[i][0][l] + t[i][1][l];
-      v[i * 4 + 2][l] = t[i][0][l] - t[i][1][l];
-      v[i * 4 + 3][l] = -t[i][1][l];
-    }
-}
-constexpr int kLanes = 16;  // tiles transformed together (the lanes of the transforms above)
+#include "winograd_formulas.inc"
 
 // Weight (k, c)'s first tap and the distance between taps, in p's layout (K x C x 3 x 3 or K x 3 x 3 x C).
 inline int64_t weight_at(const ConvParams& p, int64_t k, int64_t c) {
@@ -211,7 +114,7 @@ void block_gemms(const ConvParams& p, const MicroKernel<T>& uk, const Transforme
 // The NCHW forward with lanes over images (winograd_images.cpp), for batches of at least kImageLanesMinBatch
 // (fewer images leave the vectors mostly empty).
 constexpr int64_t kImageLanesMinBatch = 8;
-template <typename T>
-void forward_image_lanes(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped);
+void forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+                         bool flipped);
 
 }  // namespace fastconv::cpu::winograd
