@@ -345,16 +345,19 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
 
   const bool from_planes = packs_from_planes(p);
 
-  at::parallel_for(0, chunks * tiles, 1, [&](int64_t t0, int64_t t1) {
+  // A task: NCHW (chunk, group, m block), over every tile of taps (see below); NHWC (chunk, tile).
+  const int64_t tasks_per_chunk = nhwc ? tiles : p.groups * mblocks;
+  at::parallel_for(0, chunks * tasks_per_chunk, 1, [&](int64_t t0, int64_t t1) {
     PackBuffers<T> buf;
     PhasePlanes<T> planes;
     std::vector<T> tap_rows(nhwc ? 0 : static_cast<size_t>(uk.nr * uk.kc));  // one panel's im2col rows
+    AlignedBuffer<T> dy_block;  // NCHW: one k block of dy, packed
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t chunk = t / tiles, tile = t % tiles;
-      const int64_t g = tile / (mblocks * nblocks), mb = (tile / nblocks) % mblocks, nb = tile % nblocks;
+      const int64_t chunk = t / tasks_per_chunk, task = t % tasks_per_chunk;
+      const int64_t g = nhwc ? task / (mblocks * nblocks) : task / mblocks;
+      const int64_t mb = nhwc ? (task / nblocks) % mblocks : task % mblocks;
       const int64_t n_lo = p.N * chunk / chunks, n_hi = p.N * (chunk + 1) / chunks;
       const int64_t m0 = mb * uk.mc, mlen = std::min(uk.mc, M - m0);
-      const int64_t j0 = nb * nblock, jlen = std::min(nblock, N - j0);
       const int64_t pix0 = n_lo * PQ;  // first pixel (n, p, q) of this chunk; reduction index kd = pixel - pix0
       T* c = (direct ? dw : partial.get() + chunk * total) + g * Kg * red;
       const int64_t pixels = (n_hi - n_lo) * PQ;
@@ -386,8 +389,22 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
           }
           return static_cast<const T*>(dst);
         };
-        gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_dy, pack_x, c, OutputMap{red, red, 0}, false, buf);
+        // The pixels go in k blocks, outermost, so that each block of dy is packed once for all the tiles of
+        // taps (tile by tile, it was packed once per tile: three times over on the 128->256 stride-2 layer).
+        // Every entry still sums its k blocks in order, as one gemm_block over all the pixels would.
+        dy_block.reserve(static_cast<size_t>(round_up(uk.mc, uk.mr) * uk.kc));
+        for (int64_t k0 = 0; k0 < pixels; k0 += uk.kc) {
+          const int64_t klen = std::min(uk.kc, pixels - k0);
+          pack_dy(dy_block.data(), k0, klen, m0, mlen);
+          for (int64_t j0 = 0; j0 < N; j0 += nblock)
+            gemm_block(
+                uk, m0, mlen, j0, std::min(nblock, N - j0), klen,
+                [&](T*, int64_t, int64_t, int64_t, int64_t) { return static_cast<const T*>(dy_block.data()); },
+                [&](T* dst, int64_t, int64_t kl, int64_t b0, int64_t blen) { return pack_x(dst, k0, kl, b0, blen); },
+                c, OutputMap{red, red, 0}, k0 > 0, buf);
+        }
       } else {
+        const int64_t nb = task % nblocks, j0 = nb * nblock, jlen = std::min(nblock, N - j0);
         auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
           pack_panels_by_row(dst, k0, klen, a0, alen, uk.mr, [&](T* out, int64_t kd, int64_t k, int64_t cnt) {
             const T* src = dy + (pix0 + kd) * p.K + g * Kg + k;

@@ -16,7 +16,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "../conv_params.h"
 #include "pack.h"
@@ -138,6 +142,23 @@ class PhasePlanes {
     for (const Run* run = first; run != end; ++run) std::memcpy(out + run->pos, src + run->source, kLen * sizeof(T));
   }
 
+  // out[j] = src[j * step] for j in [lo, hi). Stride 2 in float: four at a time, the even lanes of two vectors
+  // (SSE2, in every x86-64 build), instead of a load and a store per value (~4% of a stride-2 weight gradient).
+  // The vectors read up to src[2 j + 7] < src[2 (hi - 1)], inside the row.
+  static void deinterleave(const T* src, int64_t step, T* out, int64_t lo, int64_t hi) {
+    int64_t j = lo;
+#if defined(__SSE2__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (step == 2)
+        for (; j + 4 < hi; j += 4) {
+          const __m128 a = _mm_loadu_ps(src + 2 * j), b = _mm_loadu_ps(src + 2 * j + 4);
+          _mm_storeu_ps(out + j, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+        }
+    }
+#endif
+    for (; j < hi; ++j) out[j] = src[j * step];
+  }
+
   static void mark_phase(int64_t phase, std::vector<int64_t>& phases, std::vector<int64_t>& index) {
     if (index[phase] >= 0) return;
     index[phase] = static_cast<int64_t>(phases.size());
@@ -178,7 +199,7 @@ class PhasePlanes {
               if (sw == 1)
                 std::copy(row + w0 + lo, row + w0 + hi, out + lo);
               else
-                for (int64_t j = lo; j < hi; ++j) out[j] = row[w0 + j * sw];
+                deinterleave(row + w0, sw, out, lo, hi);
               std::fill(out + hi, out + cols_, T(0));
             }
           }
