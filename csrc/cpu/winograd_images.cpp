@@ -41,52 +41,29 @@ void forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
   const Isa isa = active_isa();
   const MicroKernel<float> uk = micro_kernel<float>(isa);
   const LaneKernels kernels = lane_kernels(isa);
-  const int64_t C = p.C, K = p.K, TH = ceil_div(p.P, 2), TW = ceil_div(p.Q, 2);
+  const int64_t C = p.C, K = p.K;
   const TransformedWeights<float> u = transformed_weights(p, uk, w, flipped);
 
-  // Blocks of about as many columns as the tile-lane path's (one block's V and M within L2): whole tile rows,
-  // or a part of one on wide maps.
+  // Blocks of about as many columns as the tile-lane path's (one block's V and M within L2).
   const int64_t target = std::max<int64_t>(uk.nr, std::min<int64_t>(256, round_up(16384 / std::max(C, K), uk.nr)));
-  const int64_t positions = std::max<int64_t>(1, target / kLanes);
-  const int64_t band_rows = TW >= positions ? 1 : positions / TW;
-  const int64_t col_chunks = TW >= positions ? ceil_div(TW, positions) : 1, band_cols = ceil_div(TW, col_chunks);
-  const int64_t bands = ceil_div(TH, band_rows), blocks_per_group = bands * col_chunks;
-  const int64_t groups = ceil_div(p.N, int64_t{kLanes});
-  const int64_t width_max = round_up(band_rows * band_cols * kLanes, uk.nr);
+  const LaneBlocking blocking(p, std::max<int64_t>(1, target / kLanes));
+  const int64_t width_max = round_up(blocking.max_positions() * kLanes, uk.nr);
   const int64_t v_stride = C * width_max + 32, m_stride = K * width_max + 32;  // skewed planes, as in winograd.cpp
-  // A block reads input rows 2 th0 - pad_h .. 2 th1 + 1 - pad_h (and the same of columns); as W <= 2 TW + 2
-  // (pads >= 0), a band that spans every tile column spans every input column too.
-  const int64_t in_max = (2 * band_rows + 2) * (2 * band_cols + 2), out_max = 4 * band_rows * band_cols;
 
-  at::parallel_for(0, groups * blocks_per_group, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, blocking.blocks(), 1, [&](int64_t b0, int64_t b1) {
     Scratch s;
-    s.v.reserve(kXi * v_stride), s.m.reserve(kXi * m_stride), s.in.reserve(in_max * kLanes);
-    s.out.reserve(out_max * kLanes), s.out_t.reserve(out_max * kLanes);
+    s.v.reserve(kXi * v_stride), s.m.reserve(kXi * m_stride), s.in.reserve(blocking.max_inputs() * kLanes);
+    s.out.reserve(blocking.max_outputs() * kLanes), s.out_t.reserve(blocking.max_outputs() * kLanes);
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t group = b / blocks_per_group, band = b % blocks_per_group / col_chunks, chunk = b % col_chunks;
-      const int64_t n0 = group * kLanes;
-      LaneBlock blk{band * band_rows, std::min(TH, (band + 1) * band_rows), chunk * band_cols,
-                    std::min(TW, (chunk + 1) * band_cols), std::min<int64_t>(kLanes, p.N - n0), p.pad_h, p.pad_w,
-                    0, 0, 0, 0, p.P, p.Q};
-      // The input rows and columns the block's tiles read inside the image.
-      blk.h_lo = std::max<int64_t>(0, 2 * blk.th0 - p.pad_h), blk.h_hi = std::min(p.H, 2 * blk.th1 + 2 - p.pad_h);
-      blk.w_lo = std::max<int64_t>(0, 2 * blk.tw0 - p.pad_w), blk.w_hi = std::min(p.W, 2 * blk.tw1 + 2 - p.pad_w);
+      const LaneBlock blk = blocking.block(p, b);
+      const int64_t n0 = blk.n0;
       const int64_t cols = (blk.th1 - blk.th0) * (blk.tw1 - blk.tw0) * blk.lanes, width = round_up(cols, uk.nr);
-      const int64_t in_cols = blk.w_hi - blk.w_lo;
 
       float* const in = s.in.data();
       float* const v = s.v.data();
       for (int64_t c = 0; c < C; ++c) {
-        // in[(h - h_lo) * in_cols + w - w_lo][l] = x[n0 + l, c, h, w] (zeros for lanes past the batch).
-        const float* src = x + (n0 * C + c) * p.HW();
-        if (blk.h_lo < blk.h_hi && in_cols > 0) {
-          if (in_cols == p.W)
-            uk.transpose_panel(src + blk.h_lo * p.W, C * p.HW(), blk.lanes, (blk.h_hi - blk.h_lo) * p.W, in, kLanes);
-          else
-            for (int64_t h = blk.h_lo; h < blk.h_hi; ++h)
-              uk.transpose_panel(src + h * p.W + blk.w_lo, C * p.HW(), blk.lanes, in_cols,
-                                 in + (h - blk.h_lo) * in_cols * kLanes, kLanes);
-        }
+        transpose_region(uk, x + (n0 * C + c) * p.HW(), C * p.HW(), p.W, blk.lanes, blk.h_lo, blk.h_hi, blk.w_lo,
+                         blk.w_hi, in);
         const int64_t r0 = c / uk.kc * uk.kc, rlen = std::min(uk.kc, C - r0);  // c's k block (packed_offset)
         kernels.input(blk, in, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
       }

@@ -12,12 +12,12 @@ namespace fastconv::cpu::winograd {
 
 constexpr int kLanes = 16;  // tiles (or images) transformed together: the transforms' lanes
 
-// A block of the image-lane forward: tile rows [th0, th1) x tile columns [tw0, tw1) of `lanes` images. Its
+// A block of the image-lane paths: tile rows [th0, th1) x tile columns [tw0, tw1) of images n0 .. n0 + lanes. Its
 // inputs lie transposed in `in`: in[((h - h_lo) * (w_hi - w_lo) + w - w_lo) * kLanes + l] = x[n0 + l, c, h, w]
 // for the rows [h_lo, h_hi) and columns [w_lo, w_hi) the tiles read inside the image. Its GEMM columns are
 // (position, image): column ((th - th0) * (tw1 - tw0) + tw - tw0) * lanes + l.
 struct LaneBlock {
-  int64_t th0, th1, tw0, tw1, lanes;
+  int64_t n0, th0, th1, tw0, tw1, lanes;
   int64_t pad_h, pad_w, h_lo, h_hi, w_lo, w_hi;
   int64_t P, Q;  // output size: tiles at the bottom/right edge may be half outside
 };

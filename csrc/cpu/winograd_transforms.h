@@ -141,6 +141,49 @@ void block_gemms(const ConvParams& p, const MicroKernel<T>& uk, const Transforme
   }
 }
 
+// The image-lane paths' blocks (winograd_images.cpp, and the weight gradient's in winograd.cpp): a group of
+// kLanes images times a rectangle of about `positions` tile positions - whole tile rows, or a part of one on
+// wide maps - whose tiles give positions x images GEMM columns (or reduction rows), ordered (position, image).
+struct LaneBlocking {
+  int64_t TH, TW, band_rows, col_chunks, band_cols, blocks_per_group, groups;
+  LaneBlocking(const ConvParams& p, int64_t positions)
+      : TH(ceil_div(p.P, 2)), TW(ceil_div(p.Q, 2)), band_rows(TW >= positions ? 1 : positions / TW),
+        col_chunks(TW >= positions ? ceil_div(TW, positions) : 1), band_cols(ceil_div(TW, col_chunks)),
+        blocks_per_group(ceil_div(TH, band_rows) * col_chunks), groups(ceil_div(p.N, int64_t{kLanes})) {}
+  int64_t blocks() const { return groups * blocks_per_group; }
+  int64_t max_positions() const { return band_rows * band_cols; }
+  // A block reads input rows 2 th0 - pad_h .. 2 th1 + 1 - pad_h (and the same of columns); as W <= 2 TW + 2
+  // (pads >= 0), a band that spans every tile column spans every input column too.
+  int64_t max_inputs() const { return (2 * band_rows + 2) * (2 * band_cols + 2); }
+  int64_t max_outputs() const { return 4 * band_rows * band_cols; }
+
+  // Block b, with the input rows and columns its tiles read inside the image.
+  LaneBlock block(const ConvParams& p, int64_t b) const {
+    const int64_t group = b / blocks_per_group, band = b % blocks_per_group / col_chunks, chunk = b % col_chunks;
+    LaneBlock blk{group * kLanes, band * band_rows, std::min(TH, (band + 1) * band_rows), chunk * band_cols,
+                  std::min(TW, (chunk + 1) * band_cols), std::min<int64_t>(kLanes, p.N - group * kLanes),
+                  p.pad_h, p.pad_w, 0, 0, 0, 0, p.P, p.Q};
+    blk.h_lo = std::max<int64_t>(0, 2 * blk.th0 - p.pad_h), blk.h_hi = std::min(p.H, 2 * blk.th1 + 2 - p.pad_h);
+    blk.w_lo = std::max<int64_t>(0, 2 * blk.tw0 - p.pad_w), blk.w_hi = std::min(p.W, 2 * blk.tw1 + 2 - p.pad_w);
+    return blk;
+  }
+};
+
+// dst[((r - r_lo) * (c_hi - c_lo) + c - c_lo) * kLanes + l] = plane[l * image_stride + r * row + c] over rows
+// [r_lo, r_hi) and columns [c_lo, c_hi) of `lanes` images (zeros for the lanes past them): one channel's region
+// of a group's images, each position one vector over the images.
+inline void transpose_region(const MicroKernel<float>& uk, const float* plane, int64_t image_stride, int64_t row,
+                             int64_t lanes, int64_t r_lo, int64_t r_hi, int64_t c_lo, int64_t c_hi, float* dst) {
+  if (r_lo >= r_hi || c_lo >= c_hi) return;
+  const int64_t cols = c_hi - c_lo;
+  if (cols == row) {  // whole rows: one run
+    uk.transpose_panel(plane + r_lo * row, image_stride, lanes, (r_hi - r_lo) * row, dst, kLanes);
+    return;
+  }
+  for (int64_t r = r_lo; r < r_hi; ++r)
+    uk.transpose_panel(plane + r * row + c_lo, image_stride, lanes, cols, dst + (r - r_lo) * cols * kLanes, kLanes);
+}
+
 // The NCHW forward with lanes over images (winograd_images.cpp), for batches of at least kImageLanesMinBatch
 // (fewer images leave the vectors mostly empty).
 constexpr int64_t kImageLanesMinBatch = 8;
