@@ -368,9 +368,10 @@ IMAGE_LANE_CASES = [(20, 33, 35, 5, 6, 2), (17, 40, 36, 9, 4, 0), (8, 32, 32, 3,
 
 
 @pytest.mark.parametrize("case", IMAGE_LANE_CASES, ids=[str(i) for i in range(len(IMAGE_LANE_CASES))])
-def test_conv2d_winograd_image_lanes_match_tile_lanes(case, isa):
+def test_conv2d_winograd_image_lanes_match_tile_lanes(case, isa, restore_num_threads):
     """The forward and grad-input of an NCHW batch (lanes over images) against torch, and bitwise the same
-    as each image alone (a batch of one: lanes over tiles), which computes every tile the same way."""
+    as each image alone (a batch of one: lanes over tiles), which computes every tile the same way; the weight
+    gradient (lanes over images too, summed in another order) against torch, the same for 1 and 2 threads."""
     N, C, K, H, W, pad = case
     gen = torch.Generator().manual_seed(N + C)
     x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
@@ -384,6 +385,13 @@ def test_conv2d_winograd_image_lanes_match_tile_lanes(case, isa):
     xd = x.double().requires_grad_()
     (expected_dx,) = torch.autograd.grad(F.conv2d(xd, w.double(), padding=pad), xd, gy.double())
     torch.testing.assert_close(got_dx.double(), expected_dx, rtol=0, atol=2e-6 * expected_dx.abs().max().item())
+    got_dw = ops.conv2d_grad_weight(gy, x, w, *args)
+    wd = w.double().requires_grad_()
+    (expected_dw,) = torch.autograd.grad(F.conv2d(x.double(), wd, padding=pad), wd, gy.double())
+    torch.testing.assert_close(got_dw.double(), expected_dw, rtol=0, atol=2e-6 * expected_dw.abs().max().item())
+    torch.set_num_threads(1)
+    assert torch.equal(ops.conv2d_grad_weight(gy, x, w, *args), got_dw)
+    torch.set_num_threads(restore_num_threads)
     for n in range(N):
         assert torch.equal(got[n:n + 1], ops.conv2d(x[n:n + 1], w, b, *args)), f"image {n}"
         assert torch.equal(got_dx[n:n + 1], ops.conv2d_grad_input(gy[n:n + 1], x[n:n + 1], w, *args)), f"dx image {n}"

@@ -276,7 +276,12 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const int64_t C = p.C, K = p.K, TH = ceil_div(p.P, 2), TW = ceil_div(p.Q, 2), tiles = p.N * TH * TW;
   const int64_t block = uk.kc;  // tiles per GEMM: one reduction block
-  const int64_t blocks = ceil_div(tiles, block);
+  // NCHW batches of 8+ images: lanes over images, as in the forward (winograd_images.cpp): a block is a group
+  // of images times a rectangle of positions, its reduction rows (position, image). It sums the tiles in
+  // another order than the tile-lane path, so the two differ in rounding.
+  const bool image_lanes = !p.channels_last && p.N >= kImageLanesMinBatch;
+  const LaneBlocking blocking(p, std::max<int64_t>(1, block / kLanes));
+  const int64_t blocks = image_lanes ? blocking.blocks() : ceil_div(tiles, block);
   const int64_t m_stride = K * C + 32;  // skewed planes, as in the forward
   // Two ways to spread the work, chosen by the shape alone (so the sums are the same for any thread count):
   // - small K x C: tile chunks, one per task, each summed into its own 16 x K x C partial result (added up
@@ -306,13 +311,16 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     scratch.e.reserve(kXi * e_stride), scratch.v.reserve(kXi * v_stride);
     return scratch;
   };
+  const LaneKernels kernels = lane_kernels(uk.isa);
   auto run_block = [&](int64_t b, T* acc, bool accumulate, Scratch& scratch, bool parallel) {
-    const int64_t t0 = b * block, tlen = std::min(block, tiles - t0);
+    const LaneBlock blk = image_lanes ? blocking.block(p, b) : LaneBlock{};
+    const int64_t t0 = b * block;
+    const int64_t tlen = image_lanes ? (blk.th1 - blk.th0) * (blk.tw1 - blk.tw0) * blk.lanes : std::min(block, tiles - t0);
     T* const e = scratch.e.data();
     T* const v = scratch.v.data();
     std::vector<TileAt>& tile_at = scratch.tile_at;
     std::vector<LaneGroup>& groups = scratch.groups;
-    decode_tiles(t0, tlen, TH, TW, tile_at);
+    if (!image_lanes) decode_tiles(t0, tlen, TH, TW, tile_at);
     // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
     // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
     lane_groups(tlen, kLanes, groups);
@@ -333,12 +341,52 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
         }
       }
     };
+    // Image lanes: each channel of a panel has its region of the group's images transposed (each position one
+    // vector over the images); then position by position, the panel's tiles and their `lanes` reduction rows
+    // stored as above. (All the block's tiles at once made a buffer of 256 KiB, out of L1: its transposes took
+    // a third of the 128-channel layer's time.)
+    auto transform_panels_images = [&](int64_t panel0, int64_t panel1, int64_t width, int64_t extent, T* packed,
+                                       int64_t plane, bool of_input) {
+      TORCH_CHECK(width <= kMaxPanel, "fastconv: Winograd panel wider than ", kMaxPanel);
+      const int64_t region_size = std::max(blocking.max_inputs(), blocking.max_outputs()) * kLanes;
+      thread_local AlignedBuffer<T> regions;
+      regions.reserve(kMaxPanel * region_size);
+      alignas(64) T lane_tiles[kMaxPanel][kXi][kLanes];
+      for (int64_t panel = panel0; panel < panel1; ++panel) {
+        const int64_t first = panel * width, count = std::min(width, extent - first);
+        for (int64_t i = 0; i < count; ++i) {
+          T* const region = regions.data() + i * region_size;
+          if (of_input)
+            transpose_region(uk, x + (blk.n0 * C + first + i) * p.HW(), C * p.HW(), p.W, blk.lanes, blk.h_lo,
+                             blk.h_hi, blk.w_lo, blk.w_hi, region, first + i + 1 < extent ? p.HW() : 0);
+          else
+            transpose_region(uk, dy + (blk.n0 * K + first + i) * p.PQ(), K * p.PQ(), p.Q, blk.lanes, 2 * blk.th0,
+                             std::min(p.P, 2 * blk.th1), 2 * blk.tw0, std::min(p.Q, 2 * blk.tw1), region,
+                             first + i + 1 < extent ? p.PQ() : 0);
+        }
+        for (int64_t th = blk.th0, pos = 0; th < blk.th1; ++th)
+          for (int64_t tw = blk.tw0; tw < blk.tw1; ++tw, ++pos) {
+            for (int64_t i = 0; i < count; ++i) {
+              const T* region = regions.data() + i * region_size;
+              if (of_input)
+                kernels.input_tile(blk, region, th, tw, &lane_tiles[i][0][0]);
+              else
+                kernels.grad_output_tile(blk, region, th, tw, &lane_tiles[i][0][0]);
+            }
+            T* dst = packed + packed_offset(pos * blk.lanes, first, extent, width, block, tlen);
+            for (int xi = 0; xi < kXi; ++xi)
+              uk.transpose_panel(&lane_tiles[0][xi][0], kXi * kLanes, count, blk.lanes, dst + xi * plane, width);
+          }
+      }
+    };
     auto transform_e = [&](int64_t panel0, int64_t panel1) {
+      if (image_lanes) return transform_panels_images(panel0, panel1, uk.mr, K, e, e_stride, false);
       transform_panels(panel0, panel1, uk.mr, K, e, e_stride, [&](int64_t k, const LaneGroup& grp, auto& et) {
         grad_output_tiles(p, ys, dy, k, tile_at.data() + grp.j, grp, TW, et);
       });
     };
     auto transform_v = [&](int64_t panel0, int64_t panel1) {
+      if (image_lanes) return transform_panels_images(panel0, panel1, uk.nr, C, v, v_stride, true);
       transform_panels(panel0, panel1, uk.nr, C, v, v_stride, [&](int64_t c, const LaneGroup& grp, auto& vt) {
         input_tiles(p, xs, x, c, tile_at.data() + grp.j, grp, TW, vt);
       });

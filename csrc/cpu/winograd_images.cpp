@@ -63,7 +63,7 @@ void forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
       float* const v = s.v.data();
       for (int64_t c = 0; c < C; ++c) {
         transpose_region(uk, x + (n0 * C + c) * p.HW(), C * p.HW(), p.W, blk.lanes, blk.h_lo, blk.h_hi, blk.w_lo,
-                         blk.w_hi, in);
+                         blk.w_hi, in, c + 1 < C ? p.HW() : 0);
         const int64_t r0 = c / uk.kc * uk.kc, rlen = std::min(uk.kc, C - r0);  // c's k block (packed_offset)
         kernels.input(blk, in, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
       }
