@@ -362,9 +362,10 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
 
 # (N, C, K, H, W, padding): NCHW batches of 8 or more take the image-lane Winograd forward (groups of 16 images;
 # a last group of 4, one of 1, a batch of 8 alone), blocks of whole tile rows and parts of one (a wide map), edge
-# tiles half outside, padding 0 and 2, a 2x2 map.
+# tiles half outside, padding 0 and 2, a 2x2 map; the weight gradient takes lanes over images too.
 IMAGE_LANE_CASES = [(20, 33, 35, 5, 6, 2), (17, 40, 36, 9, 4, 0), (8, 32, 32, 3, 70, 1), (16, 48, 64, 2, 2, 1),
-                    (16, 64, 40, 8, 8, 1)]
+                    (16, 64, 40, 8, 8, 1),
+                    (16, 256, 256, 8, 8, 1)]  # K x C large: grad-weight transforms panels and GEMMs over threads
 
 
 @pytest.mark.parametrize("case", IMAGE_LANE_CASES, ids=[str(i) for i in range(len(IMAGE_LANE_CASES))])

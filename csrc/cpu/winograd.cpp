@@ -8,6 +8,9 @@
 // Tiles go in blocks sized so one block's V and M stay in L2: per block the input transform writes V straight
 // in the micro-kernel's packed B layout, the 16 GEMMs run, and the output transform writes y. Nothing of
 // size im2col (or of the whole transformed input) is ever built.
+// The transforms run 16 lanes at a time. This file's lanes are 16 tiles of the block (NHWC, and NCHW batches
+// under 8 images); NCHW batches of 8+ take lanes over images (winograd_images.cpp for the forward, the
+// image-lane branch of the weight gradient below). Shared pieces: winograd_transforms.h.
 //
 // Exactness: the transforms add rounding of their own (G holds 1/2), so results differ from the direct
 // conv's in the last bits, as cuDNN's and oneDNN's Winograd do; the order of every sum is fixed by the shape,

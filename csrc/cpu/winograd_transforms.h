@@ -1,6 +1,7 @@
-// The pieces of Winograd F(2x2, 3x3) that its NCHW/NHWC tile-lane path (winograd.cpp) and its NCHW image-lane
-// path (winograd_images.cpp) share: the transforms, the weights transformed into the micro-kernel's packed
-// layout, and the 16 GEMMs of one block of tiles. See winograd.cpp for the method.
+// The pieces of Winograd F(2x2, 3x3) that its tile-lane paths (winograd.cpp) and its NCHW image-lane paths
+// (winograd_images.cpp, the weight gradient in winograd.cpp) share: the transforms, the weights transformed into
+// the micro-kernel's packed layout, the 16 GEMMs of one block of tiles, and the image-lane blocking. See
+// winograd.cpp for the method.
 #pragma once
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
