@@ -233,11 +233,7 @@ void winograd_forward(const ConvParams& p, const T* x, const T* w, const T* bias
             for (int64_t l = 0; l < grp.lanes; ++l) dst[xi * v_stride + l] = vt[xi][l];
         }
       });
-      for (int64_t j = tlen; j < width; ++j)  // the last panel's padding columns
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
-          for (int xi = 0; xi < kXi; ++xi) v.data()[xi * v_stride + at] = T(0);
-        }
+      zero_padding_columns(uk, v.data(), v_stride, tlen, width, C);
 
       block_gemms(p, uk, u, v.data(), v_stride, tlen, width, m.data(), m_stride, buf);
 
@@ -326,10 +322,17 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     if (!image_lanes) decode_tiles(t0, tlen, TH, TW, tile_at);
     // E[xi]: the A operand (rows k in panels of mr, reduction = the block's tiles); V[xi]: the B operand
     // (columns c in panels of nr). Rows and columns past K and C in the last panels are zeros.
-    lane_groups(tlen, kLanes, groups);
+    if (!image_lanes) lane_groups(tlen, kLanes, groups);
     // A group's tiles are consecutive reduction rows of a panel (`width` channels wide): each panel of channels
     // is transformed channel by channel, then stored by transposition (16 planes of lanes x channels), instead
     // of one value per store `width` apart. Channels past the extent (the last panel's) become zeros.
+    // tiles[i][xi][l]: channel first + i, reduction row j + l.
+    auto store_group = [&](const T (&tiles)[kMaxPanel][kXi][kLanes], int64_t j, int64_t lanes, int64_t first,
+                           int64_t count, int64_t width, int64_t extent, T* packed, int64_t plane) {
+      T* dst = packed + packed_offset(j, first, extent, width, block, tlen);
+      for (int xi = 0; xi < kXi; ++xi)
+        uk.transpose_panel(&tiles[0][xi][0], kXi * kLanes, count, lanes, dst + xi * plane, width);
+    };
     auto transform_panels = [&](int64_t panel0, int64_t panel1, int64_t width, int64_t extent, T* packed,
                                 int64_t plane, auto&& read_tiles) {
       TORCH_CHECK(width <= kMaxPanel, "fastconv: Winograd panel wider than ", kMaxPanel);
@@ -338,9 +341,7 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
         const int64_t first = panel * width, count = std::min(width, extent - first);
         for (const LaneGroup& grp : groups) {
           for (int64_t i = 0; i < count; ++i) read_tiles(first + i, grp, tiles[i]);
-          T* dst = packed + packed_offset(grp.j, first, extent, width, block, tlen);
-          for (int xi = 0; xi < kXi; ++xi)
-            uk.transpose_panel(&tiles[0][xi][0], kXi * kLanes, count, grp.lanes, dst + xi * plane, width);
+          store_group(tiles, grp.j, grp.lanes, first, count, width, extent, packed, plane);
         }
       }
     };
@@ -376,9 +377,7 @@ void winograd_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
               else
                 kernels.grad_output_tile(blk, region, th, tw, &lane_tiles[i][0][0]);
             }
-            T* dst = packed + packed_offset(pos * blk.lanes, first, extent, width, block, tlen);
-            for (int xi = 0; xi < kXi; ++xi)
-              uk.transpose_panel(&lane_tiles[0][xi][0], kXi * kLanes, count, blk.lanes, dst + xi * plane, width);
+            store_group(lane_tiles, pos * blk.lanes, blk.lanes, first, count, width, extent, packed, plane);
           }
       }
     };

@@ -67,11 +67,7 @@ void forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
         const int64_t r0 = c / uk.kc * uk.kc, rlen = std::min(uk.kc, C - r0);  // c's k block (packed_offset)
         kernels.input(blk, in, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
       }
-      for (int64_t j = cols; j < width; ++j)  // the last panel's padding columns
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
-          for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = 0.0f;
-        }
+      zero_padding_columns(uk, v, v_stride, cols, width, C);
 
       block_gemms(p, uk, u, v, v_stride, cols, width, s.m.data(), m_stride, s.buf);
 

@@ -125,6 +125,17 @@ TransformedWeights<T> transformed_weights(const ConvParams& p, const MicroKernel
   return u;
 }
 
+// Zeros in columns [count, width) of the 16 planes of a packed B operand (the last panel's padding; C rows of
+// reduction), so the GEMMs read no stale values there.
+template <typename T>
+void zero_padding_columns(const MicroKernel<T>& uk, T* v, int64_t v_stride, int64_t count, int64_t width, int64_t C) {
+  for (int64_t j = count; j < width; ++j)
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
+      for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = T(0);
+    }
+}
+
 // The 16 GEMMs of a block of `count` tiles: M[xi] (K x width) = U[xi] V[xi], V[xi] at v + xi * v_stride in
 // packed B layout (`width` columns, a multiple of nr), M[xi] at m + xi * m_stride, row-major.
 template <typename T>
