@@ -2,7 +2,8 @@
 # Compile-only checks of the CUDA backend, for machines without a GPU (called from .ci/run).
 #  1. every csrc/**/*.cu through nvcc -c for sm_80 and sm_90 with -Xptxas -v: prints registers / stack / spills per
 #     kernel and fails if any kernel spills (spill stores or loads > 0 bytes);
-#  2. the PTX of the tensor-core files (csrc/cuda/conv_tc*.cu) must contain mma.sync, ldmatrix and cp.async;
+#  2. the PTX of the tensor-core files (csrc/cuda/conv_tc*.cu) must contain mma.sync, ldmatrix and cp.async, and
+#     their compute_75 PTX must trap (no tensor cores there: a kernel must fail, never return zeros);
 #  3. csrc/cuda/ops_cuda.cpp must pass g++ -fsyntax-only against torch's headers (skipped if torch is missing).
 # Without nvcc it prints "nvcc not found: skipping" and succeeds.
 set -euo pipefail
@@ -98,6 +99,13 @@ for f in "${TC_FILES[@]}"; do
       if ! grep -q "$need" "$ptx"; then echo "FAIL: $need missing from the PTX of $f (compute_$arch)"; status=1; fi
     done
   done
+  # Below sm_80 the tensor-core instructions do not exist: such code must trap, never run on and return zeros.
+  ptx="$TMP/$(basename "$f" .cu).sm75.ptx"
+  if ! "$NVCC" -ptx -std=c++17 -O3 -Icsrc -arch=compute_75 "${TORCH_NVCC_FLAGS[@]:0:5}" "$f" -o "$ptx" 2>"$ptx.log"; then
+    cat "$ptx.log"; echo "FAIL: nvcc -ptx $f for compute_75"; status=1; continue
+  fi
+  echo "-- $f compute_75: $(grep -c 'trap;' "$ptx") trap instructions, $(grep -c 'mma.sync' "$ptx" || true) mma.sync"
+  if ! grep -q 'trap;' "$ptx"; then echo "FAIL: the compute_75 PTX of $f has no trap"; status=1; fi
 done
 
 echo "== ops_cuda.cpp syntax check"

@@ -39,6 +39,13 @@ struct ConvParams {
   // Input row/column read by output row p (column q) at kernel tap r (s); may fall in the padding.
   FC_HOST_DEVICE int64_t in_row(int64_t p, int64_t r) const { return p * stride_h - pad_h + r * dil_h; }
   FC_HOST_DEVICE int64_t in_col(int64_t q, int64_t s) const { return q * stride_w - pad_w + s * dil_w; }
+  // Whether padding and dilated kernel extents are small enough (< 2^16) for kernels that copy padded rows or
+  // phase planes of the input, sized by them: 'same' with dilation 2^31 pads by billions around an ordinary
+  // output. Other problems take the GEMM packing that reads x in place.
+  FC_HOST_DEVICE bool padded_extents_small() const {
+    constexpr int64_t kLimit = int64_t{1} << 16;
+    return pad_h < kLimit && pad_w < kLimit && (R - 1) * dil_h < kLimit && (S - 1) * dil_w < kLimit;
+  }
   FC_HOST_DEVICE bool in_bounds(int64_t h, int64_t w) const {
     return static_cast<uint64_t>(h) < static_cast<uint64_t>(H) && static_cast<uint64_t>(w) < static_cast<uint64_t>(W);
   }

@@ -4,11 +4,17 @@
 #include <ATen/ATen.h>
 #include <Python.h>
 
+#include <algorithm>
+#include <limits>
+
 #include "cpu/gemm_micro.h"
 
 namespace fastconv {
 
 namespace {
+
+// torch's limit (ConvUtils): a padding above it would overflow the padded size of any input.
+constexpr int64_t kMaxPadding = std::numeric_limits<int64_t>::max() / 2;
 
 void check_pair(at::IntArrayRef v, size_t n, const char* name) {
   TORCH_CHECK(v.size() == n, "fastconv: expected ", name, " to have ", n, " values, but got ", v.size());
@@ -19,6 +25,26 @@ void check_float_dtype(const at::Tensor& t, const char* name) {
   TORCH_CHECK(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
               "fastconv: ", name, " must be a floating point tensor (float32, float64, float16 or bfloat16), got ",
               dt);
+}
+
+// a + b and a * b for sizes computed from user-given integers: an overflow is an error, never a wrapped size.
+int64_t checked_add(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  TORCH_CHECK(!__builtin_add_overflow(a, b, &r), "fastconv: ", what, " overflows int64 (", a, " + ", b, ")");
+  return r;
+}
+
+int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  TORCH_CHECK(!__builtin_mul_overflow(a, b, &r), "fastconv: ", what, " overflows int64 (", a, " * ", b, ")");
+  return r;
+}
+
+// torch's pooling takes its window arguments as C ints; so do we (and every size below stays far from overflow).
+void check_fits_int(at::IntArrayRef values) {
+  for (int64_t v : values)
+    TORCH_CHECK(v >= std::numeric_limits<int32_t>::min() && v <= std::numeric_limits<int32_t>::max(),
+                "value cannot be converted to type int without overflow: ", v);
 }
 
 }  // namespace
@@ -37,8 +63,11 @@ ConvParams make_conv_params(const at::Tensor& input, const at::Tensor& weight, a
   TORCH_CHECK(input.device() == weight.device(), "Expected input and weight to be on the same device, but got ",
               input.device(), " and ", weight.device());
   for (int64_t s : stride) TORCH_CHECK(s > 0, "non-positive stride is not supported");
-  for (int64_t d : dilation) TORCH_CHECK(d > 0, "dilation should be greater than zero");
+  for (int64_t d : dilation) TORCH_CHECK(d > 0, "non-positive dilation is not supported");
   for (int64_t q : padding) TORCH_CHECK(q >= 0, "negative padding is not supported");
+  for (size_t i = 0; i < padding.size(); ++i)
+    TORCH_CHECK(padding[i] <= kMaxPadding, "Given padding=", padding[i], " at dimension ", i % 2,
+                " , expected padding to be at most ", kMaxPadding);
   TORCH_CHECK(groups > 0, "non-positive groups is not supported");
 
   ConvParams p{};
@@ -55,13 +84,22 @@ ConvParams make_conv_params(const at::Tensor& input, const at::Tensor& weight, a
               ", expected input", input.sizes(), " to have ", weight.size(1) * groups,
               " channels, but got ", p.C, " channels instead");
   TORCH_CHECK(p.R > 0 && p.S > 0, "fastconv: kernel size must be positive, got weight of size ", weight.sizes());
-  const int64_t padded_h = p.H + padding[0] + padding[2], padded_w = p.W + padding[1] + padding[3];
-  const int64_t eff_r = p.dil_h * (p.R - 1) + 1, eff_s = p.dil_w * (p.S - 1) + 1;
+  // Each padding is at most 2^62 - 1, so a padded size can still overflow with a large input: checked.
+  const int64_t padded_h = checked_add(p.H, padding[0] + padding[2], "padded input height");
+  const int64_t padded_w = checked_add(p.W, padding[1] + padding[3], "padded input width");
+  const int64_t eff_r = checked_mul(p.dil_h, p.R - 1, "dilated kernel height") + 1;
+  const int64_t eff_s = checked_mul(p.dil_w, p.S - 1, "dilated kernel width") + 1;
   TORCH_CHECK(padded_h >= eff_r && padded_w >= eff_s, "Calculated padded input size per channel: (", padded_h,
               " x ", padded_w, "). Kernel size: (", eff_r, " x ", eff_s,
               "). Kernel size can't be greater than actual input size");
   p.P = conv_output_size(p.H, padding[0], padding[2], p.R, p.stride_h, p.dil_h);
   p.Q = conv_output_size(p.W, padding[1], padding[3], p.S, p.stride_w, p.dil_w);
+  checked_mul(checked_mul(p.N, p.K, "output size"), checked_mul(p.P, p.Q, "output size"), "output size");
+  // With one output row the stride is never used: any stride of at least the padded height gives that row.
+  // A huge one (up to 2^63 - 1) is replaced by the padded height, so that no kernel's row arithmetic (which may
+  // look one row past the last) overflows.
+  if (p.P == 1) p.stride_h = std::min(p.stride_h, padded_h);
+  if (p.Q == 1) p.stride_w = std::min(p.stride_w, padded_w);
   p.channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
                     weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   return p;
@@ -104,6 +142,7 @@ PoolParams make_pool_params(const at::Tensor& input, at::IntArrayRef kernel_size
   TORCH_CHECK_NOT_IMPLEMENTED(
       at::isFloatingType(input.scalar_type()) || at::isIntegralType(input.scalar_type(), false),
       "\"max_pool2d\" not implemented for '", input.scalar_type(), "'");
+  for (at::IntArrayRef values : {kernel_size, stride, padding, dilation}) check_fits_int(values);
   for (int64_t k : kernel_size) TORCH_CHECK(k > 0, "kernel size should be greater than zero, but got ", kernel_size);
   for (int64_t s : stride) TORCH_CHECK(s > 0, "stride should be greater than zero, but got ", stride);
   for (int64_t d : dilation) TORCH_CHECK(d > 0, "dilation should be greater than zero, but got ", dilation);

@@ -11,6 +11,7 @@ from . import _C  # noqa: F401  (loading it registers the ops)
 
 ops = torch.ops.fastconv
 
+_MAX_PADDING = 2**62 - 1  # torch's (and csrc/ops.cpp's) limit
 _FLOAT_TYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -33,8 +34,9 @@ def _check_conv(input, weight, stride, padding, dilation, groups):
     torch._check(input.dtype == weight.dtype, lambda: f"expected scalar type {input.dtype} but found {weight.dtype}")
     torch._check(input.device == weight.device, lambda: "Expected input and weight to be on the same device")
     torch._check(all(s > 0 for s in stride), lambda: "non-positive stride is not supported")
-    torch._check(all(d > 0 for d in dilation), lambda: "dilation should be greater than zero")
+    torch._check(all(d > 0 for d in dilation), lambda: "non-positive dilation is not supported")
     torch._check(all(p >= 0 for p in padding), lambda: "negative padding is not supported")
+    torch._check(all(p <= _MAX_PADDING for p in padding), lambda: f"expected padding to be at most {_MAX_PADDING}")
     torch._check(groups > 0, lambda: "non-positive groups is not supported")
     n, c, h, w = input.shape
     k, cg, r, s = weight.shape
@@ -86,6 +88,8 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     torch._check(input.dim() == 4, lambda: "Expected 4D (batched) input to fastconv::max_pool2d")
     torch._check(all(k > 0 for k in kernel_size) and all(s > 0 for s in stride) and all(d > 0 for d in dilation),
                  lambda: "kernel size, stride and dilation should be greater than zero")
+    torch._check(all(-(2**31) <= v < 2**31 for v in (*kernel_size, *stride, *padding, *dilation)),
+                 lambda: "value cannot be converted to type int without overflow")
     torch._check(all(0 <= p <= k // 2 for p, k in zip(padding, kernel_size)),
                  lambda: "pad should be smaller than or equal to half of kernel size")
     n, c, h, w = input.shape

@@ -3,7 +3,7 @@
 All argument normalisation (int vs tuple, 'same' / 'valid', stride=None, unbatched input) lives here, once;
 the ops below take explicit 4D tensors and explicit per-dim values.
 """
-from collections.abc import Sequence
+import operator
 
 import torch
 
@@ -11,19 +11,42 @@ from ._ops import ops
 
 __all__ = ["conv2d", "max_pool2d", "max_pool2d_with_indices"]
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
-def _pair(value, name, op="the convolution dimensions"):
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        values = [int(v) for v in value]
-        if len(values) == 1:
-            return values * 2
-        if len(values) == 2:
-            return values
-        raise RuntimeError(
-            f"expected {name} to be a single integer value or a list of 2 values to match {op}, "
-            f"but got {name}={values}"
-        )
-    return [int(value)] * 2
+
+def _int(value, name, op):
+    """One integer argument as torch's argument parser takes it: a Python or numpy integer, or a one-element
+    integer tensor; never a bool, a float or a string (TypeError), nor a value outside int64 (ValueError)."""
+    if isinstance(value, bool) or type(value).__name__ in ("bool_", "ndarray"):
+        raise TypeError(f"{op}(): argument '{name}' must be int or tuple of ints, not {type(value).__name__}")
+    try:
+        result = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{op}(): argument '{name}' must be int or tuple of ints, not {type(value).__name__}"
+        ) from None
+    if not _INT64_MIN <= result <= _INT64_MAX:
+        raise ValueError(f"{op}(): argument '{name}' is out of the int64 range (Overflow when unpacking long long)")
+    return result
+
+
+def _ints(value, name, op):
+    """A list of integers from an int or a tuple / list of them, each as `_int`."""
+    if isinstance(value, (tuple, list)):
+        return [_int(v, name, op) for v in value]
+    return [_int(value, name, op)]
+
+
+def _pair(value, name, op="conv2d"):
+    values = _ints(value, name, op)
+    if not isinstance(value, (tuple, list)) or len(values) == 1:
+        return values * 2
+    if len(values) == 2:
+        return values
+    raise RuntimeError(
+        f"expected {name} to be a single integer value or a list of 2 values to match the convolution "
+        f"dimensions, but got {name}={values}"
+    )
 
 
 def _conv_padding(padding, weight, stride, dilation):
@@ -58,27 +81,43 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise RuntimeError(
             f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
         )
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"conv2d(): argument 'bias' must be Tensor or None, not {type(bias).__name__}")
     stride = _pair(stride, "stride")
     dilation = _pair(dilation, "dilation")
     padding = _conv_padding(padding, weight, stride, dilation)
+    groups = _int(groups, "groups", "conv2d")
     x = input if batched else input.unsqueeze(0)
     x, weight, bias = _autocast(x, weight, bias)
-    out = _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, int(groups))
+    out = _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, groups)
+    if x.shape[1] == 0:
+        # Over zero input channels the op returns the bias (or zeros), but torch's conv2d returns no output
+        # channels at all: (N, 0, P, Q). Same shape as torch; the weight and bias gradients are still zeros.
+        out = out.narrow(1, 0, 0)
     return out if batched else out.squeeze(0)
 
 
 def _autocast(x, weight, bias):
-    """Under torch.autocast a conv runs in the autocast dtype, as torch's does (max_pool keeps its dtype)."""
+    """Under torch.autocast a conv runs in the autocast dtype, as torch's does (max_pool keeps its dtype):
+    like torch's autocast, only floating tensors other than float64 are cast."""
     device = x.device.type
-    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device) or not x.is_floating_point():
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
         return x, weight, bias
     dtype = torch.get_autocast_dtype(device)
-    return tuple(None if t is None else t.to(dtype) for t in (x, weight, bias))
+
+    def cast(t):
+        eligible = t is not None and t.is_floating_point() and t.dtype != torch.float64
+        return t.to(dtype) if eligible else t
+
+    return cast(x), cast(weight), cast(bias)
 
 
 def _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, groups):
     """Floating types run on the kernels as they are; like torch, complex and integer convs work too:
     complex as four real convs, integers exactly in float64 (|sums| < 2**53), wrapping like torch's."""
+    for t in (x, weight):
+        if t.dtype == torch.bool:
+            raise NotImplementedError("\"conv2d\" not implemented for 'Bool'")
     if isinstance(bias, torch.Tensor) and bias.dtype != x.dtype:
         raise RuntimeError(f"Input type ({x.dtype}) and bias type ({bias.dtype}) should be the same")
     if x.is_complex() and weight.is_complex() and x.dtype == weight.dtype:
@@ -100,23 +139,25 @@ def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation
     if input.dim() not in (3, 4):
         raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
     op = "max_pool2d"
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"{op}(): argument 'ceil_mode' must be bool, not {type(ceil_mode).__name__}")
     kernel = _pool_pair(kernel_size, "kernel_size", op)
-    stride = kernel if stride is None or (isinstance(stride, Sequence) and len(stride) == 0) else _pool_pair(stride, "stride", op)
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    stride = kernel if no_stride else _pool_pair(stride, "stride", op)
     if any(s == 0 for s in stride):
         raise RuntimeError("stride should not be zero")
     padding = _pool_pair(padding, "padding", op)
     dilation = _pool_pair(dilation, "dilation", op)
     x = input if batched else input.unsqueeze(0)
-    out, indices = ops.max_pool2d(x, kernel, stride, padding, dilation, bool(ceil_mode))
+    out, indices = ops.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
     return (out, indices) if batched else (out.squeeze(0), indices.squeeze(0))
 
 
 def _pool_pair(value, name, op):
-    if isinstance(value, Sequence):
-        if len(value) not in (1, 2):
-            raise RuntimeError(f"{op}: {name} must either be a single int, or a tuple of two ints")
-        return [int(value[0]), int(value[-1])]
-    return [int(value)] * 2
+    values = _ints(value, name, op)
+    if len(values) not in (1, 2):
+        raise RuntimeError(f"{op}: {name} must either be a single int, or a tuple of two ints")
+    return [values[0], values[-1]]
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):

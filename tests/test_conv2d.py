@@ -473,7 +473,7 @@ BAD_CALLS = [
     ("integer-bias-dtype", X.long(), W.long(), {"bias": _x(8, dtype=torch.float64)}, r"bias type .* should be the same"),
     ("bias-wrong-size", X, W, {"bias": _x(7)}, r"expected bias to be 1-dimensional with 8 elements"),
     ("bias-2d", X, W, {"bias": _x(8, 1)}, r"expected bias to be 1-dimensional"),
-    ("bool-tensors", X.bool(), W.bool(), {}, r"floating point"),
+    ("bool-tensors", X.bool(), W.bool(), {}, r"not implemented for .Bool."),
     ("stride-tuple-of-3", X, W, {"stride": (1, 2, 3)}, r"expected stride to be a single integer value or a list of 2"),
     ("padding-tuple-of-3", X, W, {"padding": (1, 2, 3)}, r"expected padding to be a single integer value"),
     ("dilation-tuple-of-3", X, W, {"dilation": (1, 2, 3)}, r"expected dilation to be a single integer value"),

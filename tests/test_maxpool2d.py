@@ -322,14 +322,36 @@ def test_max_pool2d_rejects_what_torch_rejects(inp, kwargs, match):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("bad", [-1, 36, 1 << 40], ids=["negative", "one-past-plane", "huge"])
-def test_max_pool2d_grad_rejects_out_of_range_indices(bad, layout):
-    """The raw backward op validates indices instead of scattering out of bounds."""
+def test_max_pool2d_grad_skips_out_of_plane_indices(bad, layout):
+    """An index outside the plane names no element: it gets no gradient, and nothing is written out of bounds
+    (torch's forward gives such indices to windows wholly in the padding, see the next test)."""
     x = _input(2, 3, 6, 6, torch.float32, "distinct", layout, seed=8)
     out, idx = torch.ops.fastconv.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    grad = torch.randn_like(out)
+    expected = torch.ops.fastconv.max_pool2d_grad(grad, x, idx)
+    expected[1, 2].view(-1)[idx[1, 2, 1, 0]] -= grad[1, 2, 1, 0]
     idx = idx.clone()
     idx[1, 2, 1, 0] = bad
-    with pytest.raises(RuntimeError, match="outside the input plane"):
-        torch.ops.fastconv.max_pool2d_grad(torch.ones_like(out), x, idx)
+    assert torch.equal(torch.ops.fastconv.max_pool2d_grad(grad, x, idx), expected)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_max_pool2d_window_wholly_in_padding(layout):
+    """With dilation a window can miss the input entirely (kernel 2, dilation 3, padding 1 on a 2-wide map):
+    torch gives it -inf and an index outside the plane. Forward and indices match torch's; the backward skips
+    that index (torch 2.13's NCHW backward adds its gradient to the next plane's first element)."""
+    x = torch.randn(2, 3, 4, 2)
+    x = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+    kwargs = dict(kernel_size=2, padding=1, dilation=(1, 3), ceil_mode=True, return_indices=True)
+    ours = x.detach().requires_grad_()
+    (y, i), (ty, ti) = max_pool2d(ours, **kwargs), F.max_pool2d(x, **kwargs)
+    assert torch.equal(y, ty) and torch.equal(i, ti) and bool((ti >= 8).any())
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    expected = torch.zeros(2, 3, 8)
+    in_plane = ti.flatten(2) < 8
+    expected.scatter_add_(2, ti.flatten(2).clamp(max=7), grad.flatten(2) * in_plane)
+    assert torch.equal(ours.grad, expected.view(2, 3, 4, 2))
 
 
 def test_max_pool2d_grad_rejects_bad_indices_tensor():

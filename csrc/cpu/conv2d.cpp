@@ -62,7 +62,7 @@ int64_t block_size(int64_t extent, int64_t parts, int64_t unit, int64_t max_bloc
 template <typename T>
 void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), pixels = p.N * p.PQ();
-  if (pixels == 0 || p.K == 0) return;
+  if (pixels == 0 || p.K == 0) return;  // (no input channels: the binding fills the bias in)
   if (is_depthwise(p)) return depthwise_forward(p, x, w, bias, y);
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_applies(p)) return winograd_forward(p, x, w, bias, y);
@@ -319,7 +319,7 @@ template <typename T>
 void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), PQ = p.PQ(), total = p.K * red;
   std::fill(dw, dw + total, T(0));
-  if (p.N == 0 || PQ == 0) return;
+  if (total == 0 || p.N == 0 || PQ == 0) return;  // total == 0: no input channels, nothing to sum into
   if (is_depthwise(p)) return depthwise_grad_weight(p, dy, x, dw);
   if constexpr (std::is_same_v<T, float>) {
     if (winograd_applies(p)) return winograd_grad_weight(p, dy, x, dw);

@@ -162,13 +162,15 @@ void copy_weights(const ConvParams& from, const float* src, const ConvParams& to
 // stride_w 1: each tap of an output row is one contiguous run of its padded input row. channels_last problems
 // come too: with K <= 16 their output is thin, and moving both sides to NCHW and back costs far less than the
 // NHWC GEMM loses on a tile with a handful of columns.
-bool small_k_applies(const ConvParams& p) { return p.groups == 1 && p.K <= kSmallKMax && p.stride_w == 1; }
+bool small_k_applies(const ConvParams& p) {
+  return p.groups == 1 && p.K <= kSmallKMax && p.stride_w == 1 && p.padded_extents_small();
+}
 
 bool small_c_grad_weight_applies(const ConvParams& p) {
   // channels_last goes through NCHW copies of x and dy: worth it for thin dy, or for image inputs (C <= 4, the
   // first layer), where the NHWC GEMM's packing of runs of C values per tap ran at 0.3x torch.
   return p.groups == 1 && p.stride_w == 1 && p.S <= kSmallTapsMaxS && p.C * p.R * p.S <= kSmallTapsMax &&
-         (!p.channels_last || p.K <= kSmallKMax || p.C <= 4);
+         (!p.channels_last || p.K <= kSmallKMax || p.C <= 4) && p.padded_extents_small();
 }
 
 DirectKernels direct_kernels(Isa isa) {

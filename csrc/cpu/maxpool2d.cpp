@@ -6,7 +6,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <limits>
 #include <vector>
@@ -40,7 +39,7 @@ constexpr int64_t kPlanarChannelsMax = 15;
 constexpr int64_t kPlanarImageMax = int64_t{1} << 18;
 bool pools_through_planes(const PoolParams& p) {
   return p.channels_last && p.C <= kPlanarChannelsMax && p.HW() * p.C <= kPlanarImageMax &&
-         4 * p.N >= at::get_num_threads();
+         4 * p.N >= at::get_num_threads() && padded_rows_fit(p);
 }
 
 template <typename T, typename Pos>
@@ -73,6 +72,13 @@ template <typename T, typename Pos>
 void forward_rows(const PoolParams& p, const T* x, T* y, int64_t* indices) {
   const PoolRowKernels<T, Pos> rows = row_kernels<T, Pos>(active_isa());
   if (pools_through_planes(p)) return forward_through_planes(p, rows, x, y, indices);
+  if (!p.channels_last && !padded_rows_fit(p)) {  // an NCHW plane is an NHWC image of one channel
+    PoolParams planes_as_images = p;
+    planes_as_images.N = p.N * p.C;
+    planes_as_images.C = 1;
+    planes_as_images.channels_last = true;
+    return forward_rows<T, Pos>(planes_as_images, x, y, indices);
+  }
   const int64_t planes = p.channels_last ? p.N : p.N * p.C;
   const int64_t in_plane = p.channels_last ? p.HW() * p.C : p.HW(), out_row = p.channels_last ? p.Q * p.C : p.Q;
   at::parallel_for(0, planes * p.P, std::max<int64_t>(1, 4096 / std::max<int64_t>(out_row, 1)),
@@ -108,57 +114,51 @@ void max_pool2d_forward(const PoolParams& p, const T* x, T* y, int64_t* indices)
 }
 
 template <typename T>
-bool max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indices, T* dx) {
-  std::atomic<bool> indices_ok{true};
-  auto in_plane = [&](int64_t i) {
-    if (static_cast<uint64_t>(i) < static_cast<uint64_t>(p.HW())) return true;
-    indices_ok = false;
-    return false;
-  };
+void max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indices, T* dx) {
+  const int64_t HW = p.HW();
+  // A window wholly in the padding (possible with dilation) has torch's index of its first tap, which may lie
+  // outside the plane: such an index names no element and gets no gradient (as on CUDA).
+  auto in_plane = [HW](int64_t i) { return static_cast<uint64_t>(i) < static_cast<uint64_t>(HW); };
   if (!p.channels_last) {
     // One plane per task: the scatter into it is serial, hence race-free and in a fixed order.
     at::parallel_for(0, p.N * p.C, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t plane = b0; plane < b1; ++plane) {
         const T* g = dy + plane * p.PQ();
         const int64_t* idx = indices + plane * p.PQ();
-        T* out = dx + plane * p.HW();
-        std::fill(out, out + p.HW(), T(0));
+        T* out = dx + plane * HW;
+        std::fill(out, out + HW, T(0));
         for (int64_t o = 0; o < p.PQ(); ++o)
           if (in_plane(idx[o])) out[idx[o]] += g[o];
       }
     });
-    return indices_ok;
+    return;
   }
   // NHWC: a task owns one image; within it, output pixels are visited in order and each pixel's channels
   // scatter to distinct addresses.
-  const int64_t C = p.C, HW = p.HW();
+  const int64_t C = p.C;
   at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
-    bool bad = false;
     for (int64_t n = n0; n < n1; ++n) {
       T* image = dx + n * HW * C;
       std::fill(image, image + HW * C, T(0));
       for (int64_t o = n * p.PQ(); o < (n + 1) * p.PQ(); ++o) {
         const int64_t* idx = indices + o * C;
         const T* g = dy + o * C;
-        bool pixel_bad = false;  // one vectorised range check per pixel, then an unchecked scatter
-        for (int64_t c = 0; c < C; ++c) pixel_bad |= static_cast<uint64_t>(idx[c]) >= static_cast<uint64_t>(HW);
-        if (!pixel_bad) {
+        bool all_in_plane = true;  // one vectorised range check per pixel, then an unchecked scatter
+        for (int64_t c = 0; c < C; ++c) all_in_plane &= in_plane(idx[c]);
+        if (all_in_plane) {
           for (int64_t c = 0; c < C; ++c) image[idx[c] * C + c] += g[c];
           continue;
         }
-        bad = true;
         for (int64_t c = 0; c < C; ++c)
-          if (static_cast<uint64_t>(idx[c]) < static_cast<uint64_t>(HW)) image[idx[c] * C + c] += g[c];
+          if (in_plane(idx[c])) image[idx[c] * C + c] += g[c];
       }
     }
-    if (bad) indices_ok = false;
   });
-  return indices_ok;
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                              \
   template void max_pool2d_forward<T>(const PoolParams&, const T*, T*, int64_t*);            \
-  template bool max_pool2d_backward<T>(const PoolParams&, const T*, const int64_t*, T*);
+  template void max_pool2d_backward<T>(const PoolParams&, const T*, const int64_t*, T*);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)
 FASTCONV_INSTANTIATE(uint8_t)

@@ -6,7 +6,7 @@ namespace fastconv::cpu {
 
 template <typename T> void max_pool2d_forward(const PoolParams& p, const T* x, T* y, int64_t* indices);
 // dx is overwritten: zeroed here, a slice right before its scatter (one pass over memory); each gradient goes
-// to the input element its index names. Returns false (and skips them) when an index lies outside its plane.
-template <typename T> bool max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indices, T* dx);
+// to the input element its index names; an index outside its plane (a window wholly in the padding) is skipped.
+template <typename T> void max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indices, T* dx);
 
 }  // namespace fastconv::cpu

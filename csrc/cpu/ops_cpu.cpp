@@ -34,6 +34,11 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
   return t;
 }
 
+// A conv over zero input channels sums nothing: its output is the bias, or zeros (as torch's).
+at::Tensor& fill_empty_reduction(at::Tensor& y, const at::Tensor& bias) {
+  return bias.defined() ? y.copy_(bias.view({1, -1, 1, 1}).expand_as(y)) : y.zero_();
+}
+
 void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "fastconv: expected ", name, " on the CPU, got ", t.device());
 }
@@ -48,6 +53,7 @@ at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight, const st
   const bool has_bias = bias.has_value() && bias->defined();
   const at::Tensor b = has_bias ? kernel_input(*bias, at::MemoryFormat::Contiguous) : at::Tensor();
   at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, x.options().memory_format(fmt));
+  if (p.Cg() == 0) return finish(fill_empty_reduction(y, b), input.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastconv_conv2d", [&] {
     conv2d_forward<scalar_t>(p, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                              has_bias ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
@@ -123,12 +129,10 @@ at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& i
   const auto fmt = pool_memory_format(p);
   const at::Tensor dy = kernel_input(grad_output, fmt), idx = indices.contiguous(fmt);
   at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));  // the kernel zeroes it
-  bool ok = true;
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_max_pool2d_grad", [&] {
-    ok = max_pool2d_backward<scalar_t>(p, dy.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(),
-                                       dx.mutable_data_ptr<scalar_t>());
+    max_pool2d_backward<scalar_t>(p, dy.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(),
+                                  dx.mutable_data_ptr<scalar_t>());
   });
-  TORCH_CHECK(ok, "fastconv: max_pool2d_grad got indices outside the input plane of ", p.H, " x ", p.W);
   return finish(dx, input.scalar_type());
 }
 

@@ -31,7 +31,8 @@ namespace fastconv::cpu {
 // (kShortRun), except 1x1 kernels (each input element is packed at most once: the copy would only double the
 // work) and outputs under 8 columns (4x4 maps measured ~10% slower than gathering straight from x).
 inline bool packs_from_planes(const ConvParams& p) {
-  return !p.channels_last && p.RS() > 1 && p.Q >= 8 && (p.stride_h > 1 || p.stride_w > 1 || p.Q < kShortRun);
+  return !p.channels_last && p.RS() > 1 && p.Q >= 8 && (p.stride_h > 1 || p.stride_w > 1 || p.Q < kShortRun) &&
+         p.padded_extents_small();
 }
 
 template <typename T>

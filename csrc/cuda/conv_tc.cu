@@ -205,7 +205,27 @@ template <class F> cudaError_t dispatch_tc(DType dt, F&& f) {
   }
 }
 
+#if !defined(FASTCONV_EMULATE)
+// Compiled like the tensor-core kernels, so its attributes say which code the driver loads for this GPU.
+__global__ void tc_arch_probe() {}
+#endif
+
 }  // namespace
+
+const char* tc_code_for_device() {
+#if !defined(FASTCONV_EMULATE)
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, tc_arch_probe) != cudaSuccess)
+    return "fastconv: no CUDA code of this build can run on this GPU";
+  // ptxVersion is the virtual arch the loaded code was compiled from (PTX JIT-compiled for a newer GPU keeps
+  // its older one): mma.sync / ldmatrix / cp.async need 80 or more.
+  if (attr.ptxVersion < 80 || attr.binaryVersion < 80)
+    return "fastconv: this build has no sm_80+ code for this GPU, so its tensor-core kernels cannot run; rebuild "
+           "with TORCH_CUDA_ARCH_LIST naming this GPU's compute capability (8.0 or later), or set "
+           "FASTCONV_TENSOR_CORES=0";
+#endif
+  return nullptr;
+}
 
 bool conv2d_tc_supported(DType dtype, const ConvParams& p, bool allow_tf32) {
   if (!p.channels_last || dtype == DType::Float64 || (dtype == DType::Float32 && !allow_tf32)) return false;

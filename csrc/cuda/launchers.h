@@ -44,6 +44,9 @@ cudaError_t conv2d_backward_bias(DType dtype, const void* grad_out, void* grad_b
 // problem fits (dtype, channels_last layout, channel counts multiple of the 16-byte vector). Compile-checked only
 // so far: ops_cuda.cpp takes this path only when FASTCONV_TENSOR_CORES=1 is set in the environment.
 bool conv2d_tc_supported(DType dtype, const ConvParams& p, bool allow_tf32);
+// nullptr when the tensor-core kernels of this build can run on the current GPU (sm_80+ code was compiled for
+// it), else why not. Their instructions compile to a trap below sm_80, so such a build must not launch them.
+const char* tc_code_for_device();
 cudaError_t conv2d_forward_tc(DType dtype, const void* in, const void* w, const void* bias, void* out,
                               const ConvParams& p, bool allow_tf32, cudaStream_t stream);
 cudaError_t conv2d_backward_input_tc(DType dtype, const void* grad_out, const void* w, void* grad_in,

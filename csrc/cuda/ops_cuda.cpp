@@ -54,7 +54,10 @@ bool tensor_cores_enabled() {
 bool use_tc(const at::Tensor& t, const ConvParams& p, bool* allow_tf32) {
   if (!tensor_cores_enabled()) return false;
   *allow_tf32 = at::globalContext().allowTF32CuDNN();
-  return cuda::conv2d_tc_supported(dtype_of(t), p, *allow_tf32);
+  if (!cuda::conv2d_tc_supported(dtype_of(t), p, *allow_tf32)) return false;  // (GPUs below sm_80 included)
+  const char* why_not = cuda::tc_code_for_device();
+  TORCH_CHECK(why_not == nullptr, why_not);  // asked for tensor cores on a build without code for them
+  return true;
 }
 
 void* ptr_or_null(const at::Tensor& t) { return t.defined() && t.numel() > 0 ? t.data_ptr() : nullptr; }
@@ -80,6 +83,8 @@ at::Tensor conv2d_cuda(const at::Tensor& input, const at::Tensor& weight, const 
   if (out.numel() == 0) return out;
   const at::Tensor x = input.contiguous(fmt), w = weight.contiguous(fmt);
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  if (p.Cg() == 0)  // a sum over zero input channels: the bias, or zeros (as torch's)
+    return b.defined() ? out.copy_(b.view({1, -1, 1, 1}).expand_as(out)) : out.zero_();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   bool tf32 = false;
   if (use_tc(input, p, &tf32)) {

@@ -28,6 +28,10 @@ template <int ROW_BYTES> FC_HD int rowmajor_off(int krow, int chunk) {
 
 #if !defined(FASTCONV_EMULATE)
 
+// Device code compiled for an arch below sm_80 has none of these instructions: it traps (the launch fails with
+// an error) rather than let a kernel return zeros. The host refuses such builds first (tc_code_for_device).
+#define FC_NO_TENSOR_CORES() __trap()
+
 FC_DEV uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 
 // 16 bytes global -> shared, bypassing L1; zero-filled when !pred (the source is then not read).
@@ -35,16 +39,22 @@ FC_DEV void cp_async16(void* smem, const void* gmem, bool pred) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
                "r"(pred ? 16 : 0));
+#elif defined(__CUDA_ARCH__)
+  FC_NO_TENSOR_CORES();
 #endif
 }
 FC_DEV void cp_async_commit() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::);
+#elif defined(__CUDA_ARCH__)
+  FC_NO_TENSOR_CORES();
 #endif
 }
 template <int N> FC_DEV void cp_async_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#elif defined(__CUDA_ARCH__)
+  FC_NO_TENSOR_CORES();
 #endif
 }
 
@@ -53,6 +63,8 @@ FC_DEV void ldsm_x4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
+#elif defined(__CUDA_ARCH__)
+  FC_NO_TENSOR_CORES();
 #endif
 }
 FC_DEV void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
@@ -60,6 +72,8 @@ FC_DEV void ldsm_x4_trans(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
+#elif defined(__CUDA_ARCH__)
+  FC_NO_TENSOR_CORES();
 #endif
 }
 
@@ -71,6 +85,8 @@ template <> FC_DEV void mma<__half>(float (&d)[4], const uint32_t (&a)[4], const
                "{%0, %1, %2, %3};\n"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(__CUDA_ARCH__)
+  FC_NO_TENSOR_CORES();
 #endif
 }
 template <> FC_DEV void mma<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
@@ -79,6 +95,8 @@ template <> FC_DEV void mma<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4]
                "{%0, %1, %2, %3};\n"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(__CUDA_ARCH__)
+  FC_NO_TENSOR_CORES();
 #endif
 }
 template <> FC_DEV void mma<float>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
@@ -87,6 +105,8 @@ template <> FC_DEV void mma<float>(float (&d)[4], const uint32_t (&a)[4], const 
                "{%0, %1, %2, %3};\n"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(__CUDA_ARCH__)
+  FC_NO_TENSOR_CORES();
 #endif
 }
 
@@ -96,6 +116,9 @@ FC_DEV uint32_t to_tf32(uint32_t x) {
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(__uint_as_float(x)));
   return r;
+#elif defined(__CUDA_ARCH__)
+  FC_NO_TENSOR_CORES();
+  return x;
 #else
   return x;
 #endif
