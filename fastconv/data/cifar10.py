@@ -24,6 +24,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
+from .image_folder import is_image_folder_source, load_image_folder
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
@@ -242,7 +244,8 @@ class CIFAR10(Dataset):
     """CIFAR-10 as ``(image, label)`` pairs; images are ``uint8`` tensors of shape ``(3, 32, 32)``.
 
     Args:
-        root: folder holding ``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``.
+        root: folder holding ``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``; or an image folder
+            (``train/<class>/*.jpg|png``, ``test/...``) or a ``.tar.gz`` of one (see image_folder.py).
         train: the 50,000 training images (True) or the 10,000 test images (False).
         transform: applied to the uint8 image tensor (see :mod:`fastconv.data.transforms`).
         target_transform: applied to the int label.
@@ -255,8 +258,15 @@ class CIFAR10(Dataset):
         self.train = train
         self.transform = transform
         self.target_transform = target_transform
-        self.folder = prepare_cifar10(self.root, download=download)
-        self.data, self.targets, self.classes = load_split(self.folder, train)
+        if is_image_folder_source(self.root):  # train/<class>/*.jpg and test/..., or a .tar.gz of them
+            arrays = load_image_folder(self.root)
+            split = "train" if train else "test"
+            self.folder = self.root
+            self.data, self.targets = arrays[f"{split}_images"], arrays[f"{split}_labels"].tolist()
+            self.classes = list(CLASSES)
+        else:
+            self.folder = prepare_cifar10(self.root, download=download)
+            self.data, self.targets, self.classes = load_split(self.folder, train)
 
     def __len__(self) -> int:
         return len(self.targets)
