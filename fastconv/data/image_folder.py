@@ -148,6 +148,9 @@ def load_image_folder(source: PathLike, progress: bool = True) -> Dict[str, torc
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, signature=np.asarray(signature), **arrays)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the cache from other users
             os.replace(tmp, cache)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
