@@ -115,11 +115,10 @@ def _autocast(x, weight, bias):
 def _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, groups):
     """Floating types run on the kernels as they are; like torch, complex and integer convs work too:
     complex as four real convs, integers exactly in float64 (|sums| < 2**53), wrapping like torch's."""
-    for t in (x, weight):
-        if t.dtype == torch.bool:
-            raise NotImplementedError("\"conv2d\" not implemented for 'Bool'")
     if isinstance(bias, torch.Tensor) and bias.dtype != x.dtype:
         raise RuntimeError(f"Input type ({x.dtype}) and bias type ({bias.dtype}) should be the same")
+    if x.dtype == weight.dtype == torch.bool:  # (mixed dtypes are the op's RuntimeError, as torch's)
+        raise NotImplementedError("\"conv2d\" not implemented for 'Bool'")
     if x.is_complex() and weight.is_complex() and x.dtype == weight.dtype:
         def conv(a, b, bias_part):
             return ops.conv2d(a, b, bias_part, stride, padding, dilation, groups)

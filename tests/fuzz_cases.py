@@ -20,9 +20,11 @@ What is compared, per case:
 """
 import argparse
 import os
+import re
 import random
 import sys
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch._prims_common import suggest_memory_format
@@ -63,8 +65,10 @@ def make_tensor(shape, dtype, layout, gen):
 # --- argument forms ---------------------------------------------------------------------------------------
 
 def int_form(rng, value):
-    """`value` as an int or one of the other forms torch accepts for one."""
-    return rng.choice([value, value, value, (value,), [value], (value, value), [value, value]])
+    """`value` as an int or one of the other forms torch accepts for one (numpy integers, integer tensors,
+    torch.Size included)."""
+    return rng.choice([value, value, value, (value,), [value], (value, value), [value, value], np.int64(value),
+                       (np.int32(value), value), torch.tensor(value), torch.Size([value, value])])
 
 
 def pair_form(rng, a, b):
@@ -109,7 +113,7 @@ def random_conv(rng, gen):
     kwargs = dict(stride=pair_form(rng, sh, sw), dilation=pair_form(rng, dh, dw), groups=groups,
                   padding=pad_kind if pad_kind in ("same", "valid") else pair_form(rng, ph, pw))
     for name in rng.sample(list(kwargs), rng.randint(0, 4)):  # the default, left out
-        if kwargs[name] in (1, 0, (1, 1), [1, 1], "valid"):
+        if type(kwargs[name]) in (int, str, tuple, list) and kwargs[name] in (1, 0, (1, 1), [1, 1], "valid"):
             del kwargs[name]
     if rng.random() < 0.25:
         x, w, b, kwargs = corrupt_conv(rng, x, w, b, kwargs)
@@ -387,7 +391,8 @@ def run_conv(x, w, b, kwargs):
         bounded = {**kwargs, "stride": min(kwargs["stride"], 64)} if small else kwargs
         theirs, their_error = call(F.conv2d, torch_safe(x), torch_safe(w), b, **bounded)
     ours, our_error = call(FC.conv2d, x, w, b, **kwargs)
-    if their_error is None and our_error is not None and len({t.dtype for t in inputs}) > 1:
+    if (their_error is None and our_error is not None and len({t.dtype for t in inputs}) > 1
+            and re.search(r"scalar type|should be the same", str(our_error))):
         # torch checks the dtypes on some paths only (not for empty inputs, nor a bias with padding='valid' on
         # unbatched input, where it converts the bias); we always refuse mixed dtypes, as torch mostly does.
         return None

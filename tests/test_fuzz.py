@@ -122,25 +122,25 @@ def test_grouped_weight_gradient_of_a_channels_last_unbatched_view(groups, strid
     torch.testing.assert_close(wc.grad, expected, rtol=1e-10, atol=1e-10)  # torch on contiguous copies agrees
 
 
-OVERFLOWS = [
-    ("conv2d", dict(dilation=2**62, padding=2**62)),
-    ("conv2d", dict(padding=2**62 - 1)),
-    ("conv2d", dict(dilation=(2**62, 1))),
-    ("conv2d", dict(padding=2**61)),
-    ("conv2d", dict(stride=2**62, padding=2**62 - 1)),
-    ("conv2d", dict(dilation=2**63 - 1, padding="same")),
-    ("max_pool2d", dict(kernel_size=2, dilation=2**62)),
-    ("max_pool2d", dict(kernel_size=2**31)),
-    ("max_pool2d", dict(kernel_size=2, stride=2**31)),
-    ("max_pool2d", dict(kernel_size=2**62, padding=2**61)),
+OVERFLOWS = [  # (op, arguments, the check that must refuse them)
+    ("conv2d", dict(dilation=2**62, padding=2**62), "expected padding to be at most"),
+    ("conv2d", dict(padding=2**62 - 1), "padded input height overflows int64"),
+    ("conv2d", dict(dilation=(2**62, 1)), "dilated kernel height overflows int64"),
+    ("conv2d", dict(padding=2**61), "output size overflows int64"),
+    ("conv2d", dict(stride=2**62, padding=2**62 - 1), "padded input height overflows int64"),
+    ("conv2d", dict(dilation=2**63 - 1, padding="same"), "expected padding to be at most"),
+    ("max_pool2d", dict(kernel_size=2, dilation=2**62), "cannot be converted to type int without overflow"),
+    ("max_pool2d", dict(kernel_size=2**31), "cannot be converted to type int without overflow"),
+    ("max_pool2d", dict(kernel_size=2, stride=2**31), "cannot be converted to type int without overflow"),
+    ("max_pool2d", dict(kernel_size=2**62, padding=2**61), "cannot be converted to type int without overflow"),
 ]
 
 
-@pytest.mark.parametrize("op, kwargs", OVERFLOWS, ids=[f"{op}-{kw}" for op, kw in OVERFLOWS])
-def test_size_overflow_is_an_error(op, kwargs):
+@pytest.mark.parametrize("op, kwargs, match", OVERFLOWS, ids=[f"{op}-{kw}" for op, kw, _ in OVERFLOWS])
+def test_size_overflow_is_an_error(op, kwargs, match):
     """Sizes computed from huge integers are checked: a RuntimeError (as torch's), never a wrapped size."""
     x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=match):
         FC.conv2d(x, w, **kwargs) if op == "conv2d" else FC.max_pool2d(x, **kwargs)
 
 

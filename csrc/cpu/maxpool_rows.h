@@ -39,13 +39,14 @@ constexpr int64_t kPoolRowBlock = 32;
 inline int64_t padded_rows_size(const PoolParams& p) {
   return ((kPoolRowBlock - 1) * p.stride_h + (p.kernel_h - 1) * p.dil_h + 1) * padded_row_length(p) + kLanes;
 }
-// Whether that scratch stays under 4M elements. Strides and dilations far larger than the map (up to 2^31 - 1)
-// would make it huge, or overflow int64: the size is estimated in double first, and such problems take the
-// NHWC row kernel, which needs no padded rows.
+// Whether that scratch stays under 4M elements plus 64 planes' worth. Strides and dilations far larger than
+// the map (up to 2^31 - 1) would make it huge, or overflow int64: the size is estimated in double first, and
+// such problems take the NHWC row kernel, which needs no padded rows. Long ordinary rows (a 1 x 2^17 signal)
+// stay here.
 inline bool padded_rows_fit(const PoolParams& p) {
   const double rows = (kPoolRowBlock - 1) * double(p.stride_h) + (p.kernel_h - 1) * double(p.dil_h) + 1;
   const double row_length = (padded_columns(p) - 1) * double(p.stride_w) + (p.kernel_w - 1) * double(p.dil_w) + 1;
-  return rows * row_length + kLanes <= double(int64_t{1} << 22);
+  return rows * row_length + kLanes <= double(int64_t{1} << 22) + 64.0 * double(p.H) * double(p.W);
 }
 
 namespace scalar { template <typename T, typename Pos> PoolRowKernels<T, Pos> pool_rows(); }
