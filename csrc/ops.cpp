@@ -87,8 +87,8 @@ ConvParams make_conv_params(const at::Tensor& input, const at::Tensor& weight, a
   // Each padding is at most 2^62 - 1, so a padded size can still overflow with a large input: checked.
   const int64_t padded_h = checked_add(p.H, padding[0] + padding[2], "padded input height");
   const int64_t padded_w = checked_add(p.W, padding[1] + padding[3], "padded input width");
-  const int64_t eff_r = checked_mul(p.dil_h, p.R - 1, "dilated kernel height") + 1;
-  const int64_t eff_s = checked_mul(p.dil_w, p.S - 1, "dilated kernel width") + 1;
+  const int64_t eff_r = checked_add(checked_mul(p.dil_h, p.R - 1, "dilated kernel height"), 1, "dilated kernel height");
+  const int64_t eff_s = checked_add(checked_mul(p.dil_w, p.S - 1, "dilated kernel width"), 1, "dilated kernel width");
   TORCH_CHECK(padded_h >= eff_r && padded_w >= eff_s, "Calculated padded input size per channel: (", padded_h,
               " x ", padded_w, "). Kernel size: (", eff_r, " x ", eff_s,
               "). Kernel size can't be greater than actual input size");
