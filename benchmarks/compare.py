@@ -106,7 +106,7 @@ def run_cpu(args, results):
         f"available: {', '.join(info['isas_available']) or 'none'}; fastconv ISA in use: {info['isa_in_use']}"
         + (f" (FASTCONV_ISA={info['fastconv_isa_env']})" if info["fastconv_isa_env"] else ""),
         f"torch {info['torch']} (ATen CPU capability {info['aten_cpu_capability']}), fastconv {info['fastconv']}, "
-        f"threads {threads}, models from {_models.model_source()}",
+        f"threads {threads}",
         f"load average at start: {info['loadavg']} (a shared machine: torch and fastconv calls alternate, so the "
         f"ratios stay fair while absolute rates suffer)",
         f"malloc: {info['malloc']}",

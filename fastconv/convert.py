@@ -3,7 +3,7 @@ import torch
 
 from .modules import Conv2d, MaxPool2d
 
-__all__ = ["convert"]
+__all__ = ["convert", "revert"]
 
 _REPLACEMENTS = {torch.nn.Conv2d: Conv2d, torch.nn.MaxPool2d: MaxPool2d}
 
@@ -23,4 +23,17 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
         replacement = _REPLACEMENTS.get(type(module))
         if replacement is not None:
             module.__class__ = replacement
+    return model
+
+
+def revert(model: torch.nn.Module) -> torch.nn.Module:
+    """The inverse of :func:`convert`, in place: every fastconv.Conv2d / MaxPool2d becomes torch.nn's again (same
+    parameters, buffers and state), e.g. to time a model on torch's kernels. Subclasses are left alone."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"revert() expects a torch.nn.Module, got {type(model).__name__}")
+    originals = {ours: theirs for theirs, ours in _REPLACEMENTS.items()}
+    for module in model.modules():
+        original = originals.get(type(module))
+        if original is not None:
+            module.__class__ = original
     return model

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import fastconv  # attributes are looked up at construction time, so import order does not matter
+from ..modules import Conv2d, MaxPool2d
 
 
 class LeNet5(nn.Module):
@@ -25,10 +25,10 @@ class LeNet5(nn.Module):
         _check_positive_int(in_channels, "in_channels")
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.conv1 = fastconv.Conv2d(in_channels, 6, kernel_size=5)
-        self.pool1 = fastconv.MaxPool2d(kernel_size=2, stride=2)
-        self.conv2 = fastconv.Conv2d(6, 16, kernel_size=5)
-        self.pool2 = fastconv.MaxPool2d(kernel_size=2, stride=2)
+        self.conv1 = Conv2d(in_channels, 6, kernel_size=5)
+        self.pool1 = MaxPool2d(kernel_size=2, stride=2)
+        self.conv2 = Conv2d(6, 16, kernel_size=5)
+        self.pool2 = MaxPool2d(kernel_size=2, stride=2)
         self.relu = nn.ReLU(inplace=True)
         self.fc1 = nn.Linear(16 * 5 * 5, 120)
         self.fc2 = nn.Linear(120, 84)

@@ -19,19 +19,19 @@ from typing import List, Optional, Sequence, Type, Union
 import torch
 from torch import nn
 
-import fastconv  # attributes are looked up at construction time, so import order does not matter
+from ..modules import Conv2d, MaxPool2d
 
 STEMS = ("imagenet", "cifar")
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Module:
     """3x3 convolution with padding 1 and no bias."""
-    return fastconv.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+    return Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Module:
     """1x1 convolution with no bias."""
-    return fastconv.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+    return Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
 class BasicBlock(nn.Module):
@@ -121,10 +121,10 @@ class ResNet(nn.Module):
         self.inplanes = 64
 
         if stem == "imagenet":
-            self.conv1 = fastconv.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            self.maxpool: nn.Module = fastconv.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            self.conv1 = Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:
-            self.conv1 = fastconv.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            self.conv1 = Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
             self.maxpool = nn.Identity()  # no parameters or buffers: keys stay torchvision's
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
