@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from fastconv.data import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, Resize, cifar10_eval_transform,
+from fastconv.data import (CIFAR10_MEAN, ChecksumError, DatasetNotFoundError, ImageFolderError, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, Resize, cifar10_eval_transform,
                            cifar10_train_transform, load_cifar10, prepare_cifar10, write_synthetic_cifar10)
 from fastconv.models import resnet18
 from fastconv.train import (TrainConfig, Trainer, download_torchvision_weights, init_distributed, load_checkpoint,
@@ -44,7 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--pretrained", metavar="PATH", help="weights file: torchvision's resnet18 .pth or our .pt "
                      "(default: download torchvision's ImageNet weights)")
     src.add_argument("--from-scratch", action="store_true", help="random initialisation, no pretrained weights")
-    p.add_argument("--data-dir", help="CIFAR-10 folder (default ./data; with --synthetic OUTPUT_DIR/synthetic-cifar10)")
+    p.add_argument("--data-dir", help="CIFAR-10: the official archive's folder (default ./data, downloaded when missing), or "
+                   "an image folder / .tar.gz with train/<class>/ and test/<class>/ (with --synthetic: "
+                   "OUTPUT_DIR/synthetic-cifar10)")
     p.add_argument("--output-dir", default="runs/finetune_resnet18", help="checkpoints, metrics and plots")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last.pt")
     p.add_argument("--synthetic", action="store_true", help="generate and use a small CIFAR-format dataset (offline); "
@@ -165,7 +167,11 @@ def main(argv=None) -> int:
         del saved
 
     torch.manual_seed(args.seed)
-    train_set, val_set, test_set = get_data(args, ctx, mean, std)
+    try:
+        train_set, val_set, test_set = get_data(args, ctx, mean, std)
+    except (DatasetNotFoundError, ImageFolderError, ChecksumError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     model = resnet18(num_classes=len(test_set.classes), stem=args.stem)
     resumed = source is not None
     source = source or load_weights(model, args, ctx)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from fastconv.data import (cifar10_eval_transform, cifar10_train_transform, load_cifar10, prepare_cifar10,
+from fastconv.data import (ChecksumError, DatasetNotFoundError, ImageFolderError, cifar10_eval_transform, cifar10_train_transform, load_cifar10, prepare_cifar10,
                            write_synthetic_cifar10)
 from fastconv.models import lenet5
 from fastconv.train import TrainConfig, Trainer, init_distributed, load_checkpoint
@@ -41,7 +41,9 @@ DEFAULTS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", help="CIFAR-10 folder (default ./data; with --synthetic OUTPUT_DIR/synthetic-cifar10)")
+    p.add_argument("--data-dir", help="CIFAR-10: the official archive's folder (default ./data, downloaded when missing), or "
+                   "an image folder / .tar.gz with train/<class>/ and test/<class>/ (with --synthetic: "
+                   "OUTPUT_DIR/synthetic-cifar10)")
     p.add_argument("--output-dir", default="runs/lenet5", help="checkpoints, metrics and plots (default runs/lenet5)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last.pt, with "
                    "its settings unless given again")
@@ -83,10 +85,15 @@ def main(argv=None) -> int:
             write_synthetic_cifar10(root, num_train=args.synthetic_train, num_test=args.synthetic_test, seed=args.seed)
     else:
         root = Path(args.data_dir or "data")
-        if ctx.is_main:
+    try:
+        if ctx.is_main and not args.synthetic:
             prepare_cifar10(root, download=True)
-    D.barrier()
-    train_set, _, test_set = load_cifar10(root, cifar10_train_transform(), cifar10_eval_transform(), download=False)
+        D.barrier()
+        train_set, _, test_set = load_cifar10(root, cifar10_train_transform(), cifar10_eval_transform(),
+                                              download=False)
+    except (DatasetNotFoundError, ImageFolderError, ChecksumError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     torch.manual_seed(args.seed)
     model = lenet5(num_classes=len(test_set.classes))

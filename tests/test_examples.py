@@ -93,3 +93,57 @@ def test_train_lenet_quick_run(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr  # the other settings come from the saved run
     assert "1 of 2 epochs done" in r.stdout and "changed settings" not in r.stdout and "100 train" in r.stdout
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_train_cifar_fast_quick_run_and_evaluate(tmp_path):
+    out = tmp_path / "fast"
+    r = run("train_cifar_fast.py", "--synthetic", "--epochs", 2, "--output-dir", out, "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"]["layers"] == "fastconv" and summary["train_seconds"] > 0
+    assert summary["test_accuracy"] > 0.3, summary  # 10 classes of generated images; chance is 0.1
+    assert {"model.pt", "metrics.csv", "test_evaluation.json", "summary.json"} <= {p.name for p in out.iterdir()}
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+    r = subprocess.run([sys.executable, "-m", "fastconv.evaluate", str(out / "model.pt"), "--data-dir",
+                        str(out / "synthetic-cifar10"), "--no-progress"], capture_output=True, text=True, cwd=REPO,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"test accuracy {summary['test_accuracy']:.4f}" in r.stdout
+
+
+def test_train_cifar_fast_fine_tunes_a_class_subset(tmp_path):
+    pre, fine = tmp_path / "pre", tmp_path / "fine"
+    r = run("train_cifar_fast.py", "--synthetic", "--epochs", 1, "--classes", "airplane,automobile,bird,cat,deer",
+            "--output-dir", pre, "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("train_cifar_fast.py", "--synthetic", "--epochs", 1, "--classes", "dog,frog,horse,ship,truck",
+            "--pretrained", pre / "model.pt", "--freeze-epochs", 1, "--backbone-lr-mult", 0.1,
+            "--output-dir", fine, "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((fine / "summary.json").read_text())
+    assert summary["classes"] == ["dog", "frog", "horse", "ship", "truck"] and summary["pretrained"]
+    before, after = load_checkpoint(pre / "model.pt")["model"], load_checkpoint(fine / "model.pt")["model"]
+    assert torch.equal(before["block2.conv1.weight"], after["block2.conv1.weight"])  # frozen for its one epoch
+    r = run("train_cifar_fast.py", "--synthetic", "--classes", "dog,kangaroo", "--output-dir", fine)
+    assert r.returncode != 0 and "kangaroo" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_examples_exit_2_on_a_missing_dataset(tmp_path):
+    missing = tmp_path / "cifar10-jpg.tar.gz"
+    for script in ("train_cifar_fast.py", "train_lenet.py", "finetune_resnet.py"):
+        r = run(script, "--data-dir", missing, "--output-dir", tmp_path / script, "--no-progress")
+        assert r.returncode == 2, (script, r.stdout + r.stderr)
+        assert "error:" in r.stderr and str(missing) in r.stderr and "Traceback" not in r.stderr, script
+
+
+def test_plot_runs_draws_several_runs(tmp_path):
+    for name, accs in (("a", (0.5, 0.7)), ("b", (0.4, 0.6))):
+        (tmp_path / name).mkdir()
+        rows = "\n".join(f"{i + 1},{acc}" for i, acc in enumerate(accs))
+        (tmp_path / name / "metrics.csv").write_text("epoch,val_acc\n" + rows + "\n")
+    r = run("plot_runs.py", tmp_path / "a", tmp_path / "b", "--labels", "fine", "scratch",
+            "--output", tmp_path / "cmp.png")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    r = run("plot_runs.py", tmp_path / "a", tmp_path / "missing", "--output", tmp_path / "x.png")
+    assert r.returncode == 2 and "metrics.csv" in r.stderr

@@ -148,8 +148,13 @@ def prepare_cifar10(root: PathLike, download: bool = True, url: str = CIFAR10_UR
     Uses the extracted folder when complete, else extracts ``root/cifar-10-python.tar.gz`` (after
     checking its md5), else downloads it from ``url`` when ``download`` is true.  Never deletes or
     overwrites files the user put there: a bad local archive or an incomplete folder is an error.
+    An image-folder copy (see :class:`CIFAR10`) needs no preparing: its path is returned as it is.
     """
     root = Path(root)
+    if root.name.endswith((".tar.gz", ".tgz")) and root.name != ARCHIVE_NAME and not root.exists():
+        raise DatasetNotFoundError(f"no CIFAR-10 image archive at {root}")
+    if is_image_folder_source(root):
+        return root
     folder = root / BASE_FOLDER
     if folder.is_dir():
         missing = _missing_files(folder)

@@ -42,7 +42,6 @@ def plot_history(history: List[Dict[str, Any]], path: PathLike) -> bool:
     if not history or not matplotlib_available():
         return False
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(10, 4))
@@ -53,13 +52,19 @@ def plot_history(history: List[Dict[str, Any]], path: PathLike) -> bool:
             pts = [(e, row[key]) for e, row in zip(epochs, history) if row.get(key) is not None]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=split, markersize=3)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+        _epoch_axes(ax, title)
     _save(fig, path)
     return True
+
+
+def _epoch_axes(ax, title: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
 
 
 def plot_confusion_matrix(cm: Sequence[Sequence[int]], path: PathLike, class_names: Optional[Sequence[str]] = None,
@@ -90,5 +95,22 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], path: PathLike, class_nam
             for j in range(n):
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if frac[i, j] > 0.5 else "black")
+    _save(fig, path)
+    return True
+
+
+def plot_comparison(histories: Dict[str, List[Dict[str, Any]]], path: PathLike, key: str = "val_acc",
+                    title: str = "test accuracy") -> bool:
+    """One curve of ``key`` per epoch for each named run (e.g. fine-tuned against from scratch)."""
+    if not histories or not matplotlib_available():
+        return False
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for name, history in histories.items():
+        pts = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", label=name, markersize=3)
+    _epoch_axes(ax, title)
     _save(fig, path)
     return True
