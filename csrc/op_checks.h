@@ -13,6 +13,8 @@ namespace fastconv {
 ConvParams make_conv_params(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
 void check_conv_bias(const std::optional<at::Tensor>& bias, const at::Tensor& input, const at::Tensor& weight);
+// A conv over zero input channels sums nothing: its output is the bias (undefined: none), or zeros, as torch's.
+at::Tensor& fill_empty_reduction(at::Tensor& out, const at::Tensor& bias);
 // grad_output must have exactly the forward output's shape, dtype and device.
 void check_grad_output(const at::Tensor& grad_output, const ConvParams& p, const at::Tensor& input);
 at::MemoryFormat conv_memory_format(const ConvParams& p);

@@ -116,6 +116,10 @@ void check_conv_bias(const std::optional<at::Tensor>& bias, const at::Tensor& in
               input.device(), " and ", bias->device());
 }
 
+at::Tensor& fill_empty_reduction(at::Tensor& out, const at::Tensor& bias) {
+  return bias.defined() ? out.copy_(bias.view({1, -1, 1, 1}).expand_as(out)) : out.zero_();
+}
+
 void check_grad_output(const at::Tensor& grad_output, const ConvParams& p, const at::Tensor& input) {
   TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == p.N && grad_output.size(1) == p.K &&
                   grad_output.size(2) == p.P && grad_output.size(3) == p.Q,

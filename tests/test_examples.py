@@ -147,3 +147,16 @@ def test_plot_runs_draws_several_runs(tmp_path):
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
     r = run("plot_runs.py", tmp_path / "a", tmp_path / "missing", "--output", tmp_path / "x.png")
     assert r.returncode == 2 and "metrics.csv" in r.stderr
+
+
+def test_examples_read_an_image_folder_copy(tmp_path):
+    from test_data_image_folder import write_folder
+    write_folder(tmp_path / "cifar-jpg", per_class=(5, 2), suffix=".jpg")
+    r = run("train_lenet.py", "--data-dir", tmp_path / "cifar-jpg", "--epochs", 1, "--batch-size", 16,
+            "--output-dir", tmp_path / "lenet", "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "50 train / 20 test images" in r.stdout
+    r = run("train_cifar_fast.py", "--data-dir", tmp_path / "cifar-jpg", "--epochs", 1, "--batch-size", 16,
+            "--output-dir", tmp_path / "fast", "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "50 train / 20 test images of 10 classes" in r.stdout

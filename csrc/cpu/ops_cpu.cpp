@@ -34,11 +34,6 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
   return t;
 }
 
-// A conv over zero input channels sums nothing: its output is the bias, or zeros (as torch's).
-at::Tensor& fill_empty_reduction(at::Tensor& y, const at::Tensor& bias) {
-  return bias.defined() ? y.copy_(bias.view({1, -1, 1, 1}).expand_as(y)) : y.zero_();
-}
-
 void check_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "fastconv: expected ", name, " on the CPU, got ", t.device());
 }

@@ -83,8 +83,7 @@ at::Tensor conv2d_cuda(const at::Tensor& input, const at::Tensor& weight, const 
   if (out.numel() == 0) return out;
   const at::Tensor x = input.contiguous(fmt), w = weight.contiguous(fmt);
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
-  if (p.Cg() == 0)  // a sum over zero input channels: the bias, or zeros (as torch's)
-    return b.defined() ? out.copy_(b.view({1, -1, 1, 1}).expand_as(out)) : out.zero_();
+  if (p.Cg() == 0) return fill_empty_reduction(out, b);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   bool tf32 = false;
   if (use_tc(input, p, &tf32)) {
