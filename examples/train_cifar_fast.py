@@ -100,14 +100,8 @@ def load_data(args, out: Path):
         names = wanted
     splits = []
     for ds in (train, test):
-        labels = torch.tensor(ds.targets)
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        remap = torch.full((len(test.classes),), -1, dtype=torch.int64)
-        for new, name in enumerate(names):
-            old = test.classes.index(name)
-            keep |= labels == old
-            remap[old] = new
-        splits += [ds.data[keep], remap[labels[keep]]]
+        keep, labels = fast_cifar.select_classes(torch.tensor(ds.targets), test.classes, names)
+        splits += [ds.data[keep], labels]
     return (*splits, names, train.root)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from .data import CIFAR10, CIFAR10_MEAN, CIFAR10_STD, DatasetNotFoundError, ImageFolderError, Resize
 from .models import FastCifarNet, lenet5, resnet18
 from .train.checkpoint import atomic_write_json, load_checkpoint
-from .train.fast_cifar import evaluate_logits, normalize, predict
+from .train.fast_cifar import evaluate_logits, normalize, predict, select_classes
 from .train.metrics import format_report
 
 
@@ -69,16 +69,11 @@ def evaluate(checkpoint: Dict[str, Any], images: torch.Tensor, labels: torch.Ten
     unknown = [n for n in names if n not in class_names]
     if unknown:
         raise ValueError(f"the checkpoint's classes {unknown} are not in the dataset's {list(class_names)}")
-    keep = torch.zeros(len(labels), dtype=torch.bool)
-    remap = torch.full((len(class_names),), -1, dtype=torch.int64)
-    for new, name in enumerate(names):
-        old = list(class_names).index(name)
-        keep |= labels == old
-        remap[old] = new
+    keep, labels = select_classes(labels, class_names, names)
     x = normalize(images[keep], meta.get("mean", CIFAR10_MEAN), meta.get("std", CIFAR10_STD))
     level = int(meta.get("tta_level", 0)) if tta_level is None else tta_level
     logits = predict(model, x, level, batch_size=batch_size, progress=progress)
-    report = evaluate_logits(logits, remap[labels[keep]], names)
+    report = evaluate_logits(logits, labels, names)
     report["tta_level"] = level
     return report
 

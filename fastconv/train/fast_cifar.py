@@ -98,6 +98,19 @@ def normalize(images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN,
     return (images.float() / 255 - m) / s
 
 
+def select_classes(labels: torch.Tensor, all_names: Sequence[str], names: Sequence[str]
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(mask of the samples whose class is in names, their labels renumbered as positions in names)``."""
+    all_names = list(all_names)
+    keep = torch.zeros(len(labels), dtype=torch.bool)
+    renumber = torch.full((len(all_names),), -1, dtype=torch.int64)
+    for new, name in enumerate(names):
+        old = all_names.index(name)
+        keep |= labels == old
+        renumber[old] = new
+    return keep, renumber[labels[keep]]
+
+
 def random_crop(padded: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """A ``size x size`` crop of each image at its own random offset (one slice per distinct offset)."""
     n, span = padded.shape[0], padded.shape[-1] - size + 1
