@@ -5,11 +5,12 @@ ARGS ?=
 .PHONY: setup run test demo bench
 
 # Installs the requirements and builds fastconv, unless a build by this Python is newer than every source (the
-# stamp lives in build/, which a fresh clone lacks) and still imports; `make setup FORCE=1` rebuilds anyway.
+# stamp lives in build/, which a fresh clone lacks) and `import fastconv` from elsewhere still finds this
+# checkout's build; `make setup FORCE=1` rebuilds anyway.
 STAMP := build/.installed-$(subst /,_,$(PYTHON))
 setup:
 	@if [ -z "$(FORCE)" ] && [ -f "$(STAMP)" ] && [ -z "$$(find csrc setup.py pyproject.toml -newer "$(STAMP)" | head -1)" ] \
-		&& $(PYTHON) -c "import fastconv._C" 2>/dev/null; then \
+		&& (cd / && $(PYTHON) -c "import os, sys, fastconv._C; sys.exit(os.path.realpath(fastconv._C.__file__) != os.path.realpath('$(CURDIR)/fastconv/' + os.path.basename(fastconv._C.__file__)))") 2>/dev/null; then \
 		echo "fastconv is built and up to date (make setup FORCE=1 rebuilds)"; \
 	else \
 		$(PYTHON) -m pip install torch==2.13.0 numpy tqdm matplotlib Pillow pytest ninja expecttest && \

@@ -35,7 +35,7 @@ def sources(pattern):
 
 # The C++ standard is left to torch.utils.cpp_extension, which picks the one its headers need.
 cxx_flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
-cpu_sources = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
+cpu_sources = sources("csrc/*.cpp") + sources("csrc/cpu/**/*.cpp")
 include_dirs = [os.path.join(ROOT, "csrc")]
 
 if use_cuda():

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "cpu/gemm_micro.h"
+#include "cpu/isa.h"
 
 namespace fastconv {
 

@@ -200,6 +200,22 @@ torch.library.register_autograd("fastconv::max_pool2d", _max_pool2d_backward, se
 torch.library.register_autograd("fastconv::max_pool2d_grad", _max_pool2d_grad_backward, setup_context=_max_pool2d_grad_setup)
 
 
+def cpu_conv2d_algorithms(input, weight, stride=1, padding=0, dilation=1, groups=1):
+    """The CPU algorithm each pass of this conv2d runs now, as {"forward", "grad_input", "grad_weight"}: one of
+    none, depthwise, winograd_tile_lanes, winograd_image_lanes, direct_few_outputs, direct_few_taps, gemm,
+    gemm_col2im; a stride-1 grad-input computed as a forward reads "flipped_forward:<algorithm>". Arguments as
+    torch.nn.functional.conv2d's (only the shapes, dtypes and memory formats of input and weight are read); the
+    choice depends on FASTCONV_WINOGRAD as the ops' does."""
+    from . import functional
+
+    x = input if functional._batched(input, "conv2d") else input.unsqueeze(0)
+    stride = functional._pair(stride, "stride")
+    dilation = functional._pair(dilation, "dilation")
+    padding = functional._conv_padding(padding, weight, stride, dilation)
+    names = ops.conv2d_algorithms(x, weight, stride, padding, dilation, groups)
+    return dict(zip(("forward", "grad_input", "grad_weight"), names))
+
+
 def cpu_info():
     """(ISA the CPU kernels use now, description of the CPU with the ISAs it supports)."""
     isa, description = ops.cpu_info()

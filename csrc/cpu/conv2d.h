@@ -1,7 +1,7 @@
 // CPU conv2d kernels on raw pointers. Layout (NCHW or NHWC, weight K x Cg x R x S or K x R x S x Cg) is
 // p.channels_last; tensors are dense in that layout. float and double; the binding widens half and bfloat16.
 #pragma once
-#include "../conv_params.h"
+#include "conv_params.h"
 
 namespace fastconv::cpu {
 

@@ -3,11 +3,12 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "../op_checks.h"
-#include "conv2d.h"
-#include "gemm_micro.h"
-#include "huge_pages.h"
-#include "maxpool2d.h"
+#include "op_checks.h"
+#include "cpu/conv2d.h"
+#include "cpu/select.h"
+#include "cpu/gemm/micro.h"
+#include "cpu/memory.h"
+#include "cpu/pool/maxpool2d.h"
 
 namespace fastconv::cpu {
 
@@ -27,7 +28,7 @@ at::Tensor finish(const at::Tensor& computed, at::ScalarType dtype) {
   return computed.scalar_type() == dtype ? computed : computed.to(dtype);
 }
 
-// A fresh output for the kernel to fill (huge_pages.h says why it is advised).
+// A fresh output for the kernel to fill (memory.h says why it is advised).
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
   at::Tensor t = at::empty(sizes, options);
   advise_huge_pages(t.data_ptr(), t.nbytes());
@@ -131,7 +132,25 @@ at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& i
   return finish(dx, input.scalar_type());
 }
 
+// [forward, grad-input, grad-weight]: the algorithm each pass of this problem runs (select.h); a stride-1
+// grad-input that runs as a forward reads "flipped_forward:<algorithm>".
+std::vector<std::string> conv2d_algorithms_op(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const ConvParams p = make_conv_params(input, weight, stride, padding, dilation, groups);
+  const bool is_float = compute_type(input.scalar_type()) == at::kFloat;
+  const GradInputChoice grad_input = choose_grad_input(p, is_float);
+  return {algo_name(choose_forward(p, is_float)),
+          std::string(grad_input.as_flipped_forward ? "flipped_forward:" : "") + algo_name(grad_input.algo),
+          algo_name(choose_grad_weight(p, is_float))};
+}
+
 }  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastconv, m) {
+  m.def("conv2d_algorithms(Tensor input, Tensor weight, int[2] stride, int[4] padding, int[2] dilation, int groups) "
+        "-> str[]",
+        &conv2d_algorithms_op);
+}
 
 TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   m.impl("conv2d", &conv2d_op);

@@ -7,7 +7,7 @@
 // Depthwise-style problems (Cg == 1, few channels per group) use the direct kernels of conv_dw.cu instead.
 #include "conv_ops.cuh"
 #include "dispatch.cuh"
-#include "dw.cuh"
+#include "depthwise.cuh"
 #include "igemm.cuh"
 
 namespace fastconv {

@@ -1,8 +1,8 @@
 // conv2d forward on CUDA cores: the implicit GEMM of igemm.cuh with M = N*P*Q output pixels, NN = K/groups
-// output channels and red = Cg*R*S, one grid slice per group. Depthwise-style problems take dw.cuh's direct kernel.
+// output channels and red = Cg*R*S, one grid slice per group. Depthwise-style problems take depthwise.cuh's direct kernel.
 #include "conv_ops.cuh"
 #include "dispatch.cuh"
-#include "dw.cuh"
+#include "depthwise.cuh"
 #include "igemm.cuh"
 
 namespace fastconv {

@@ -13,7 +13,7 @@ namespace cuda {
 
 // ConvParams prepared for the device: 32-bit sizes (checked < 2^30 on the host) and magic divisors.
 struct ConvDev {
-  int C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw, Cg, Kg, RS, CgRS, KgRS;
+  int C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dil_h, dil_w, Cg, Kg, RS, CgRS, KgRS;
   int64_t N, G, HW, PQ, CHW, KPQ, NPQ, NHW;
   FastDiv64 d_pq, d_hw;
   FastDiv32 d_q, d_w, d_s, d_rs, d_cg, d_kg, d_sh, d_sw;
@@ -22,7 +22,7 @@ struct ConvDev {
     ConvDev d;
     d.C = int(p.C); d.H = int(p.H); d.W = int(p.W); d.K = int(p.K); d.R = int(p.R); d.S = int(p.S);
     d.P = int(p.P); d.Q = int(p.Q); d.sh = int(p.stride_h); d.sw = int(p.stride_w);
-    d.ph = int(p.pad_h); d.pw = int(p.pad_w); d.dh = int(p.dil_h); d.dw = int(p.dil_w);
+    d.ph = int(p.pad_h); d.pw = int(p.pad_w); d.dil_h = int(p.dil_h); d.dil_w = int(p.dil_w);
     d.Cg = int(p.Cg()); d.Kg = int(p.Kg()); d.RS = int(p.RS()); d.CgRS = d.Cg * d.RS; d.KgRS = d.Kg * d.RS;
     d.N = p.N; d.G = p.groups; d.HW = p.HW(); d.PQ = p.PQ(); d.CHW = p.C * p.HW(); d.KPQ = p.K * p.PQ();
     d.NPQ = p.N * p.PQ(); d.NHW = p.N * p.HW();
@@ -60,7 +60,7 @@ struct FwdInputOp {
     int ci, r, s, rs;
     if (CL) { rs = d.d_cg.divmod(red, ci); } else { ci = d.d_rs.divmod(red, rs); }
     r = d.d_s.divmod(rs, s);
-    const int h = c.h0 + r * d.dh, w = c.w0 + s * d.dw;
+    const int h = c.h0 + r * d.dil_h, w = c.w0 + s * d.dil_w;
     const bool pred = red < red_end && in_range(h, d.H) && in_range(w, d.W);
     const int64_t off = CL ? (static_cast<int64_t>(h) * d.W + w) * d.C + ci
                            : static_cast<int64_t>(ci) * d.HW + static_cast<int64_t>(h) * d.W + w;
@@ -103,7 +103,7 @@ struct BwdGradOutOp {
     int k, rs, s, rh, rw;
     if (CL) { rs = d.d_kg.divmod(red, k); } else { k = d.d_rs.divmod(red, rs); }
     const int r = d.d_s.divmod(rs, s);
-    const int hn = c.hb - r * d.dh, wn = c.wb - s * d.dw;  // = p * stride_h when tap r reaches this row
+    const int hn = c.hb - r * d.dil_h, wn = c.wb - s * d.dil_w;  // = p * stride_h when tap r reaches this row
     const int p = d.d_sh.divmod(hn, rh), q = d.d_sw.divmod(wn, rw);
     const bool pred = red < red_end && hn >= 0 && wn >= 0 && rh == 0 && rw == 0 && p < d.P && q < d.Q;
     const int64_t pix = static_cast<int64_t>(p) * d.Q + q;
@@ -148,7 +148,7 @@ struct WgradGradOutOp {
   }
 };
 
-// B^T of backward-weight: row col = (c, r, s) NCHW or (r, s, c) CL holds input[n, c, p*sh - ph + r*dh, ...].
+// B^T of backward-weight: row col = (c, r, s) NCHW or (r, s, c) CL holds input[n, c, p*sh - ph + r*dil_h, ...].
 template <typename T, typename Acc, bool CL>
 struct WgradInputOp {
   const T* base;  // input at this group's first channel
@@ -161,7 +161,7 @@ struct WgradInputOp {
     int ci, rs, s;
     if (CL) { rs = d.d_cg.divmod(cc, ci); } else { ci = d.d_rs.divmod(cc, rs); }
     const int r = d.d_s.divmod(rs, s);
-    return Ctx{base + static_cast<int64_t>(ci) * (CL ? 1 : d.HW), ok ? r * d.dh - d.ph : kOffRow, s * d.dw - d.pw};
+    return Ctx{base + static_cast<int64_t>(ci) * (CL ? 1 : d.HW), ok ? r * d.dil_h - d.ph : kOffRow, s * d.dil_w - d.pw};
   }
   template <int V> FC_DEV void load(const Ctx& c, int64_t npq, Acc (&v)[V]) const {
     static_assert(V == 1, "input taps are gathered");

@@ -9,7 +9,7 @@
 // shape-determined number of chunks summed in order by split_sum_kernel.
 #include "conv_ops.cuh"
 #include "dispatch.cuh"
-#include "dw.cuh"
+#include "depthwise.cuh"
 #include "tc_engine.cuh"
 
 namespace fastconv {
@@ -31,7 +31,7 @@ template <typename T> struct TcFwdInput {
   FC_DEV const void* src(const Ctx& c, int red, bool& pred) const {
     int ci, s;
     const int rs = d.d_cg.divmod(red, ci), r = d.d_s.divmod(rs, s);
-    const int h = c.h0 + r * d.dh, w = c.w0 + s * d.dw;
+    const int h = c.h0 + r * d.dil_h, w = c.w0 + s * d.dil_w;
     pred = red < red_end && in_range(h, d.H) && in_range(w, d.W);
     return pred ? c.img + (static_cast<int64_t>(h) * d.W + w) * d.C + ci : base;
   }
@@ -61,7 +61,7 @@ template <typename T> struct TcBwdGradOut {
   FC_DEV const void* src(const Ctx& c, int red, bool& pred) const {
     int k, s, rh, rw;
     const int rs = d.d_kg.divmod(red, k), r = d.d_s.divmod(rs, s);
-    const int hn = c.hb - r * d.dh, wn = c.wb - s * d.dw;
+    const int hn = c.hb - r * d.dil_h, wn = c.wb - s * d.dil_w;
     const int p = d.d_sh.divmod(hn, rh), q = d.d_sw.divmod(wn, rw);
     pred = red < red_end && hn >= 0 && wn >= 0 && rh == 0 && rw == 0 && p < d.P && q < d.Q;
     return pred ? c.img + (static_cast<int64_t>(p) * d.Q + q) * d.K + k : base;

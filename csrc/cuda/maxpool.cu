@@ -33,14 +33,14 @@ namespace {
 
 struct PoolDev {
   int64_t N, C, H, W, P, Q, HW, PQ;
-  int kh, kw, sh, sw, ph, pw, dh, dw;
+  int kh, kw, sh, sw, ph, pw, dil_h, dil_w;
   FastDiv64 d_pq, d_c, d_hw;
   FastDiv32 d_q, d_w;
   static PoolDev make(const PoolParams& p) {
     PoolDev d;
     d.N = p.N; d.C = p.C; d.H = p.H; d.W = p.W; d.P = p.P; d.Q = p.Q; d.HW = p.HW(); d.PQ = p.PQ();
     d.kh = int(p.kernel_h); d.kw = int(p.kernel_w); d.sh = int(p.stride_h); d.sw = int(p.stride_w);
-    d.ph = int(p.pad_h); d.pw = int(p.pad_w); d.dh = int(p.dil_h); d.dw = int(p.dil_w);
+    d.ph = int(p.pad_h); d.pw = int(p.pad_w); d.dil_h = int(p.dil_h); d.dil_w = int(p.dil_w);
     d.d_pq = FastDiv64(d.PQ > 0 ? d.PQ : 1); d.d_c = FastDiv64(d.C > 0 ? d.C : 1);
     d.d_hw = FastDiv64(d.HW > 0 ? d.HW : 1);
     d.d_q = FastDiv32(d.Q > 0 ? d.Q : 1); d.d_w = FastDiv32(d.W > 0 ? d.W : 1);
@@ -82,12 +82,12 @@ __global__ void __launch_bounds__(256, 4) maxpool_fwd_kernel(const T* __restrict
     int q;
     const int p = d.d_q.divmod(static_cast<int>(pq), q);
     int64_t h0, h1, w0, w1;
-    window(p, d.sh, d.ph, d.kh, d.dh, d.H, h0, h1);
-    window(q, d.sw, d.pw, d.kw, d.dw, d.W, w0, w1);
+    window(p, d.sh, d.ph, d.kh, d.dil_h, d.H, h0, h1);
+    window(q, d.sw, d.pw, d.kw, d.dil_w, d.W, w0, w1);
     Acc best = -INFINITY;
     int64_t best_idx = h0 * d.W + w0;
-    for (int64_t h = h0; h < h1; h += d.dh) {
-      for (int64_t w = w0; w < w1; w += d.dw) {
+    for (int64_t h = h0; h < h1; h += d.dil_h) {
+      for (int64_t w = w0; w < w1; w += d.dil_w) {
         const Acc v = to_acc<Acc>(in[base + (h * d.W + w) * es]);
         if (v > best || isnan(v)) {
           best = v;

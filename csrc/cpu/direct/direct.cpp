@@ -1,0 +1,240 @@
+// Drivers of the direct conv kernels (see direct.h): applicability, weight layout, padded rows, threads.
+#include "cpu/direct/direct.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "cpu/memory.h"
+#include "cpu/parallel.h"
+
+namespace fastconv::cpu {
+
+namespace {
+
+// Input rows h0 .. h1 of channel c of image n into dst (rows `width` apart): padded column i holds input column
+// i - pad_w, zeros elsewhere (pad_w < 0 for some grad-input problems: the row's first columns are never read).
+void pad_rows(const ConvParams& p, const float* x, int64_t n, int64_t c, int64_t h0, int64_t h1, int64_t width,
+              float* dst) {
+  const int64_t i0 = std::max<int64_t>(0, p.pad_w), i1 = std::min(width, p.W + p.pad_w);
+  for (int64_t h = h0; h < h1 && i0 < i1; ++h)
+    std::copy_n(x + p.input_offset(n, c, h, i0 - p.pad_w), i1 - i0, dst + (h - h0) * width + i0);
+}
+
+// The shifted planes of images n0 .. n0 + images (layout in direct.h) into `planes`.
+void fill_shifted_planes(const ConvParams& p, const float* x, int64_t n0, int64_t images, float* planes) {
+  const int64_t plane = shifted_plane_size(p), rows = plane / p.Q;
+  parallel_for(0, images * p.C, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = n0 + t / p.C, c = t % p.C;
+      for (int64_t s = 0; s < p.S; ++s) {
+        float* dst = planes + (t * p.S + s) * plane;
+        const int64_t shift = p.in_col(0, s);  // column q reads input column q + shift (stride_w is 1)
+        const int64_t q0 = std::clamp<int64_t>(-shift, 0, p.Q), q1 = std::clamp<int64_t>(p.W - shift, q0, p.Q);
+        for (int64_t i = 0; i < rows; ++i) {
+          float* row = dst + i * p.Q;
+          const int64_t h = p.in_row(0, 0) + i;
+          if (h < 0 || h >= p.H) {
+            std::fill_n(row, p.Q, 0.0f);
+            continue;
+          }
+          std::fill(row, row + q0, 0.0f);
+          std::copy_n(x + p.input_offset(n, c, h, q0 + shift), q1 - q0, row + q0);
+          std::fill(row + q1, row + p.Q, 0.0f);
+        }
+      }
+    }
+  });
+}
+
+// Stride 1: the weight gradient's lane sums from shifted planes, built for a slice of images at a time (<= ~16
+// MiB; callers send larger images to the row path) and 64-byte aligned, so that when Q is a multiple of 16 the
+// kernel's loads stay on cache lines, as dy's do. A task's groups run over one batch of images before the
+// next, so the batch's planes serve all of them from L2.
+void grad_weight_from_planes(const ConvParams& p, const float* dy, const float* x, const DirectKernels& kernels,
+                             int64_t groups, double* sums) {
+  const int64_t per_image = p.C * p.S * shifted_plane_size(p), PQ = p.PQ(), KB = kernels.wgrad_channels;
+  const int64_t slice = std::clamp<int64_t>((int64_t{1} << 22) / per_image, 1, p.N);
+  const int64_t batch = std::max<int64_t>(1, (int64_t{1} << 17) / (KB * PQ + per_image));  // ~512 KiB
+  AlignedBuffer<float> storage;
+  storage.reserve(static_cast<size_t>(slice * per_image));
+  float* planes = storage.data();
+  for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
+    const int64_t images = std::min(slice, p.N - n0);
+    fill_shifted_planes(p, x, n0, images, planes);
+    const float* dy_slice = dy + n0 * p.K * PQ;
+    parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t b0 = 0; b0 < images; b0 += batch)
+        for (int64_t g = g0; g < g1; ++g)
+          kernels.grad_weight_planes(p, planes, dy_slice, g * KB, b0, std::min(images, b0 + batch),
+                                     sums + g * kernels.wgrad_sums(p));
+    });
+  }
+}
+
+// Stride_h > 1: padded input rows (as the forward's) and dy rows of whole vectors, a slice of images at a time.
+void grad_weight_from_rows(const ConvParams& p, const float* dy, const float* x, const DirectKernels& kernels,
+                           int64_t groups, double* sums) {
+  // dy rows in whole vectors of the widest ISA (16 floats), which every narrower one divides.
+  const int64_t width = padded_row_width(p), columns = round_up(p.Q, 16);
+  const int64_t slice = std::max<int64_t>(1, (int64_t{1} << 22) / (p.C * p.H * width + p.K * p.P * columns));
+  std::vector<float> padded_x, padded_dy;
+  for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
+    const int64_t images = std::min(slice, p.N - n0);
+    padded_x.assign(static_cast<size_t>(images * p.C * p.H * width), 0.0f);
+    parallel_for(0, images * p.C, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        pad_rows(p, x, n0 + t / p.C, t % p.C, 0, p.H, width, padded_x.data() + t * p.H * width);
+    });
+    // dy rows as they are when they fill whole vectors, else copied with zeros after them.
+    const float* dy_rows = dy + n0 * p.K * p.P * p.Q;
+    if (columns != p.Q) {
+      padded_dy.assign(static_cast<size_t>(images * p.K * p.P * columns), 0.0f);
+      const float* src = dy_rows;
+      parallel_for(0, images * p.K * p.P, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) std::copy_n(src + r * p.Q, p.Q, padded_dy.data() + r * columns);
+      });
+      dy_rows = padded_dy.data();
+    }
+    parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g)
+        kernels.grad_weight(p, padded_x.data(), width, dy_rows, columns, g * kernels.wgrad_channels, images,
+                            sums + g * kernels.wgrad_sums(p));
+    });
+  }
+}
+
+// [n][a][b] -> [n][b][a] for N matrices of A x B: NHWC <-> NCHW with (A, B) = (HW, C) or (C, HW).
+void transpose_images(const float* src, float* dst, int64_t N, int64_t A, int64_t B) {
+  constexpr int64_t kBlock = 32;  // rows of s per task: its stores to d are runs of 32 floats, whole lines
+  const int64_t a_blocks = ceil_div(A, kBlock);
+  parallel_for(0, N * a_blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / a_blocks, a0 = (t % a_blocks) * kBlock, a1 = std::min(A, a0 + kBlock);
+      // Local restrict pointers and sizes: through the lambda's captures, the compiled loop loaded and stored
+      // its pointers in memory around every element.
+      const float* __restrict s = src + n * A * B;
+      float* __restrict d = dst + n * A * B;
+      const int64_t a_len = a1 - a0, rows = A, cols = B;
+      // Writes run along a: with b in the inner loop, 32 stores per row of s went to addresses A floats apart,
+      // for A = H * W a multiple of 4 KiB - one L1 set, evicted before the next row filled their lines.
+      for (int64_t b = 0; b < cols; ++b)
+        for (int64_t i = 0; i < a_len; ++i) d[b * rows + a0 + i] = s[(a0 + i) * cols + b];
+    }
+  });
+}
+
+// The NCHW twin of a channels_last problem.
+ConvParams as_nchw(const ConvParams& p) {
+  ConvParams nchw = p;
+  nchw.channels_last = false;
+  return nchw;
+}
+
+// Runs fn(slice, n0, xt, kt) for slices of a channels_last problem's batch: `slice` is the NCHW twin of images
+// n0 .. n0 + slice.N, xt their input x transposed to NCHW, kt room for their K-channel NCHW tensor (dy or y).
+// A slice at a time through one scratch buffer of ~4 MiB (one image's worth when that is more): the copies stay
+// in cache, and only that buffer's pages are faulted in, not a batch-sized copy's (two 16 MiB copies took 3x the
+// first layer's NCHW grad-input).
+template <class Fn>
+void over_nchw_slices(const ConvParams& p, const float* x, Fn&& fn) {
+  const int64_t x_image = p.C * p.HW(), per_image = x_image + p.K * p.PQ();
+  const int64_t slice = std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(per_image, 1), 1, p.N);
+  std::unique_ptr<float[]> scratch(new float[slice * per_image]);
+  ConvParams twin = as_nchw(p);
+  for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
+    twin.N = std::min(slice, p.N - n0);
+    float* xt = scratch.get();
+    transpose_images(x + n0 * x_image, xt, twin.N, p.HW(), p.C);
+    fn(static_cast<const ConvParams&>(twin), n0, static_cast<const float*>(xt), xt + twin.N * x_image);
+  }
+}
+
+// Weights from `from`'s layout (K x C x R x S or K x R x S x C) into `to`'s.
+void copy_weights(const ConvParams& from, const float* src, const ConvParams& to, float* dst) {
+  for (int64_t k = 0; k < from.K; ++k)
+    for (int64_t c = 0; c < from.C; ++c)
+      for (int64_t r = 0; r < from.R; ++r)
+        for (int64_t s = 0; s < from.S; ++s) dst[to.weight_offset(k, c, r, s)] = src[from.weight_offset(k, c, r, s)];
+}
+
+}  // namespace
+
+DirectKernels direct_kernels(Isa isa) {
+  return pick_for_isa(isa, &scalar::direct_kernels, &avx2::direct_kernels, &avx512::direct_kernels);
+}
+
+// Each task owns whole output channels and sums over every image and row in order: the result does not depend
+// on the thread count, and no partial sums need adding up. Images go in slices of at most ~16 MiB of padded
+// input and dy, so the scratch stays bounded for large images and batches.
+void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw) {
+  const DirectKernels kernels = direct_kernels(active_isa());
+  const int64_t groups = ceil_div(p.K, kernels.wgrad_channels);
+  std::vector<double> sums(static_cast<size_t>(groups * kernels.wgrad_sums(p)), 0.0);
+  auto add_sums = [&](const ConvParams& nchw, const float* dy_nchw, const float* x_nchw) {
+    // One image's planes are S copies of its input: over ~16 MiB, the padded rows of the row path cost less.
+    if (nchw.stride_h == 1 && nchw.C * nchw.S * shifted_plane_size(nchw) <= (int64_t{1} << 22))
+      grad_weight_from_planes(nchw, dy_nchw, x_nchw, kernels, groups, sums.data());
+    else
+      grad_weight_from_rows(nchw, dy_nchw, x_nchw, kernels, groups, sums.data());
+  };
+  const ConvParams twin = as_nchw(p);
+  std::vector<float> dw_nchw;
+  if (p.channels_last) {  // NCHW copies of x and dy; the sums go on over the slices in image order
+    dw_nchw.resize(static_cast<size_t>(p.K * p.C * p.R * p.S));
+    over_nchw_slices(p, x, [&](const ConvParams& slice, int64_t n0, const float* xt, float* dyt) {
+      transpose_images(dy + n0 * p.PQ() * p.K, dyt, slice.N, p.PQ(), p.K);
+      add_sums(slice, dyt, xt);
+    });
+  } else {
+    add_sums(p, dy, x);
+  }
+  float* out = p.channels_last ? dw_nchw.data() : dw;
+  parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      kernels.grad_weight_finish(twin, sums.data() + g * kernels.wgrad_sums(p), g * kernels.wgrad_channels, out);
+  });
+  if (p.channels_last) copy_weights(twin, dw_nchw.data(), p, dw);
+}
+
+void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+  if (p.channels_last) {  // through NCHW copies of x and y
+    std::vector<float> wt(static_cast<size_t>(p.K * p.C * p.R * p.S));
+    copy_weights(p, w, as_nchw(p), wt.data());
+    over_nchw_slices(p, x, [&](const ConvParams& slice, int64_t n0, const float* xt, float* yt) {
+      few_outputs_forward(slice, xt, wt.data(), bias, yt);
+      transpose_images(yt, y + n0 * p.PQ() * p.K, slice.N, p.K, p.PQ());
+    });
+    return;
+  }
+  const FewOutputsRows rows_kernel = direct_kernels(active_isa()).forward_rows;
+  std::vector<float> wp(static_cast<size_t>(p.C * p.R * p.S * p.K));  // [c][r][s][k]: k contiguous
+  for (int64_t k = 0; k < p.K; ++k)
+    for (int64_t c = 0; c < p.C; ++c)
+      for (int64_t r = 0; r < p.R; ++r)
+        for (int64_t s = 0; s < p.S; ++s) wp[((c * p.R + r) * p.S + s) * p.K + k] = w[p.weight_offset(k, c, r, s)];
+  const int64_t width = padded_row_width(p);
+  // Tasks of several output rows of one image: their input rows are padded once and read by up to R output
+  // rows each. Whole images when there are enough of them to share out (and they fit in a few MiB).
+  const int64_t threads = num_threads();
+  const int64_t share = p.N >= 2 * threads ? p.P : std::max<int64_t>(1, p.P / (2 * threads));
+  const int64_t fit = (int64_t{1} << 20) / (p.C * width) - (p.R - 1) * p.dil_h;  // <= ~4 MiB of padded rows
+  const int64_t rows = std::max<int64_t>(1, std::min(share, fit));
+  const int64_t blocks = ceil_div(p.P, rows);
+  parallel_for(0, p.N * blocks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> padded;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / blocks, p0 = (t % blocks) * rows, p1 = std::min(p.P, p0 + rows);
+      // Every row the block reads, the vertical padding included (as zeros): the kernel skips none.
+      const int64_t first = p.in_row(p0, 0), count = p.in_row(p1 - 1, p.R - 1) - first + 1;
+      const int64_t h0 = std::max<int64_t>(0, first), h1 = std::min(p.H, first + count);
+      padded.assign(static_cast<size_t>(p.C * count * width), 0.0f);
+      for (int64_t c = 0; c < p.C && h0 < h1; ++c)
+        pad_rows(p, x, n, c, h0, h1, width, padded.data() + (c * count + h0 - first) * width);
+      rows_kernel(p, PaddedRows{padded.data(), count * width, first}, wp.data(), bias, y, n, p0, p1);
+    }
+  });
+}
+
+}  // namespace fastconv::cpu

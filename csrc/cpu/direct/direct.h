@@ -1,0 +1,74 @@
+// Direct (GEMM-free) conv2d kernels for thin NCHW float convs, where a GEMM's register tile would stay mostly
+// empty and its im2col packing would cost more than the multiplies:
+// - forward with few output channels (K <= kFewOutputsMax): the first layer's grad-input (3 channels out of 64),
+//   LeNet's layers. Each output row accumulates straight from padded copies of the input rows, vectorised
+//   along the row.
+// - weight gradient with few taps (C * R * S <= kFewTapsMax): the first layer's, LeNet's. dy times the
+//   shifted input, summed in vector lanes: for stride 1 over whole planes (each image's input copied once per
+//   column shift s, so every tap is one contiguous run), else row by row from padded input rows.
+// Both need column stride 1 (a tap of a row is one contiguous run). Thin channels_last problems go through NCHW
+// copies (no NHWC direct kernel yet; the copies cost far less than the NHWC GEMM loses on them). The inner
+// loops are compiled once per ISA (rows_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
+#pragma once
+#include <cstdint>
+
+#include "conv_params.h"
+#include "cpu/isa.h"
+
+namespace fastconv::cpu {
+
+constexpr int64_t kFewOutputsMax = 16;
+constexpr int64_t kFewTapsMax = 160;
+constexpr int64_t kFewTapsMaxS = 5;  // kernel width: S accumulators per output channel in registers
+
+// Input rows first_row .. of every channel of one image, each padded_row_width(p) long with the left padding
+// in front and zeros after the row; channel c's rows start at data + c * channel_stride. Rows outside the
+// image (first_row may be negative) are zeros.
+struct PaddedRows {
+  const float* data;
+  int64_t channel_stride, first_row;
+};
+
+// Output rows op0 .. op1 of image n, all K channels, from the padded rows they read.
+// wp: weights as wp[((c * R + r) * S + s) * K + k]. bias may be null.
+using FewOutputsRows = void (*)(const ConvParams& p, const PaddedRows& in, const float* wp, const float* bias, float* y,
+                            int64_t n, int64_t op0, int64_t op1);
+
+// The weight gradient of output channels k0 .. k0 + DirectKernels::wgrad_channels (those < K), every tap, over
+// `images` images: x holds their input rows padded as for the forward ([n][c][h], x_row apart), dy their rows
+// ([n][k][p], dy_row apart, zeros from Q up to dy_row, a multiple of 16). Lane sums accumulate into `sums`
+// (double, wgrad_sums(p) entries per channel group) over calls; the finish call turns them into dW.
+using FewTapsGradWeight = void (*)(const ConvParams& p, const float* x, int64_t x_row, const float* dy, int64_t dy_row,
+                                  int64_t k0, int64_t images, double* sums);
+// Stride 1: the same sums from shifted planes, over images n0 .. n1 of a slice. planes holds, per image and
+// input channel, S planes of shifted_plane_size(p) floats: plane s holds rows in_row(0, 0) .. in_row(P - 1,
+// R - 1) of the input, Q columns each, column q holding input column in_col(q, s) (zeros outside the image).
+// dy is the slice's NCHW dy, read in place.
+using FewTapsGradWeightPlanes = void (*)(const ConvParams& p, const float* planes, const float* dy, int64_t k0,
+                                        int64_t n0, int64_t n1, double* sums);
+using FewTapsGradWeightFinish = void (*)(const ConvParams& p, const double* sums, int64_t k0, float* dw);
+
+struct DirectKernels {
+  FewOutputsRows forward_rows;
+  FewTapsGradWeight grad_weight;
+  FewTapsGradWeightPlanes grad_weight_planes;
+  FewTapsGradWeightFinish grad_weight_finish;
+  int64_t wgrad_channels;  // output channels per grad_weight call (its accumulators fill the registers)
+  int64_t lanes;           // floats per vector
+  int64_t wgrad_sums(const ConvParams& p) const { return p.C * p.R * p.S * wgrad_channels * lanes; }
+};
+
+// Columns of one padded input row: the output row rounded up to whole vectors of every ISA, plus the taps.
+inline int64_t few_outputs_columns(const ConvParams& p) { return round_up(p.Q, 32); }
+inline int64_t padded_row_width(const ConvParams& p) { return few_outputs_columns(p) + (p.S - 1) * p.dil_w; }
+inline int64_t shifted_plane_size(const ConvParams& p) { return (p.P + (p.R - 1) * p.dil_h) * p.Q; }
+
+void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
+void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw);
+
+DirectKernels direct_kernels(Isa isa);
+namespace scalar { DirectKernels direct_kernels(); }
+namespace avx2 { DirectKernels direct_kernels(); }
+namespace avx512 { DirectKernels direct_kernels(); }
+
+}  // namespace fastconv::cpu

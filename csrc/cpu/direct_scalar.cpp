@@ -1,7 +1,0 @@
-// The direct conv kernels for any x86-64 CPU (baseline flags: SSE2); see direct.h.
-#include "direct.h"
-
-namespace fastconv::cpu::scalar {
-#define FASTCONV_VEC_BYTES 16  // xmm
-#include "direct_rows.inc"
-}  // namespace fastconv::cpu::scalar

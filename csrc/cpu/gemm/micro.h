@@ -1,0 +1,45 @@
+// The register-blocked GEMM micro-kernels, one per ISA, and nothing else (BLIS-style).
+//
+// Contract: C[MR x NR] (=, or += when accumulate) sum_k A[k][0..MR) * B[k][0..NR), with A and B packed
+// panels (A: kc x MR, B: kc x NR, both k-major, zero-padded at edges) and C row-major with row stride ldc.
+// The blocked loops and packing that feed it live in driver.h; the kernels themselves in micro_<isa>.cpp,
+// each compiled for its ISA through `#pragma GCC target`, and chosen at run time from cpuid.
+#pragma once
+#include <cstdint>
+
+#include "cpu/isa.h"
+
+namespace fastconv::cpu {
+
+template <typename T>
+using MicroKernelFn = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
+// The same with the tile's right half (columns NR/2..NR) at c_hi instead of c + NR/2: lets one tile span two
+// images of an NCHW batch whose pixel count is a multiple of NR/2 (ResNet's 4x4 maps with NR = 32).
+template <typename T>
+using MicroKernelSplitFn = void (*)(int64_t kc, const T* a, const T* b, T* c, T* c_hi, int64_t ldc, bool accumulate);
+
+// dst[k * width + i] = src[i * ld + k] for i < rows <= width, k < klen; zeros in rows [rows, width): a panel
+// packed from rows that are contiguous along the reduction (NCHW weights, NCHW grad-weight's dy and im2col
+// rows, NHWC pixels, Winograd grad-weight's transformed tiles).
+template <typename T>
+using TransposeFn = void (*)(const T* src, int64_t ld, int64_t rows, int64_t klen, T* dst, int64_t width);
+
+template <typename T>
+struct MicroKernel {
+  Isa isa;
+  int mr, nr;                // register tile
+  int64_t mc, kc, nc;        // cache blocking: A block mc x kc in L2, B micro-panel kc x nr in L1
+  MicroKernelFn<T> run;
+  MicroKernelSplitFn<T> run_split;
+  TransposeFn<T> transpose_panel;
+};
+
+template <typename T>
+MicroKernel<T> micro_kernel(Isa isa);
+
+// Per-ISA tables, defined in micro_<isa>.cpp.
+namespace scalar { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
+namespace avx2 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
+namespace avx512 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
+
+}  // namespace fastconv::cpu

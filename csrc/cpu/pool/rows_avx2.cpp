@@ -1,0 +1,11 @@
+// max_pool2d row kernels compiled for avx2; see rows.h.
+// The headers come before the target pragma: their inline functions must stay baseline code, since the
+// linker may keep any one copy of them for the whole library.
+#include "cpu/pool/rows.h"
+
+#pragma GCC target("avx2,fma")
+
+namespace fastconv::cpu::avx2 {
+#define FASTCONV_POOL_VEC_BYTES 32  // ymm
+#include "cpu/pool/rows.inc"
+}  // namespace fastconv::cpu::avx2

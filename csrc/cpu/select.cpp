@@ -1,0 +1,126 @@
+// The one place that maps (pass, problem) to a CPU algorithm. Read top to bottom, each pass is a table: the
+// first row whose condition holds wins. Thresholds carry the reason they are where they are.
+//
+// forward                     condition                                              why
+//   none                      no output pixels or channels, or no input channels      nothing to sum
+//   depthwise                 Cg == 1, groups > 1                                     a GEMM of reduction R*S is all edges
+//   winograd (image lanes)    winograd_fits, NCHW, N >= kImageLanesMinBatch           see below
+//   winograd (tile lanes)     winograd_fits                                           4 multiplies per output instead of 9
+//   direct, few outputs       float, groups 1, K <= kFewOutputsMax, stride_w 1        an 8-row GEMM tile would be mostly empty
+//   gemm                      everything else
+//
+// grad-input                  stride 1: the forward table, on flipped_forward(p) (depthwise p stays depthwise)
+//   none                      no images or input channels
+//   depthwise                 Cg == 1, groups > 1
+//   forward of flipped        stride 1
+//   gemm col2im               strided: a strided conv's transpose is not a conv
+//
+// grad-weight
+//   none                      no images, output pixels or weights
+//   depthwise                 Cg == 1, groups > 1
+//   winograd (image lanes)    winograd_fits, NCHW, N >= kImageLanesMinBatch
+//   winograd (tile lanes)     winograd_fits
+//   direct, few taps          float, groups 1, stride_w 1, S <= 5, C*R*S <= 160       see few_taps_fits
+//   gemm                      everything else
+//
+// Inside the GEMM, how im2col rows are packed (straight from x, or from phase planes) is the GEMM's own choice
+// (gemm/phase_planes.h: packs_from_planes); it changes the speed, not the sums.
+#include "cpu/select.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu/direct/direct.h"
+
+namespace fastconv::cpu {
+
+namespace {
+
+// Below ~32 channels on either side, Winograd's transforms cost more than the multiplies they save. Maps under
+// 2x2 outputs would be all edge tiles. FASTCONV_WINOGRAD=0 turns it off (read at every call, as FASTCONV_ISA
+// is), for tests of the paths behind it and for comparisons.
+constexpr int64_t kWinogradMinChannels = 32;
+bool winograd_fits(const ConvParams& p, bool is_float) {
+  const char* env = std::getenv("FASTCONV_WINOGRAD");
+  if (!is_float || (env != nullptr && std::strcmp(env, "0") == 0)) return false;
+  return p.groups == 1 && p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 &&
+         p.dil_w == 1 && p.C >= kWinogradMinChannels && p.K >= kWinogradMinChannels && p.P >= 2 && p.Q >= 2;
+}
+
+// The image-lane transforms fill their 16 lanes with images at one tile position: each channel's rows are
+// transposed once instead of each 4x4 tile being assembled value by value (that assembly was a quarter to a
+// third of the 128- and 512-channel layers' forward). With under 8 images most lanes would be empty; NHWC rows
+// are contiguous along channels, not images, so NHWC keeps the tile lanes.
+constexpr int64_t kImageLanesMinBatch = 8;
+ConvAlgo winograd_lanes(const ConvParams& p) {
+  return !p.channels_last && p.N >= kImageLanesMinBatch ? ConvAlgo::kWinogradImageLanes : ConvAlgo::kWinogradTileLanes;
+}
+
+bool is_depthwise(const ConvParams& p) { return p.Cg() == 1 && p.groups > 1; }
+
+// Few output channels (the first layer's grad-input: 3 of 64; LeNet's layers): an 8-row register tile would stay
+// mostly empty and im2col packing would cost more than the multiplies. Each tap of an output row must be one
+// contiguous run of its padded input row (stride_w 1). channels_last problems come too: moving both sides to
+// NCHW and back costs far less than the NHWC GEMM loses on a tile with a handful of columns.
+bool few_outputs_fits(const ConvParams& p, bool is_float) {
+  return is_float && p.groups == 1 && p.K <= kFewOutputsMax && p.stride_w == 1 && p.padded_extents_small();
+}
+
+// Few taps (the first layer's weight gradient, LeNet's): dy times the shifted input summed in vector lanes, S
+// accumulators per output channel in registers. channels_last goes through NCHW copies of x and dy: worth it
+// for thin dy, or for image inputs (C <= 4), where the NHWC GEMM's packing of runs of C values per tap ran at
+// 0.3x torch.
+bool few_taps_fits(const ConvParams& p, bool is_float) {
+  return is_float && p.groups == 1 && p.stride_w == 1 && p.S <= kFewTapsMaxS && p.C * p.R * p.S <= kFewTapsMax &&
+         (!p.channels_last || p.K <= kFewOutputsMax || p.C <= 4) && p.padded_extents_small();
+}
+
+}  // namespace
+
+const char* algo_name(ConvAlgo algo) {
+  switch (algo) {
+    case ConvAlgo::kNone: return "none";
+    case ConvAlgo::kDepthwise: return "depthwise";
+    case ConvAlgo::kWinogradTileLanes: return "winograd_tile_lanes";
+    case ConvAlgo::kWinogradImageLanes: return "winograd_image_lanes";
+    case ConvAlgo::kDirectFewOutputs: return "direct_few_outputs";
+    case ConvAlgo::kDirectFewTaps: return "direct_few_taps";
+    case ConvAlgo::kGemm: return "gemm";
+    case ConvAlgo::kGemmCol2im: return "gemm_col2im";
+  }
+  return "unknown";
+}
+
+ConvParams flipped_forward(const ConvParams& p) {
+  ConvParams flipped = p;
+  flipped.C = p.K, flipped.H = p.P, flipped.W = p.Q;
+  flipped.K = p.C, flipped.P = p.H, flipped.Q = p.W;
+  flipped.pad_h = p.dil_h * (p.R - 1) - p.pad_h;
+  flipped.pad_w = p.dil_w * (p.S - 1) - p.pad_w;
+  return flipped;
+}
+
+ConvAlgo choose_forward(const ConvParams& p, bool is_float) {
+  if (p.N * p.PQ() == 0 || p.K == 0 || p.Cg() == 0) return ConvAlgo::kNone;
+  if (is_depthwise(p)) return ConvAlgo::kDepthwise;
+  if (winograd_fits(p, is_float)) return winograd_lanes(p);
+  if (few_outputs_fits(p, is_float)) return ConvAlgo::kDirectFewOutputs;
+  return ConvAlgo::kGemm;
+}
+
+GradInputChoice choose_grad_input(const ConvParams& p, bool is_float) {
+  if (p.N == 0 || p.C == 0) return {ConvAlgo::kNone, false};
+  if (is_depthwise(p)) return {ConvAlgo::kDepthwise, false};
+  if (p.stride_h == 1 && p.stride_w == 1) return {choose_forward(flipped_forward(p), is_float), true};
+  return {ConvAlgo::kGemmCol2im, false};
+}
+
+ConvAlgo choose_grad_weight(const ConvParams& p, bool is_float) {
+  if (p.N == 0 || p.PQ() == 0 || p.K * p.Cg() * p.RS() == 0) return ConvAlgo::kNone;
+  if (is_depthwise(p)) return ConvAlgo::kDepthwise;
+  if (winograd_fits(p, is_float)) return winograd_lanes(p);
+  if (few_taps_fits(p, is_float)) return ConvAlgo::kDirectFewTaps;
+  return ConvAlgo::kGemm;
+}
+
+}  // namespace fastconv::cpu

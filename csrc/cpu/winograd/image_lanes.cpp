@@ -1,0 +1,181 @@
+// Winograd F(2x2, 3x3) for NCHW batches with the transforms' lanes over images, not tiles: the forward and the
+// weight gradient's block transforms (select.cpp sends NCHW batches of 8+ images here).
+//
+// The tile-lane path (tile_lanes.cpp) gives each lane a tile of one image, and assembles its 4x4 input from that
+// tile's place in the rows: on ResNet's maps a tile row holds 2-16 tiles, and that assembly, value by value,
+// took ~25-35% of the 128- and 512-channel layers' forward time (perf), half as much as their GEMMs. Here lane
+// l is image n0 + l of a group of kLanes, all at the same tile position: each channel's rows of the group are
+// transposed once (the micro-kernel's register transpose), which makes every input position one vector over
+// the images, so a tile's 16 inputs are 16 whole vectors (or zeros in the padding). The outputs go back the
+// same way. A block is a group of images times a rectangle of tile positions; its GEMM columns are (position,
+// image). Each column is the tile the tile-lane path would compute, through the same operations in the same
+// order, so the forward's results are bitwise the same as that path's.
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "cpu/gemm/driver.h"
+#include "cpu/parallel.h"
+#include "cpu/winograd/common.h"
+#include "cpu/winograd/grad_weight.h"
+#include "cpu/winograd/winograd.h"
+
+namespace fastconv::cpu {
+
+using namespace winograd;
+
+namespace {
+
+// One task's buffers, from 64-byte boundaries: a vector of kLanes floats then never straddles two cache lines
+// (split, the AVX-512 loads and stores of the lane loops ran the 512-channel layer 5% slower than SSE2 code).
+struct Scratch {
+  AlignedBuffer<float> v, m, in, out, out_t;
+  PackBuffers<float> buf;
+};
+
+}  // namespace
+
+LaneKernels winograd::lane_kernels(Isa isa) {
+  return pick_for_isa(isa, &scalar::lane_kernels, &avx2::lane_kernels, &avx512::lane_kernels);
+}
+
+void winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+                                  bool flipped) {
+  const Isa isa = active_isa();
+  const MicroKernel<float> uk = micro_kernel<float>(isa);
+  const LaneKernels kernels = lane_kernels(isa);
+  const int64_t C = p.C, K = p.K;
+  const TransformedWeights<float> u = transformed_weights(p, uk, w, flipped);
+
+  // Blocks of about as many columns as the tile-lane path's (one block's V and M within L2).
+  const int64_t target = std::max<int64_t>(uk.nr, std::min<int64_t>(256, round_up(16384 / std::max(C, K), uk.nr)));
+  const LaneBlocking blocking(p, std::max<int64_t>(1, target / kLanes));
+  const int64_t width_max = round_up(blocking.max_positions() * kLanes, uk.nr);
+  const int64_t v_stride = C * width_max + 32, m_stride = K * width_max + 32;  // skewed planes, as in tile_lanes.cpp
+
+  parallel_for(0, blocking.blocks(), 1, [&](int64_t b0, int64_t b1) {
+    Scratch s;
+    s.v.reserve(kXi * v_stride), s.m.reserve(kXi * m_stride), s.in.reserve(blocking.max_inputs() * kLanes);
+    s.out.reserve(blocking.max_outputs() * kLanes), s.out_t.reserve(blocking.max_outputs() * kLanes);
+    for (int64_t b = b0; b < b1; ++b) {
+      const LaneBlock blk = blocking.block(p, b);
+      const int64_t n0 = blk.n0;
+      const int64_t cols = (blk.th1 - blk.th0) * (blk.tw1 - blk.tw0) * blk.lanes, width = round_up(cols, uk.nr);
+
+      float* const in = s.in.data();
+      float* const v = s.v.data();
+      for (int64_t c = 0; c < C; ++c) {
+        transpose_region(uk, x + (n0 * C + c) * p.HW(), C * p.HW(), p.W, blk.lanes, blk.h_lo, blk.h_hi, blk.w_lo,
+                         blk.w_hi, in, c + 1 < C ? p.HW() : 0);
+        const int64_t r0 = c / uk.kc * uk.kc, rlen = std::min(uk.kc, C - r0);  // c's k block (packed_offset)
+        kernels.input(blk, in, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
+      }
+      zero_padding_columns(uk, v, v_stride, cols, width, C);
+
+      block_gemms(p, uk, u, v, v_stride, cols, width, s.m.data(), m_stride, s.buf);
+
+      // Output transform, plus bias, into out (position-major over the block's outputs), transposed back to
+      // each image's rows.
+      const int64_t oh0 = 2 * blk.th0, ow0 = 2 * blk.tw0;
+      const int64_t out_rows = std::min(p.P, 2 * blk.th1) - oh0, out_cols = std::min(p.Q, 2 * blk.tw1) - ow0;
+      const int64_t out_positions = out_rows * out_cols;
+      float* const out = s.out.data();
+      float* const out_t = s.out_t.data();
+      for (int64_t k = 0; k < K; ++k) {
+        kernels.output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out);
+        // out_t[l * out_positions + position] = out[position][l], then each image's rows into y.
+        uk.transpose_panel(out, kLanes, out_positions, blk.lanes, out_t, out_positions);
+        for (int64_t l = 0; l < blk.lanes; ++l) {
+          float* dst = y + ((n0 + l) * K + k) * p.PQ() + oh0 * p.Q + ow0;
+          const float* row = out_t + l * out_positions;
+          if (out_cols == p.Q) {
+            std::memcpy(dst, row, out_positions * sizeof(float));
+          } else {
+            for (int64_t r = 0; r < out_rows; ++r)
+              std::memcpy(dst + r * p.Q, row + r * out_cols, out_cols * sizeof(float));
+          }
+        }
+      }
+    }
+  });
+}
+
+namespace {
+
+// The weight gradient's image-lane strategy (grad_weight.h): block b is LaneBlocking's block b, its reduction rows
+// (position, image). It sums the tiles in another order than the tile-lane strategy, so the two differ in
+// rounding.
+class ImageLaneBlocks {
+ public:
+  struct State {
+    LaneBlock blk;
+  };
+  ImageLaneBlocks(const ConvParams& p, const MicroKernel<float>& uk, const float* dy, const float* x, int64_t block)
+      : p_(p), uk_(uk), dy_(dy), x_(x), blocking_(p, std::max<int64_t>(1, block / kLanes)),
+        kernels_(lane_kernels(uk.isa)) {}
+  int64_t blocks() const { return blocking_.blocks(); }
+  int64_t begin_block(int64_t b, State& s) const {
+    s.blk = blocking_.block(p_, b);
+    return (s.blk.th1 - s.blk.th0) * (s.blk.tw1 - s.blk.tw0) * s.blk.lanes;
+  }
+  void transform_grad_output(const State& s, int64_t panel0, int64_t panel1, const PackedPlanes<float>& e) const {
+    transform_panels(s.blk, panel0, panel1, e, false);
+  }
+  void transform_input(const State& s, int64_t panel0, int64_t panel1, const PackedPlanes<float>& v) const {
+    transform_panels(s.blk, panel0, panel1, v, true);
+  }
+
+ private:
+  // Each channel of a panel has its region of the group's images transposed (each position one vector over the
+  // images); then position by position, the panel's tiles and their `lanes` reduction rows are stored. A
+  // panel's regions at a time keep the buffer in L1 (all the block's tiles at once would make it 256 KiB).
+  void transform_panels(const LaneBlock& blk, int64_t panel0, int64_t panel1, const PackedPlanes<float>& out,
+                        bool of_input) const {
+    const ConvParams& p = p_;
+    const int64_t region_size = std::max(blocking_.max_inputs(), blocking_.max_outputs()) * kLanes;
+    thread_local AlignedBuffer<float> regions;
+    regions.reserve(kMaxPanel * region_size);
+    alignas(64) float lane_tiles[kMaxPanel][kXi][kLanes];
+    for (int64_t panel = panel0; panel < panel1; ++panel) {
+      const int64_t first = panel * out.width, count = std::min(out.width, out.extent - first);
+      for (int64_t i = 0; i < count; ++i) {
+        float* const region = regions.data() + i * region_size;
+        if (of_input)
+          transpose_region(uk_, x_ + (blk.n0 * p.C + first + i) * p.HW(), p.C * p.HW(), p.W, blk.lanes, blk.h_lo,
+                           blk.h_hi, blk.w_lo, blk.w_hi, region, first + i + 1 < out.extent ? p.HW() : 0);
+        else
+          transpose_region(uk_, dy_ + (blk.n0 * p.K + first + i) * p.PQ(), p.K * p.PQ(), p.Q, blk.lanes, 2 * blk.th0,
+                           std::min(p.P, 2 * blk.th1), 2 * blk.tw0, std::min(p.Q, 2 * blk.tw1), region,
+                           first + i + 1 < out.extent ? p.PQ() : 0);
+      }
+      for (int64_t th = blk.th0, pos = 0; th < blk.th1; ++th)
+        for (int64_t tw = blk.tw0; tw < blk.tw1; ++tw, ++pos) {
+          for (int64_t i = 0; i < count; ++i) {
+            const float* region = regions.data() + i * region_size;
+            if (of_input)
+              kernels_.input_tile(blk, region, th, tw, &lane_tiles[i][0][0]);
+            else
+              kernels_.grad_output_tile(blk, region, th, tw, &lane_tiles[i][0][0]);
+          }
+          out.store(lane_tiles, pos * blk.lanes, blk.lanes, first, count);
+        }
+    }
+  }
+
+  const ConvParams& p_;
+  const MicroKernel<float>& uk_;
+  const float* dy_;
+  const float* x_;
+  LaneBlocking blocking_;
+  LaneKernels kernels_;
+};
+
+}  // namespace
+
+void winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
+  const MicroKernel<float> uk = micro_kernel<float>(active_isa());
+  grad_weight_blocks(p, uk, ImageLaneBlocks(p, uk, dy, x, uk.kc), dw);
+}
+
+}  // namespace fastconv::cpu

@@ -1,0 +1,9 @@
+// The image-lane Winograd loops compiled for AVX-512; see lane_kernels.h.
+// Headers first: their inline functions must stay baseline code (the linker keeps one copy of each).
+#include "cpu/winograd/lane_kernels.h"
+
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx2,fma")
+
+namespace fastconv::cpu::winograd::avx512 {
+#include "cpu/winograd/lane_kernels.inc"
+}  // namespace fastconv::cpu::winograd::avx512

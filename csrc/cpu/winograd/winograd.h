@@ -1,0 +1,20 @@
+// Winograd F(2x2, 3x3) for stride-1, 3x3, ungrouped float convs, NCHW and NHWC: the forward (and so the
+// stride-1 grad-input, a forward of the flipped problem) and the weight gradient, in two lane strategies that
+// select.cpp chooses between: tiles (tile_lanes.cpp) or images (image_lanes.cpp, NCHW only).
+#pragma once
+#include "conv_params.h"
+
+namespace fastconv::cpu {
+
+// flipped: w holds the weights of the conv whose grad-input p is (flipped_forward in select.h), read as the
+// rotated, transposed kernel without a copy.
+template <typename T>
+void winograd_forward_tile_lanes(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped);
+template <typename T>
+void winograd_grad_weight_tile_lanes(const ConvParams& p, const T* dy, const T* x, T* dw);
+
+void winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+                                  bool flipped);
+void winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw);
+
+}  // namespace fastconv::cpu
