@@ -13,7 +13,7 @@
 #                 PASS: "ERROR SUMMARY: 0 errors" and sane results
 #   racecheck     the same with --tool racecheck (fastconv's kernels only, where the filter is accepted)
 #   tensor_cores  benchmarks/gpu_check.py tensor-cores -> tensor_cores.json (tensor-core kernels proven by name)
-#   pytest        python3 -m pytest -q -x tests/test_cuda.py -> pytest.log, pytest-cuda.xml
+#   pytest        python3 -m pytest -q -x tests/cuda/test_cuda.py -> pytest.log, pytest-cuda.xml
 #   tc_ncu        ncu: tensor-pipe instructions of tc_conv_kernel > 0 (hardware counters; a second proof)
 #   compare       benchmarks/compare.py --device cuda --quick, only if >= 120 s of a 480 s budget are left
 # $OUT/summary.txt lists every step's status (PASS / FAIL / TIMEOUT / INCOMPLETE / SKIPPED), seconds and a note;
@@ -247,7 +247,7 @@ step_tensor_cores() {
 step_pytest() {
   plan pytest 150 30 || return
   limited "$OUT/pytest.log" "$PY" -m pytest -q -x -p no:cacheprovider --junitxml="$OUT/pytest-cuda.xml" \
-    tests/test_cuda.py
+    tests/cuda/test_cuda.py
   local st note
   st=$(status_of)
   note=$(grep -E '[0-9]+ (passed|failed|skipped|errors?)' "$OUT/pytest.log" | tail -n 1)

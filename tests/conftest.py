@@ -171,6 +171,13 @@ FORM_SPECS = [
     ConvSpec(2, 3, 4, 3, 3, 5, 5, padding=1),                                   # kernel = padded input
     ConvSpec(1, 2, 3, 4, 13, 1, 7, padding=(0, 3), stride=(1, 2)),              # 1xS kernel
     ConvSpec(1, 17, 19, 5, 5, 3, 3, padding=1),                                 # channel counts > micro tile
+    # wide enough for the GEMM (and Winograd) in float32 in every pass, not only the thin direct kernels
+    ConvSpec(2, 20, 24, 7, 9, 3, 3, padding=1),                                 # GEMM forward, flipped, wgrad
+    ConvSpec(2, 20, 24, 9, 8, 3, 3, stride=2, padding=1, layout="cl_both"),     # NHWC GEMM, col2im
+    ConvSpec(3, 18, 34, 6, 7, 1, 1, stride=(1, 2), layout="cl_input"),          # 1x1 NHWC, col2im
+    ConvSpec(2, 24, 36, 8, 7, 3, 3, groups=2, dilation=2, padding=2),           # grouped, dilated GEMM
+    ConvSpec(2, 32, 40, 6, 7, 3, 3, padding=1),                                 # Winograd, tile lanes
+    ConvSpec(2, 32, 33, 5, 6, 3, 3, padding=1, layout="cl_both", bias=False),   # Winograd NHWC
 ]
 
 
@@ -237,3 +244,60 @@ def memory_format_flags(t):
     if t.dim() != 4:
         return (t.is_contiguous(),)
     return (t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last))
+
+
+def leaf_copies(case):
+    """Fresh leaf views of the case's tensors (same strides), requiring grad."""
+    x = case.input.detach().requires_grad_()
+    w = case.weight.detach().requires_grad_()
+    b = case.bias.detach().requires_grad_() if case.bias is not None else None
+    return x, w, b
+
+
+def run_case(fn, case, grad_output=None):
+    """(output, grads of (input, weight[, bias]) for grad_output) of fn on fresh leaves of `case`."""
+    x, w, b = leaf_copies(case)
+    out = fn(x, w, b, **case.kwargs)
+    if grad_output is None:
+        return out, None
+    inputs = [x, w] + ([b] if b is not None else [])
+    grads = torch.autograd.grad(out, inputs, grad_output)
+    return out, grads
+
+
+# --- pairwise grids --------------------------------------------------------------------------------------
+
+def pairwise(factors):
+    """Rows (dicts name -> value) in which every pair of values of any two factors appears at least once: a
+    greedy covering array, deterministic in the factors' order. Far fewer rows than the full product, each
+    value of every factor still meeting each value of every other."""
+    names = list(factors)
+    sizes = [len(factors[n]) for n in names]
+
+    def pairs_of(row):
+        return {(a, row[a], b, row[b]) for a in range(len(names)) for b in range(a + 1, len(names))}
+
+    uncovered = {(a, i, b, j) for a in range(len(names)) for b in range(a + 1, len(names))
+                 for i in range(sizes[a]) for j in range(sizes[b])}
+    rows = []
+    while uncovered:
+        a, i, b, j = min(uncovered)
+        row = {a: i, b: j}
+        for c in range(len(names)):
+            if c in row:
+                continue
+            gain = lambda v: sum((min(x, c), row[x] if x < c else v, max(x, c), v if x < c else row[x]) in uncovered
+                                 for x in row)
+            row[c] = max(range(sizes[c]), key=lambda v: (gain(v), -v))
+        uncovered -= pairs_of(row)
+        rows.append({names[k]: factors[names[k]][row[k]] for k in range(len(names))})
+    return rows
+
+
+def uncovered_pairs(rows, factors):
+    """The pairs of factor values (name, value, name, value) that no row holds: empty for a pairwise grid."""
+    names = list(factors)
+    want = {(a, repr(u), b, repr(v)) for ai, a in enumerate(names) for b in names[ai + 1:]
+            for u in factors[a] for v in factors[b]}
+    have = {(a, repr(r[a]), b, repr(r[b])) for r in rows for ai, a in enumerate(names) for b in names[ai + 1:]}
+    return want - have

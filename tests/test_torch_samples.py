@@ -9,7 +9,6 @@ import torch
 import fastconv
 import fastconv.functional as FF
 
-from conftest import ALL_ISAS
 
 common_methods_invocations = pytest.importorskip("torch.testing._internal.common_methods_invocations")
 common_modules = pytest.importorskip("torch.testing._internal.common_modules")

@@ -16,7 +16,7 @@ import fastconv
 from fastconv.functional import conv2d, max_pool2d
 
 from conftest import FORM_SPECS, ConvCase, ConvSpec, conv_specs, make_case, memory_format_flags
-from test_maxpool2d import CONFIGS as POOL_CONFIGS, CONFIG_IDS as POOL_CONFIG_IDS, _input as pool_input
+from helpers.pool_cases import CONFIG_IDS as POOL_CONFIG_IDS, CONFIGS as POOL_CONFIGS, pool_input
 
 
 def _has_cuda_kernels():

@@ -21,10 +21,10 @@ from fastconv.train.checkpoint import atomic_write, load_checkpoint, save_checkp
 from fastconv.train.metrics import write_history
 from fastconv.train.optim import build_optimizer, build_param_groups, build_scheduler
 
-from helpers_reference import randomize_, reference_resnet
+from helpers.reference import randomize_, reference_resnet
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "tests" / "helpers_train_script.py"
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "tests" / "helpers" / "train_script.py"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors run on one thread

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
 
 # Minor page faults of allocating (malloc), filling and freeing a 64 MiB block, after two warm-up rounds: glibc
 # maps such a block per call and unmaps it on free, so every round faults its 16384 pages in again unless

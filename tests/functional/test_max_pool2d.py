@@ -1,102 +1,13 @@
 """fastconv.functional.max_pool2d against torch.nn.functional.max_pool2d: values, indices, layout, backward,
 errors."""
-import random
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fastconv.functional import max_pool2d
 
-from conftest import memory_format_flags
-
-
-def _pair(v):
-    if isinstance(v, (tuple, list)):
-        return (v[0], v[-1]) if len(v) else None
-    return (v, v)
-
-
-def _output_size(size, k, s, p, d, ceil_mode):
-    """torch's pooling_output_shape."""
-    span = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
-    out = span // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
-def _valid(H, W, kernel, stride, padding, dilation, ceil_mode):
-    k, p, d = _pair(kernel), _pair(padding), _pair(dilation)
-    s = _pair(stride) if stride is not None and _pair(stride) is not None else k
-    for i, size in enumerate((H, W)):
-        # torch checks the padding against half the kernel and half the dilated kernel
-        if p[i] > k[i] // 2 or p[i] > ((k[i] - 1) * d[i] + 1) // 2:
-            return False
-        if _output_size(size, k[i], s[i], p[i], d[i], ceil_mode) < 1:
-            return False
-    return True
-
-
-def _random_configs(count, seed):
-    rng = random.Random(seed)
-    configs = []
-    while len(configs) < count:
-        kernel = rng.choice([1, 2, 3, 4, (2, 3), (3, 1), [3, 2]])
-        stride = rng.choice([None, [], 1, 2, 3, (1, 2), (2, 3)])
-        padding = rng.choice([0, 0, 1, 2, (1, 0), (0, 1)])
-        dilation = rng.choice([1, 1, 2, (1, 2), (3, 1)])
-        ceil_mode = rng.random() < 0.5
-        H, W = rng.randint(1, 11), rng.randint(1, 11)
-        if _valid(H, W, kernel, stride, padding, dilation, ceil_mode):
-            configs.append((H, W, kernel, stride, padding, dilation, ceil_mode))
-    return configs
-
-
-# (H, W, kernel_size, stride, padding, dilation, ceil_mode)
-HAND_CONFIGS = [
-    (8, 8, 2, None, 0, 1, False),            # the classic 2x2/2
-    (7, 9, 3, 2, 1, 1, False),               # ResNet stem pool, odd size
-    (7, 9, 3, 2, 1, 1, True),                # ... with ceil_mode adding a window
-    (5, 5, 2, 2, 1, 1, True),                # ceil_mode drops the last window (it would start in padding)
-    (6, 7, 2, 2, 1, 1, True),                # ceil_mode, drop in H only
-    (5, 7, 2, None, 0, 1, True),             # ceil_mode adds a partial window
-    (9, 8, (3, 2), (2, 1), (1, 1), 1, False),  # tuple kernel / stride / padding
-    (10, 11, 3, 1, 1, 2, False),             # dilation
-    (11, 10, (2, 3), (3, 2), (1, 1), (3, 2), True),  # tuple dilation + ceil
-    (6, 6, 1, 1, 0, 1, False),               # identity pool
-    (4, 6, 4, 1, 2, 1, False),               # padding = half kernel
-    (3, 3, 3, [], 0, 1, False),              # stride=[] means kernel_size
-    (1, 9, (1, 3), (1, 2), 0, 1, True),      # single row
-]
-CONFIGS = HAND_CONFIGS + _random_configs(30, seed=99)
-CONFIG_IDS = [f"{i:02d}-{H}x{W}-k{k}-s{s}-p{p}-d{d}-{'ceil' if c else 'floor'}".replace(" ", "")
-              for i, (H, W, k, s, p, d, c) in enumerate(CONFIGS)]
-
-
-def _input(N, C, H, W, dtype, values, layout, seed):
-    gen = torch.Generator().manual_seed(seed)
-    shape = (N, C, H, W) if N is not None else (C, H, W)
-    numel = torch.Size(shape).numel()
-    if values == "distinct":  # unique values: every window has one argmax
-        x = (torch.randperm(numel, generator=gen).to(dtype) / numel - 0.5).reshape(shape)
-    elif values == "ties":  # integer-valued, many equal maxima: the first one must win, as in torch
-        x = torch.randint(0, 3, shape, generator=gen).to(dtype)
-    else:  # "special": ties plus NaN, +inf, and whole windows of -inf
-        x = torch.randint(-2, 2, shape, generator=gen).to(dtype)
-        flat = x.view(-1)
-        if numel:
-            pick = torch.randperm(numel, generator=gen)
-            flat[pick[: max(1, numel // 10)]] = float("-inf")
-            flat[pick[numel // 10: numel // 10 + max(1, numel // 30)]] = float("nan")
-            flat[pick[-1]] = float("inf")
-            if x.dim() == 4 and H >= 3 and W >= 3:
-                x[..., :3, :3] = float("-inf")
-    if layout == "channels_last" and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    elif layout == "transposed":
-        x = x.transpose(-1, -2).contiguous().transpose(-1, -2)
-    return x
+from conftest import available_isas, memory_format_flags, pairwise, uncovered_pairs
+from helpers.pool_cases import CONFIG_IDS, CONFIGS, output_size, pair, pool_input
 
 
 def _pool_both(x, kwargs, grad_seed=3):
@@ -126,16 +37,32 @@ def _assert_same(expected, got, exact_grad=True):
                                                                       e_grad.stride())
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
-@pytest.mark.parametrize("values", ["distinct", "ties", "special"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
-def test_max_pool2d_matches_torch(config, dtype, values, layout, isa):
+# Every config, dtype, kind of values, layout and forced ISA: pairwise (each value of every factor meets each
+# value of every other at least once) rather than the full product, 20x fewer cases. The ISAs are this CPU's.
+GRID_FACTORS = {
+    "config": list(range(len(CONFIGS))),
+    "dtype": [torch.float32, torch.float64],
+    "values": ["distinct", "ties", "special"],
+    "layout": ["contiguous", "channels_last", "transposed"],
+    "isa": available_isas(),
+}
+GRID = pairwise(GRID_FACTORS)
+
+
+def test_grid_is_pairwise():
+    assert not uncovered_pairs(GRID, GRID_FACTORS)
+    assert {row["config"] for row in GRID} == set(range(len(CONFIGS)))
+
+
+@pytest.mark.parametrize("row", GRID, ids=[f"{CONFIG_IDS[r['config']]}-{str(r['dtype'])[6:]}-{r['values']}-{r['layout']}-"
+                                           f"{r['isa']}" for r in GRID])
+def test_max_pool2d_matches_torch(row, monkeypatch):
     """Output, argmax indices (first maximum wins; NaN propagates, the last NaN wins; an all -inf window
     reports its first in-bounds element), their memory format, and the backward scatter equal torch's, with
     each ISA's row kernels forced."""
-    H, W, kernel, stride, padding, dilation, ceil_mode = config
-    x = _input(2, 3, H, W, dtype, values, layout, seed=CONFIGS.index(config))
+    monkeypatch.setenv("FASTCONV_ISA", row["isa"])
+    H, W, kernel, stride, padding, dilation, ceil_mode = CONFIGS[row["config"]]
+    x = pool_input(2, 3, H, W, row["dtype"], row["values"], row["layout"], seed=row["config"])
     kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
     expected, got = _pool_both(x, kwargs)
     _assert_same(expected, got)
@@ -154,7 +81,7 @@ WIDE_CONFIGS = [
 @pytest.mark.parametrize("config", WIDE_CONFIGS, ids=[str(i) for i in range(len(WIDE_CONFIGS))])
 def test_max_pool2d_wide_rows(config, values, layout, isa):
     H, W, kernel, stride, padding, dilation, ceil_mode = config
-    x = _input(2, 5, H, W, torch.float32, values, layout, seed=7 + WIDE_CONFIGS.index(config))
+    x = pool_input(2, 5, H, W, torch.float32, values, layout, seed=7 + WIDE_CONFIGS.index(config))
     kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
     expected, got = _pool_both(x, kwargs)
     _assert_same(expected, got)
@@ -169,11 +96,11 @@ def test_grid_covers_ceil_mode_drop_and_add():
             continue
         x = torch.zeros(1, 1, H, W)
         ceil = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=True).shape[-2:]
-        floor = [_output_size(size, k_, s_, p_, d_, False) for size, k_, s_, p_, d_ in
-                 zip((H, W), _pair(kernel), _pair(stride) if stride not in (None, []) else _pair(kernel),
-                     _pair(padding), _pair(dilation))]
-        k, p, d = _pair(kernel), _pair(padding), _pair(dilation)
-        s = k if stride is None or _pair(stride) is None else _pair(stride)
+        floor = [output_size(size, k_, s_, p_, d_, False) for size, k_, s_, p_, d_ in
+                 zip((H, W), pair(kernel), pair(stride) if stride not in (None, []) else pair(kernel),
+                     pair(padding), pair(dilation))]
+        k, p, d = pair(kernel), pair(padding), pair(dilation)
+        s = k if stride is None or pair(stride) is None else pair(stride)
         naive = [(size + 2 * p[i] - d[i] * (k[i] - 1) - 1 + s[i] - 1) // s[i] + 1 for i, size in enumerate((H, W))]
         drop |= any(c < n for c, n in zip(ceil, naive))
         add |= any(c > f for c, f in zip(ceil, floor))
@@ -192,11 +119,11 @@ def test_ceil_mode_drops_last_window():
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_max_pool2d_without_indices_and_unbatched(layout):
     """return_indices=False returns the tensor alone; a 3-D (C, H, W) input gives 3-D output and indices."""
-    x = _input(2, 4, 7, 6, torch.float32, "distinct", layout, seed=1)
+    x = pool_input(2, 4, 7, 6, torch.float32, "distinct", layout, seed=1)
     out = max_pool2d(x, 3, 2, 1)
     assert isinstance(out, torch.Tensor)
     torch.testing.assert_close(out, F.max_pool2d(x, 3, 2, 1), rtol=0, atol=0)
-    xu = _input(None, 4, 7, 6, torch.float32, "ties", "contiguous", seed=2)
+    xu = pool_input(None, 4, 7, 6, torch.float32, "ties", "contiguous", seed=2)
     expected, got = _pool_both(xu, dict(kernel_size=(3, 2), stride=(2, 1), padding=1, ceil_mode=True))
     assert got[0].dim() == 3 and got[1].dim() == 3
     _assert_same(expected, got)
@@ -205,7 +132,7 @@ def test_max_pool2d_without_indices_and_unbatched(layout):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_max_pool2d_zero_batch(layout):
     """torch accepts N=0: empty output of the right shape and an empty gradient."""
-    x = _input(0, 3, 6, 6, torch.float32, "distinct", layout, seed=0)
+    x = pool_input(0, 3, 6, 6, torch.float32, "distinct", layout, seed=0)
     expected, got = _pool_both(x, dict(kernel_size=2, ceil_mode=True))
     assert got[0].shape == (0, 3, 3, 3)
     _assert_same(expected, got)
@@ -218,7 +145,7 @@ def test_max_pool2d_zero_batch(layout):
 def test_max_pool2d_channels_last_few_channels_large_image(kwargs, dtype, isa):
     """channels_last with fewer channels than a vector goes through per-image planes up to 2^18 elements per
     image (maxpool2d.cpp, kPlanarImageMax); a larger image takes the NHWC row kernel's per-channel path."""
-    x = _input(1, 3, 300, 295, dtype, "special", "channels_last", seed=5)
+    x = pool_input(1, 3, 300, 295, dtype, "special", "channels_last", seed=5)
     expected, got = _pool_both(x, kwargs)
     _assert_same(expected, got)
 
@@ -226,7 +153,7 @@ def test_max_pool2d_channels_last_few_channels_large_image(kwargs, dtype, isa):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_max_pool2d_larger_channels_last(layout):
     """More channels than one vector / one backward channel block (NHWC kernels block channels by 64)."""
-    x = _input(3, 130, 9, 10, torch.float32, "ties", layout, seed=4)
+    x = pool_input(3, 130, 9, 10, torch.float32, "ties", layout, seed=4)
     expected, got = _pool_both(x, dict(kernel_size=3, stride=2, padding=1))
     _assert_same(expected, got)
 
@@ -240,7 +167,7 @@ def test_max_pool2d_larger_channels_last(layout):
 def test_max_pool2d_gradcheck(kwargs, layout):
     """max_pool2d and its backward (max_pool2d_grad, whose own backward gathers) pass gradcheck and
     gradgradcheck in float64 (distinct values, so the argmax is stable under perturbation)."""
-    x = _input(2, 2, 6, 5, torch.float64, "distinct", layout, seed=5).requires_grad_()
+    x = pool_input(2, 2, 6, 5, torch.float64, "distinct", layout, seed=5).requires_grad_()
     fn = lambda t: max_pool2d(t, **kwargs)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
@@ -249,7 +176,7 @@ def test_max_pool2d_gradcheck(kwargs, layout):
 def test_max_pool2d_reduced_precision():
     """float16 / bfloat16 are supported like torch's: same values (a max is exact) and indices."""
     for dtype in (torch.float16, torch.bfloat16):
-        x = _input(2, 3, 7, 7, torch.float32, "distinct", "contiguous", seed=6).to(dtype)
+        x = pool_input(2, 3, 7, 7, torch.float32, "distinct", "contiguous", seed=6).to(dtype)
         e_out, e_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
         out, idx = max_pool2d(x, 3, 2, 1, return_indices=True)
         assert out.dtype == dtype
@@ -325,7 +252,7 @@ def test_max_pool2d_rejects_what_torch_rejects(inp, kwargs, match):
 def test_max_pool2d_grad_skips_out_of_plane_indices(bad, layout):
     """An index outside the plane names no element: it gets no gradient, and nothing is written out of bounds
     (torch's forward gives such indices to windows wholly in the padding, see the next test)."""
-    x = _input(2, 3, 6, 6, torch.float32, "distinct", layout, seed=8)
+    x = pool_input(2, 3, 6, 6, torch.float32, "distinct", layout, seed=8)
     out, idx = torch.ops.fastconv.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
     grad = torch.randn_like(out)
     expected = torch.ops.fastconv.max_pool2d_grad(grad, x, idx)

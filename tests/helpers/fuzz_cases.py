@@ -1,8 +1,8 @@
 """Differential fuzzing of fastconv.functional against torch.nn.functional: random conv2d and max_pool2d calls
-over every argument form, memory layout, dtype and invalid argument. Run by tests/test_fuzz.py as a subprocess,
+over every argument form, memory layout, dtype and invalid argument. Run by tests/kernels/test_fuzz.py as a subprocess,
 so that a crash (a signal) fails the test with the case that caused it named instead of killing pytest:
 
-    python tests/fuzz_cases.py --seed 0 --start 0 --count 2000
+    python tests/helpers/fuzz_cases.py --seed 0 --start 0 --count 2000
 
 Each case prints `CASE <index> <description>` before it runs; a disagreement prints `FAIL <index> <what>`.
 The last line is `DONE <cases> <failures>`. A case is a function of (seed, index) alone, so

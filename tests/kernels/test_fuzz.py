@@ -1,4 +1,4 @@
-"""The differential fuzz test (tests/fuzz_cases.py) and the defects it and a list of adversarial arguments found.
+"""The differential fuzz test (tests/helpers/fuzz_cases.py) and the defects it and a list of adversarial arguments found.
 
 The fuzz cases run in subprocesses: a crash becomes a failed test naming the case, not a dead test run.
 FASTCONV_FUZZ_CASES sets how many cases (default 4000, ~10 s on 2 cores); FASTCONV_FUZZ_SEED the seed.
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import fastconv.functional as FC
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "helpers"  # where fuzz_cases.py lives
 CASES = int(os.environ.get("FASTCONV_FUZZ_CASES", "4000"))
 SEED = int(os.environ.get("FASTCONV_FUZZ_SEED", "0"))
 

@@ -1,6 +1,6 @@
 """Training run used by the resume-after-kill and DDP tests (run as a subprocess / under torchrun).
 
-    python tests/helpers_train_script.py --data DIR --out DIR [--kill-after-steps N] [--resume]
+    python tests/helpers/train_script.py --data DIR --out DIR [--kill-after-steps N] [--resume]
 
 Trains a small CNN (fastconv conv/pool layers, BatchNorm, dropout) on the synthetic CIFAR-10 in
 DIR with augmentation, a frozen-backbone first epoch, label smoothing, gradient clipping and a

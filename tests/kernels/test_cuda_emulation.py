@@ -1,6 +1,6 @@
 """The real CUDA kernels (csrc/cuda/*.cu), compiled as C++ against tests/cuda_emu/emu.h and run on CPU threads,
 checked against float64 references by tests/cuda_emu/harness.cpp. This is how the CUDA sources are exercised on
-machines without a GPU; it does not replace tests/test_cuda.py on a real GPU (cp.async timing, real mma/ldmatrix
+machines without a GPU; it does not replace tests/cuda/test_cuda.py on a real GPU (cp.async timing, real mma/ldmatrix
 hardware, alignment faults are not emulated)."""
 import os
 import shutil
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUDA_INCLUDE = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "include")
 
 pytestmark = pytest.mark.skipif(

@@ -11,9 +11,9 @@ import torch
 
 from fastconv.train import load_checkpoint
 
-from helpers_reference import randomize_, reference_resnet
+from helpers.reference import randomize_, reference_resnet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 
 
@@ -150,7 +150,7 @@ def test_plot_runs_draws_several_runs(tmp_path):
 
 
 def test_examples_read_an_image_folder_copy(tmp_path):
-    from test_data_image_folder import write_folder
+    from helpers.image_folders import write_folder
     write_folder(tmp_path / "cifar-jpg", per_class=(5, 2), suffix=".jpg")
     r = run("train_lenet.py", "--data-dir", tmp_path / "cifar-jpg", "--epochs", 1, "--batch-size", 16,
             "--output-dir", tmp_path / "lenet", "--no-progress")

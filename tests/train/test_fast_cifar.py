@@ -1,5 +1,4 @@
 """The fast CIFAR-10 recipe (fastconv/train/fast_cifar.py) and its network (fastconv/models/fast_cifar.py)."""
-import copy
 
 import pytest
 import torch

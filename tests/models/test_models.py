@@ -9,7 +9,7 @@ from torch import nn
 import fastconv
 from fastconv.models import lenet5, resnet18, resnet34, resnet50
 
-from helpers_reference import ReferenceLeNet5, randomize_, reference_resnet
+from helpers.reference import ReferenceLeNet5, randomize_, reference_resnet
 
 BUILDERS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
 # torchvision's documented parameter counts (num_params in the weights' metadata)

@@ -1,4 +1,4 @@
-"""csrc/cpu/huge_pages.h: the outputs of 32 MiB or more that our CPU ops fill are advised for transparent huge
+"""csrc/cpu/memory.h: the outputs of 32 MiB or more that our CPU ops fill are advised for transparent huge
 pages (the VMA of their 2 MiB-aligned interior carries the kernel's "hg" flag), smaller ones are not, and
 FASTCONV_HUGE_PAGES=0 turns the advice off.
 
