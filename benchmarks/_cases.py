@@ -191,15 +191,20 @@ def train_models(model_name, fmt, device):
     return [m.to(device=device, memory_format=FORMATS[fmt]).train() for m in (ref, ours)]
 
 
-def check_train(ref, ours, x, y):
-    """Relative errors of the loss and of the first conv's weight gradient after one forward/backward, on copies
-    (the timed models stay untouched)."""
+def _first_conv(model):
+    """The first conv that trains (the fast CIFAR net's whitening layer is fixed)."""
+    return next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad)
+
+
+def check_train(ref, ours, x, y, amp_dtype=None):
+    """Relative errors of the loss and of the first conv's weight gradient after one forward/backward (under
+    autocast to amp_dtype if given), on copies (the timed models stay untouched)."""
     ref, ours = copy.deepcopy(ref), copy.deepcopy(ours)
-    l_ref, l_ours = F.cross_entropy(ref(x), y), F.cross_entropy(ours(x), y)
+    l_ref, l_ours = TrainStep(ref, x, y, amp_dtype).loss(), TrainStep(ours, x, y, amp_dtype).loss()
     l_ref.backward()
     l_ours.backward()
     errs = {"loss": abs(l_ours.item() - l_ref.item()) / max(abs(l_ref.item()), 1e-12),
-            "conv1_grad": rel_error(ours.conv1.weight.grad, ref.conv1.weight.grad)}
+            "conv1_grad": rel_error(_first_conv(ours).weight.grad, _first_conv(ref).weight.grad)}
     return errs
 
 
@@ -211,7 +216,7 @@ def memory_child_main(spec_json):
     model = ours if spec["impl"] == "fastconv" else ref
     del ref, ours
     x, y = train_inputs(spec["model"], spec["batch"], spec["format"], "cpu")
-    step = TrainStep(model, x, y)
+    step = TrainStep(model, x, y, torch.bfloat16 if spec.get("dtype") == "bf16" else None)
     import gc
     gc.collect()
     base = rss_kb()
@@ -225,12 +230,12 @@ def memory_child_main(spec_json):
     print(json.dumps({"peak_delta_mib": (peak - base) / 1024, "baseline_mib": base / 1024, "exact": exact}))
 
 
-def measure_train_memory_cpu(model_name, impl, batch, fmt, threads, steps):
+def measure_train_memory_cpu(model_name, impl, batch, fmt, threads, steps, dtype="fp32"):
     """Peak RSS increase (MiB) over the state with model, data and optimizer built, during `steps` training steps,
     in a fresh process (VmHWM reset via /proc/self/clear_refs, then read back): it counts everything the step
     touches - activations, gradients, momentum, workspaces of torch/oneDNN/MKL and fastconv's own buffers."""
     spec = json.dumps({"model": model_name, "impl": impl, "batch": batch, "format": fmt, "threads": threads,
-                       "steps": steps})
+                       "steps": steps, "dtype": dtype})
     compare = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare.py")
     for attempt in range(3):  # the package may be being rebuilt by someone else for a moment: retry
         try:

@@ -16,7 +16,10 @@ from fastconv import models
 
 
 def build(name, num_classes=10):
-    """'resnet18' (CIFAR stem), 'resnet50' (ImageNet stem) or 'lenet5', from fastconv.models."""
+    """'resnet18' (CIFAR stem), 'resnet50' (ImageNet stem), 'lenet5' or 'fast_cifar' (the fast CIFAR recipe's
+    net: fastconv.models.FastCifarNet, a random whitening layer), from fastconv.models."""
+    if name == "fast_cifar":
+        return models.FastCifarNet(num_classes=num_classes)
     if name == "resnet18":
         return models.resnet18(num_classes=num_classes, stem="cifar")
     if name == "resnet50":

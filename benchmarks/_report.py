@@ -98,6 +98,18 @@ def summarize(results):
         summ["train_step"][k] = r["ratio"]
         lines.append(f"training-step ratio {k}: {r['ratio']:.2f} ({r['fastconv_images_per_s']:.1f} vs "
                      f"{r['torch_images_per_s']:.1f} images/s)")
+    summ["best_vs_best"] = {}
+    for model, batch, prec in dict.fromkeys((r["model"], r["batch"], r["precision"]) for r in train):
+        runs = [r for r in train if (r["model"], r["batch"], r["precision"]) == (model, batch, prec)]
+        if len(runs) < 2:
+            continue
+        t, f = min(runs, key=lambda r: r["torch_ms"]), min(runs, key=lambda r: r["fastconv_ms"])
+        ratio = t["torch_ms"] / f["fastconv_ms"]
+        summ["best_vs_best"][f"{model} N{batch}/{prec}"] = {"ratio": ratio, "torch_format": t["format"],
+                                                             "fastconv_format": f["format"]}
+        lines.append(f"training step BEST vs BEST {model} N{batch} {prec}: fastconv {FMT[f['format']]} "
+                     f"{f['fastconv_images_per_s']:.1f} vs torch {FMT[t['format']]} {t['torch_images_per_s']:.1f} "
+                     f"images/s, ratio {ratio:.2f}")
     worst = sorted(conv, key=lambda r: r["ratio"])[:6]
     if worst:
         lines.append("slowest relative to torch: " + "; ".join(

@@ -132,8 +132,15 @@ w3 = torch.randn(256, 256, 3, 3).contiguous(memory_format=cl)
 with torch.no_grad():
     dnn1 = rates(lambda: torch.conv2d(x1, w1), 2 * 32 * 64 * 1024 * 1024)
     dnn3 = rates(lambda: torch.conv2d(x3, w3, None, 1, 1), 2 * 64 * 64 * 256 * 256 * 9)
-print(json.dumps({"aten_capability": torch.backends.cpu.get_cpu_capability(), "mm": mm, "onednn_1x1": dnn1,
-                  "onednn_3x3": dnn3}))
+out = {"aten_capability": torch.backends.cpu.get_cpu_capability(), "mm": mm, "onednn_1x1": dnn1, "onednn_3x3": dnn3}
+if len(sys.argv) > 4:  # the same in bfloat16 (what autocast runs)
+    a, b, c = a.bfloat16(), b.bfloat16(), c.bfloat16()
+    x1, w1, x3, w3 = x1.bfloat16(), w1.bfloat16(), x3.bfloat16(), w3.bfloat16()
+    out["bf16_mm"] = rates(lambda: torch.mm(a, b, out=c), 2 * n ** 3)
+    with torch.no_grad():
+        out["bf16_onednn_1x1"] = rates(lambda: torch.conv2d(x1, w1), 2 * 32 * 64 * 1024 * 1024)
+        out["bf16_onednn_3x3"] = rates(lambda: torch.conv2d(x3, w3, None, 1, 1), 2 * 64 * 64 * 256 * 256 * 9)
+print(json.dumps(out))
 """
 
 # ATEN_CPU_CAPABILITY only steers ATen's own vectorised kernels; torch.mm goes to MKL (or oneDNN), which have
@@ -143,7 +150,11 @@ _ISA_ENV = {
              "DNNL_MAX_CPU_ISA": "AVX2"},
     "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
                "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DNNL_MAX_CPU_ISA": "AVX512_CORE"},
+    "avx512_bf16": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+                    "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "DNNL_MAX_CPU_ISA": "AVX512_CORE_BF16"},
 }
+# ISAs whose bfloat16 GEMM peak is measured too (the float32 one is avx512's)
+_BF16_ISAS = ("avx512_bf16",)
 
 
 def cpu_isas():
@@ -163,14 +174,16 @@ def measure_cpu_peaks(threads, quick=False, log=print, rounds=None):
     n, runs = 2048, (6 if quick else 10)
     rounds = rounds or (1 if quick else 3)
     kinds = ("sgemm", "onednn_1x1", "onednn_3x3")
+    bf16_kinds = ("bf16_mm", "bf16_onednn_1x1", "bf16_onednn_3x3")
     out = {isa: {"gflops": 0.0, "median_gflops": 0.0, **{f"{k}_gflops": 0.0 for k in kinds}, "env": _ISA_ENV[isa]}
            for isa in isas}
     for _ in range(rounds):
         for isa in isas:
             env = dict(os.environ, **_ISA_ENV[isa])
             try:
-                res = subprocess.run([sys.executable, "-c", _PEAK_CHILD, str(threads), str(n), str(runs)], env=env,
-                                     capture_output=True, text=True, timeout=300, check=True)
+                bf16 = ["bf16"] if isa in _BF16_ISAS else []
+                res = subprocess.run([sys.executable, "-c", _PEAK_CHILD, str(threads), str(n), str(runs), *bf16],
+                                     env=env, capture_output=True, text=True, timeout=300, check=True)
                 data = json.loads(res.stdout.strip().splitlines()[-1])
             except (subprocess.SubprocessError, ValueError, IndexError) as exc:
                 log(f"  peak measurement at {isa} failed: {exc}")
@@ -181,6 +194,10 @@ def measure_cpu_peaks(threads, quick=False, log=print, rounds=None):
                 o[f"{kind}_gflops"] = max(o[f"{kind}_gflops"], data[key]["best"])
                 o["median_gflops"] = max(o["median_gflops"], data[key]["median"])
             o["gflops"] = max(o[f"{k}_gflops"] for k in kinds)
+            if "bf16_mm" in data:
+                for kind in bf16_kinds:
+                    o[f"{kind}_gflops"] = max(o.get(f"{kind}_gflops", 0.0), data[kind]["best"])
+                o["bf16_gflops"] = max(o[f"{k}_gflops"] for k in bf16_kinds)
     theoretical = theoretical_cpu_peaks(threads)
     for isa in out:
         out[isa]["theoretical_gflops"] = theoretical.get(isa)

@@ -18,27 +18,42 @@ import fastconv
 ALL_ISAS = ("scalar", "avx2", "avx512")
 
 
-def available_isas():
+# avx512_bf16 runs the float32 kernels of avx512 and multiplies bfloat16 operands in bfloat16: tests of
+# bfloat16 inputs add it (isa_bf16).
+BF16_ISAS = ALL_ISAS + ("avx512_bf16",)
+
+
+def available_isas(isas=ALL_ISAS):
     """ISAs this CPU runs: scalar always, the others when cpu_info()'s description lists them."""
-    description = fastconv.cpu_info()[1]
-    return [isa for isa in ALL_ISAS if isa == "scalar" or isa in description]
+    have = fastconv.cpu_info()[1].strip("]").split("[")[-1].split(",")
+    return [isa for isa in isas if isa == "scalar" or isa in have]
 
 
-def isa_params():
+def isa_params(isas=ALL_ISAS):
     """One pytest.param per ISA, the ones this CPU lacks skipped (so every machine shows the same ids)."""
-    have = available_isas()
+    have = available_isas(isas)
     return [
         pytest.param(isa, id=isa, marks=pytest.mark.skipif(isa not in have, reason=f"CPU has no {isa}"))
-        for isa in ALL_ISAS
+        for isa in isas
     ]
+
+
+def _force_isa(request, monkeypatch):
+    monkeypatch.setenv("FASTCONV_ISA", request.param)
+    assert fastconv.cpu_info()[0] == request.param
+    return request.param
 
 
 @pytest.fixture(params=isa_params())
 def isa(request, monkeypatch):
     """Force fastconv's CPU micro-kernel ISA for the test (monkeypatch restores FASTCONV_ISA after)."""
-    monkeypatch.setenv("FASTCONV_ISA", request.param)
-    assert fastconv.cpu_info()[0] == request.param
-    return request.param
+    return _force_isa(request, monkeypatch)
+
+
+@pytest.fixture(params=isa_params(BF16_ISAS))
+def isa_bf16(request, monkeypatch):
+    """The ISAs of `isa` and avx512_bf16, for tests of bfloat16 inputs."""
+    return _force_isa(request, monkeypatch)
 
 
 @pytest.fixture

@@ -21,6 +21,20 @@ namespace {
 template <typename T>
 constexpr bool kIsFloat = std::is_same_v<T, float>;
 
+template <typename T>
+Arithmetic arithmetic() {
+  if constexpr (!kIsFloat<T>) return Arithmetic::kDouble;
+  return bf16_products() && active_isa() == Isa::kAvx512Bf16 ? Arithmetic::kBf16Products : Arithmetic::kFloat;
+}
+
+// Winograd multiplies transformed tiles, which are not bfloat16 values: its GEMMs keep float products whatever
+// the operands' type (select.cpp says why).
+template <class Run>
+void with_float_products(Run&& run) {
+  const ScopedBf16Products float_products(false);
+  run();
+}
+
 [[noreturn]] void no_kernel(ConvAlgo algo, const char* pass) {
   throw std::logic_error(std::string("fastconv: no ") + algo_name(algo) + " kernel for the " + pass +
                          " in this dtype");
@@ -33,10 +47,12 @@ void forward_with(ConvAlgo algo, const ConvParams& p, const T* x, const T* w, co
     case ConvAlgo::kDepthwise: return depthwise_forward(p, x, w, bias, y);
     case ConvAlgo::kGemm: return gemm_forward(p, x, w, bias, y);
     case ConvAlgo::kWinogradTileLanes:
-      if constexpr (kIsFloat<T>) return winograd_forward_tile_lanes(p, x, w, bias, y, false);
+      if constexpr (kIsFloat<T>)
+        return with_float_products([&] { winograd_forward_tile_lanes(p, x, w, bias, y, false); });
       break;
     case ConvAlgo::kWinogradImageLanes:
-      if constexpr (kIsFloat<T>) return winograd_forward_image_lanes(p, x, w, bias, y, false);
+      if constexpr (kIsFloat<T>)
+        return with_float_products([&] { winograd_forward_image_lanes(p, x, w, bias, y, false); });
       break;
     case ConvAlgo::kDirectFewOutputs:
       if constexpr (kIsFloat<T>) return few_outputs_forward(p, x, w, bias, y);
@@ -56,7 +72,8 @@ std::vector<T> flip_weights(const ConvParams& p, const ConvParams& flipped_p, co
       for (int64_t c = 0; c < p.Cg(); ++c)
         for (int64_t r = 0; r < p.R; ++r)
           for (int64_t s = 0; s < p.S; ++s)
-            flipped[flipped_p.weight_offset(g * p.Cg() + c, kk, p.R - 1 - r, p.S - 1 - s)] = w[p.weight_offset(k, c, r, s)];
+            flipped[flipped_p.weight_offset(g * p.Cg() + c, kk, p.R - 1 - r, p.S - 1 - s)] =
+                w[p.weight_offset(k, c, r, s)];
     }
   });
   return flipped;
@@ -66,19 +83,20 @@ std::vector<T> flip_weights(const ConvParams& p, const ConvParams& flipped_p, co
 
 template <typename T>
 void conv2d_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
-  forward_with(choose_forward(p, kIsFloat<T>), p, x, w, bias, y);
+  forward_with(choose_forward(p, arithmetic<T>()), p, x, w, bias, y);
 }
 
 template <typename T>
 void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
-  const GradInputChoice choice = choose_grad_input(p, kIsFloat<T>);
+  const GradInputChoice choice = choose_grad_input(p, arithmetic<T>());
   if (choice.as_flipped_forward) {
     const ConvParams fwd = flipped_forward(p);
     if constexpr (kIsFloat<T>) {  // Winograd reads the weights flipped in place
       if (choice.algo == ConvAlgo::kWinogradTileLanes)
-        return winograd_forward_tile_lanes(fwd, dy, w, static_cast<const T*>(nullptr), dx, true);
+        return with_float_products(
+            [&] { winograd_forward_tile_lanes(fwd, dy, w, static_cast<const T*>(nullptr), dx, true); });
       if (choice.algo == ConvAlgo::kWinogradImageLanes)
-        return winograd_forward_image_lanes(fwd, dy, w, nullptr, dx, true);
+        return with_float_products([&] { winograd_forward_image_lanes(fwd, dy, w, nullptr, dx, true); });
     }
     const std::vector<T> flipped = flip_weights(p, fwd, w);
     return forward_with<T>(choice.algo, fwd, dy, flipped.data(), nullptr, dx);
@@ -94,16 +112,18 @@ void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
 template <typename T>
 void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   std::fill(dw, dw + p.K * p.Cg() * p.RS(), T(0));
-  const ConvAlgo algo = choose_grad_weight(p, kIsFloat<T>);
+  const ConvAlgo algo = choose_grad_weight(p, arithmetic<T>());
   switch (algo) {
     case ConvAlgo::kNone: return;
     case ConvAlgo::kDepthwise: return depthwise_grad_weight(p, dy, x, dw);
     case ConvAlgo::kGemm: return gemm_grad_weight(p, dy, x, dw);
     case ConvAlgo::kWinogradTileLanes:
-      if constexpr (kIsFloat<T>) return winograd_grad_weight_tile_lanes(p, dy, x, dw);
+      if constexpr (kIsFloat<T>)
+        return with_float_products([&] { winograd_grad_weight_tile_lanes(p, dy, x, dw); });
       break;
     case ConvAlgo::kWinogradImageLanes:
-      if constexpr (kIsFloat<T>) return winograd_grad_weight_image_lanes(p, dy, x, dw);
+      if constexpr (kIsFloat<T>)
+        return with_float_products([&] { winograd_grad_weight_image_lanes(p, dy, x, dw); });
       break;
     case ConvAlgo::kDirectFewTaps:
       if constexpr (kIsFloat<T>) return few_taps_grad_weight(p, dy, x, dw);

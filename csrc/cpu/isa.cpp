@@ -19,12 +19,17 @@ bool cpu_has(Isa isa) {
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512vl") && cpu_has(Isa::kAvx2);
+    case Isa::kAvx512Bf16:
+      return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") && cpu_has(Isa::kAvx512);
   }
   return false;
 }
 
 Isa best_isa() {
-  static const Isa best = cpu_has(Isa::kAvx512) ? Isa::kAvx512 : cpu_has(Isa::kAvx2) ? Isa::kAvx2 : Isa::kScalar;
+  static const Isa best = cpu_has(Isa::kAvx512Bf16) ? Isa::kAvx512Bf16
+                          : cpu_has(Isa::kAvx512)     ? Isa::kAvx512
+                          : cpu_has(Isa::kAvx2)       ? Isa::kAvx2
+                                                      : Isa::kScalar;
   return best;
 }
 
@@ -35,6 +40,7 @@ const char* isa_name(Isa isa) {
     case Isa::kScalar: return "scalar";
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512: return "avx512";
+    case Isa::kAvx512Bf16: return "avx512_bf16";
   }
   return "unknown";
 }
@@ -42,13 +48,14 @@ const char* isa_name(Isa isa) {
 Isa active_isa() {
   const char* forced = std::getenv("FASTCONV_ISA");
   if (forced == nullptr || *forced == '\0') return best_isa();
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16}) {
     if (std::strcmp(forced, isa_name(isa)) != 0) continue;
     if (!cpu_has(isa))
       throw std::invalid_argument(std::string("FASTCONV_ISA=") + forced + " but this CPU does not support it");
     return isa;
   }
-  throw std::invalid_argument(std::string("FASTCONV_ISA must be one of scalar, avx2, avx512; got '") + forced + "'");
+  throw std::invalid_argument(std::string("FASTCONV_ISA must be one of scalar, avx2, avx512, avx512_bf16; got '") +
+                              forced + "'");
 }
 
 const char* cpu_description() {
@@ -62,11 +69,19 @@ const char* cpu_description() {
       }
     }
     std::string isas;
-    for (Isa isa : {Isa::kAvx512, Isa::kAvx2})
+    for (Isa isa : {Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2})
       if (cpu_has(isa)) isas += std::string(isas.empty() ? "" : ",") + isa_name(isa);
     return model + " [" + (isas.empty() ? "no avx2" : isas) + "]";
   }();
   return text.c_str();
 }
+
+namespace {
+thread_local bool bf16_products_on = false;
+}  // namespace
+
+bool bf16_products() { return bf16_products_on; }
+ScopedBf16Products::ScopedBf16Products(bool on) : saved_(bf16_products_on) { bf16_products_on = on; }
+ScopedBf16Products::~ScopedBf16Products() { bf16_products_on = saved_; }
 
 }  // namespace fastconv::cpu

@@ -9,9 +9,11 @@
 
 namespace fastconv::cpu {
 
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+// kAvx512Bf16: AVX-512 plus its bfloat16 dot product (vdpbf16ps; Intel Cooper Lake and Sapphire Rapids on,
+// AMD Zen 4 on). The float32 families run their AVX-512 code there; bfloat16 GEMMs multiply in bfloat16.
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 
-// The best ISA this CPU (and OS) supports, unless FASTCONV_ISA=scalar|avx2|avx512 forces one (read at every
+// The best ISA this CPU (and OS) supports, unless FASTCONV_ISA=scalar|avx2|avx512|avx512_bf16 forces one (read at every
 // call, so tests can force each path in turn); forcing an ISA the CPU lacks throws std::invalid_argument
 // instead of faulting.
 Isa active_isa();
@@ -23,11 +25,27 @@ const char* cpu_description();
 template <typename Table>
 Table pick_for_isa(Isa isa, Table (*scalar)(), Table (*avx2)(), Table (*avx512)()) {
   switch (isa) {
+    case Isa::kAvx512Bf16:
     case Isa::kAvx512: return avx512();
     case Isa::kAvx2: return avx2();
     case Isa::kScalar: break;
   }
   return scalar();
 }
+
+// Whether GEMMs on bfloat16 operands multiply in bfloat16 on this thread (float accumulators): set by the
+// binding around a kernel call whose inputs are bfloat16, when the ISA in use has the instruction; read by
+// micro_kernel<float>() at the kernels' entry (on the calling thread, before any parallel region).
+bool bf16_products();
+class ScopedBf16Products {
+ public:
+  explicit ScopedBf16Products(bool on);
+  ~ScopedBf16Products();
+  ScopedBf16Products(const ScopedBf16Products&) = delete;
+  ScopedBf16Products& operator=(const ScopedBf16Products&) = delete;
+
+ private:
+  bool saved_;
+};
 
 }  // namespace fastconv::cpu

@@ -2,11 +2,11 @@
 // (outputs, prepacked operands, partial sums), advised for transparent huge pages.
 //
 // By default glibc serves every allocation of 32 MiB or more (its mmap threshold never rises above that) with a
-// fresh mmap, and the first touch of it faults in one 4 KiB page at a time: on the 2-core VMs we measure on,
-// ~1.6 us a page, 13-16 ms for 32 MiB on one thread, longer than the pooling backward that fills such a buffer. Transparent huge pages make
-// it ~1.5 ms. The kernel's THP mode is "madvise" on these machines, so nothing happens unless asked; torch asks
-// for every allocation under THP_MEM_ALLOC_ENABLE=1. We ask only for buffers of 32 MiB or more that we are
-// about to fill, and only for whole 2 MiB pages inside them, so no memory is added. (Where such a buffer is
+// fresh mmap, and the first touch of it faults in one 4 KiB page at a time: on the 2-core VMs we measure on, ~1.6 us
+// a page, 13-16 ms for 32 MiB on one thread, longer than the pooling backward that fills such a buffer. Transparent
+// huge pages make it ~1.5 ms. The kernel's THP mode is "madvise" on these machines, so nothing happens unless asked;
+// torch asks for every allocation under THP_MEM_ALLOC_ENABLE=1. We ask only for buffers of 32 MiB or more that we
+// are about to fill, and only for whole 2 MiB pages inside them, so no memory is added. (Where such a buffer is
 // reused heap memory instead - glibc with M_MMAP_MAX=0, as compare.py --malloc keep sets, or jemalloc / tcmalloc -
 // the range stays marked after the buffer is freed, and memory the allocator gives back and touches again there
 // comes back in 2 MiB pages.)

@@ -28,6 +28,12 @@ at::Tensor finish(const at::Tensor& computed, at::ScalarType dtype) {
   return computed.scalar_type() == dtype ? computed : computed.to(dtype);
 }
 
+// bfloat16 operands multiply in bfloat16 (float accumulators) where the ISA in use has the instruction; the
+// kernels still read them widened to float, so every path works, and the GEMMs convert their packed panels.
+bool bf16_products_for(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16 && active_isa() == Isa::kAvx512Bf16;
+}
+
 // A fresh output for the kernel to fill (memory.h says why it is advised).
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
   at::Tensor t = at::empty(sizes, options);
@@ -50,6 +56,7 @@ at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight, const st
   const at::Tensor b = has_bias ? kernel_input(*bias, at::MemoryFormat::Contiguous) : at::Tensor();
   at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, x.options().memory_format(fmt));
   if (p.Cg() == 0) return finish(fill_empty_reduction(y, b), input.scalar_type());
+  const ScopedBf16Products products(bf16_products_for(input, weight));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastconv_conv2d", [&] {
     conv2d_forward<scalar_t>(p, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                              has_bias ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>());
@@ -66,6 +73,7 @@ at::Tensor conv2d_grad_input_op(const at::Tensor& grad_output, const at::Tensor&
   const auto fmt = conv_memory_format(p);
   const at::Tensor dy = kernel_input(grad_output, fmt), w = kernel_input(weight, fmt);
   at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));
+  const ScopedBf16Products products(bf16_products_for(grad_output, weight));
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_conv2d_grad_input", [&] {
     conv2d_grad_input<scalar_t>(p, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                 dx.mutable_data_ptr<scalar_t>());
@@ -82,6 +90,7 @@ at::Tensor conv2d_grad_weight_op(const at::Tensor& grad_output, const at::Tensor
   const auto fmt = conv_memory_format(p);
   const at::Tensor dy = kernel_input(grad_output, fmt), x = kernel_input(input, fmt);
   at::Tensor dw = at::empty(weight.sizes(), dy.options().memory_format(fmt));
+  const ScopedBf16Products products(bf16_products_for(grad_output, input));
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_conv2d_grad_weight", [&] {
     conv2d_grad_weight<scalar_t>(p, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                  dw.mutable_data_ptr<scalar_t>());
@@ -137,11 +146,13 @@ at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& i
 std::vector<std::string> conv2d_algorithms_op(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
                                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const ConvParams p = make_conv_params(input, weight, stride, padding, dilation, groups);
-  const bool is_float = compute_type(input.scalar_type()) == at::kFloat;
-  const GradInputChoice grad_input = choose_grad_input(p, is_float);
-  return {algo_name(choose_forward(p, is_float)),
+  const Arithmetic arithmetic = compute_type(input.scalar_type()) != at::kFloat ? Arithmetic::kDouble
+                                 : bf16_products_for(input, weight)            ? Arithmetic::kBf16Products
+                                                                               : Arithmetic::kFloat;
+  const GradInputChoice grad_input = choose_grad_input(p, arithmetic);
+  return {algo_name(choose_forward(p, arithmetic)),
           std::string(grad_input.as_flipped_forward ? "flipped_forward:" : "") + algo_name(grad_input.algo),
-          algo_name(choose_grad_weight(p, is_float))};
+          algo_name(choose_grad_weight(p, arithmetic))};
 }
 
 }  // namespace

@@ -1,28 +1,29 @@
 // The one place that maps (pass, problem) to a CPU algorithm. Read top to bottom, each pass is a table: the
 // first row whose condition holds wins. Thresholds carry the reason they are where they are.
 //
-// forward                     condition                                              why
-//   none                      no output pixels or channels, or no input channels      nothing to sum
-//   depthwise                 Cg == 1, groups > 1                                     a GEMM of reduction R*S is all edges
-//   winograd (image lanes)    winograd_fits, NCHW, N >= kImageLanesMinBatch           see below
-//   winograd (tile lanes)     winograd_fits                                           4 multiplies per output instead of 9
-//   direct, few outputs       float, groups 1, K <= kFewOutputsMax, stride_w 1        an 8-row GEMM tile would be mostly empty
-//   gemm                      everything else
+// forward                  condition                                          why
+//   none                   no output pixels or channels, or no input channels  nothing to sum
+//   depthwise              Cg == 1, groups > 1                                 a GEMM of reduction R*S is all edges
+//   winograd, image lanes  winograd_fits, NCHW, N >= kImageLanesMinBatch       see winograd_lanes
+//   winograd, tile lanes   winograd_fits (not NHWC with bfloat16 products)     4 multiplies per output, not 9
+//   direct, few outputs    float, groups 1, K <= kFewOutputsMax, stride_w 1    8-row GEMM tiles mostly empty
+//   gemm                   everything else
 //
-// grad-input                  stride 1: the forward table, on flipped_forward(p) (depthwise p stays depthwise)
-//   none                      no images or input channels
-//   depthwise                 Cg == 1, groups > 1
-//   forward of flipped        stride 1
-//   gemm col2im               strided: a strided conv's transpose is not a conv
+// grad-input               stride 1: the forward table, on flipped_forward(p) (depthwise p stays depthwise)
+//   none                   no images or input channels
+//   depthwise              Cg == 1, groups > 1
+//   forward of flipped     stride 1
+//   gemm col2im            strided: a strided conv's transpose is not a conv
 //
 // grad-weight
-//   none                      no images, output pixels or weights
-//   depthwise                 Cg == 1, groups > 1
-//   winograd (image lanes)    winograd_fits, NCHW, N >= kImageLanesMinBatch
-//   winograd (tile lanes)     winograd_fits
-//   direct, few taps          float, groups 1, stride_w 1, S <= 5, C*R*S <= 160       see few_taps_fits
-//   gemm                      everything else
+//   none                   no images, output pixels or weights
+//   depthwise              Cg == 1, groups > 1
+//   winograd, image lanes  winograd_fits, NCHW, N >= kImageLanesMinBatch
+//   winograd, tile lanes   winograd_fits (not NHWC with bfloat16 products)
+//   direct, few taps       float, groups 1, stride_w 1, S <= 5, C*R*S <= 160   see few_taps_fits
+//   gemm                   everything else
 //
+// "float" rows take bfloat16 operands too (computed in float32); only the GEMM multiplies them in bfloat16.
 // Inside the GEMM, how im2col rows are packed (straight from x, or from phase planes) is the GEMM's own choice
 // (gemm/phase_planes.h: packs_from_planes); it changes the speed, not the sums.
 #include "cpu/select.h"
@@ -40,9 +41,14 @@ namespace {
 // 2x2 outputs would be all edge tiles. FASTCONV_WINOGRAD=0 turns it off (read at every call, as FASTCONV_ISA
 // is), for tests of the paths behind it and for comparisons.
 constexpr int64_t kWinogradMinChannels = 32;
-bool winograd_fits(const ConvParams& p, bool is_float) {
+//
+// bfloat16 operands: Winograd multiplies its transformed tiles in float32 (rounded to bfloat16 they would err by
+// ~1.5% of the output's scale), so it competes with the GEMM's bfloat16 products, twice the float rate: in NHWC
+// the GEMM wins (1.1-1.3x on the fast CIFAR net's layers, Zen 4), in NCHW Winograd's image lanes still do.
+bool winograd_fits(const ConvParams& p, Arithmetic arithmetic) {
   const char* env = std::getenv("FASTCONV_WINOGRAD");
-  if (!is_float || (env != nullptr && std::strcmp(env, "0") == 0)) return false;
+  if (arithmetic == Arithmetic::kDouble || (env != nullptr && std::strcmp(env, "0") == 0)) return false;
+  if (arithmetic == Arithmetic::kBf16Products && p.channels_last) return false;
   return p.groups == 1 && p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 &&
          p.dil_w == 1 && p.C >= kWinogradMinChannels && p.K >= kWinogradMinChannels && p.P >= 2 && p.Q >= 2;
 }
@@ -62,16 +68,18 @@ bool is_depthwise(const ConvParams& p) { return p.Cg() == 1 && p.groups > 1; }
 // mostly empty and im2col packing would cost more than the multiplies. Each tap of an output row must be one
 // contiguous run of its padded input row (stride_w 1). channels_last problems come too: moving both sides to
 // NCHW and back costs far less than the NHWC GEMM loses on a tile with a handful of columns.
-bool few_outputs_fits(const ConvParams& p, bool is_float) {
-  return is_float && p.groups == 1 && p.K <= kFewOutputsMax && p.stride_w == 1 && p.padded_extents_small();
+bool few_outputs_fits(const ConvParams& p, Arithmetic arithmetic) {
+  return arithmetic != Arithmetic::kDouble && p.groups == 1 && p.K <= kFewOutputsMax && p.stride_w == 1 &&
+         p.padded_extents_small();
 }
 
 // Few taps (the first layer's weight gradient, LeNet's): dy times the shifted input summed in vector lanes, S
 // accumulators per output channel in registers. channels_last goes through NCHW copies of x and dy: worth it
 // for thin dy, or for image inputs (C <= 4), where the NHWC GEMM's packing of runs of C values per tap ran at
 // 0.3x torch.
-bool few_taps_fits(const ConvParams& p, bool is_float) {
-  return is_float && p.groups == 1 && p.stride_w == 1 && p.S <= kFewTapsMaxS && p.C * p.R * p.S <= kFewTapsMax &&
+bool few_taps_fits(const ConvParams& p, Arithmetic arithmetic) {
+  return arithmetic != Arithmetic::kDouble && p.groups == 1 && p.stride_w == 1 && p.S <= kFewTapsMaxS &&
+         p.C * p.R * p.S <= kFewTapsMax &&
          (!p.channels_last || p.K <= kFewOutputsMax || p.C <= 4) && p.padded_extents_small();
 }
 
@@ -100,26 +108,26 @@ ConvParams flipped_forward(const ConvParams& p) {
   return flipped;
 }
 
-ConvAlgo choose_forward(const ConvParams& p, bool is_float) {
+ConvAlgo choose_forward(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N * p.PQ() == 0 || p.K == 0 || p.Cg() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
-  if (winograd_fits(p, is_float)) return winograd_lanes(p);
-  if (few_outputs_fits(p, is_float)) return ConvAlgo::kDirectFewOutputs;
+  if (winograd_fits(p, arithmetic)) return winograd_lanes(p);
+  if (few_outputs_fits(p, arithmetic)) return ConvAlgo::kDirectFewOutputs;
   return ConvAlgo::kGemm;
 }
 
-GradInputChoice choose_grad_input(const ConvParams& p, bool is_float) {
+GradInputChoice choose_grad_input(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N == 0 || p.C == 0) return {ConvAlgo::kNone, false};
   if (is_depthwise(p)) return {ConvAlgo::kDepthwise, false};
-  if (p.stride_h == 1 && p.stride_w == 1) return {choose_forward(flipped_forward(p), is_float), true};
+  if (p.stride_h == 1 && p.stride_w == 1) return {choose_forward(flipped_forward(p), arithmetic), true};
   return {ConvAlgo::kGemmCol2im, false};
 }
 
-ConvAlgo choose_grad_weight(const ConvParams& p, bool is_float) {
+ConvAlgo choose_grad_weight(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N == 0 || p.PQ() == 0 || p.K * p.Cg() * p.RS() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
-  if (winograd_fits(p, is_float)) return winograd_lanes(p);
-  if (few_taps_fits(p, is_float)) return ConvAlgo::kDirectFewTaps;
+  if (winograd_fits(p, arithmetic)) return winograd_lanes(p);
+  if (few_taps_fits(p, arithmetic)) return ConvAlgo::kDirectFewTaps;
   return ConvAlgo::kGemm;
 }
 

@@ -20,14 +20,17 @@ const char* algo_name(ConvAlgo algo);
 // (padding dil * (R - 1) - pad, possibly negative): this is that forward problem.
 ConvParams flipped_forward(const ConvParams& p);
 
-// `is_float`: float32 (Winograd and the direct kernels are float-only; float64 takes the GEMM).
-ConvAlgo choose_forward(const ConvParams& p, bool is_float);
+// How the kernels multiply: float32, float64 (GEMM and depthwise only), or bfloat16 operands in bfloat16
+// with float accumulators (isa.h: bf16_products; GEMM only: everything else multiplies them in float32).
+enum class Arithmetic { kFloat, kDouble, kBf16Products };
+
+ConvAlgo choose_forward(const ConvParams& p, Arithmetic arithmetic);
 // as_flipped_forward: run `algo` as the forward of flipped_forward(p).
 struct GradInputChoice {
   ConvAlgo algo;
   bool as_flipped_forward;
 };
-GradInputChoice choose_grad_input(const ConvParams& p, bool is_float);
-ConvAlgo choose_grad_weight(const ConvParams& p, bool is_float);
+GradInputChoice choose_grad_input(const ConvParams& p, Arithmetic arithmetic);
+ConvAlgo choose_grad_weight(const ConvParams& p, Arithmetic arithmetic);
 
 }  // namespace fastconv::cpu

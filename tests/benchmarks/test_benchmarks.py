@@ -69,3 +69,24 @@ def test_interleaved_cpu_warms_up_for_warmup_time():
     # warm-up: pairs of >= 4 ms for >= 0.1 s, so more than the 1 call `warmup` asks for (without warmup_time
     # there would be 1 + 1 + 2 calls a side) and at most 26; then 1 + 2 timed
     assert 1 + 1 + 2 < calls["a"] == calls["b"] <= 26 + 3, calls
+
+
+def test_summary_has_best_vs_best_training_step():
+    """compare.py's summary pits fastconv's faster memory format against torch's faster one, per model and
+    precision: here torch is fastest in channels_last (100 ms), fastconv in NCHW (80 ms)."""
+    sys.path.insert(0, BENCH)
+    try:
+        from _report import summarize
+    finally:
+        sys.path.remove(BENCH)
+
+    def step(fmt, torch_ms, fastconv_ms):
+        return {"model": "net", "batch": 8, "format": fmt, "precision": "fp32", "torch_ms": torch_ms,
+                "fastconv_ms": fastconv_ms, "ratio": torch_ms / fastconv_ms, "torch_images_per_s": 8e3 / torch_ms,
+                "fastconv_images_per_s": 8e3 / fastconv_ms}
+
+    summary, lines = summarize({"conv": [], "pool": [], "train": [step("nchw", 120.0, 80.0),
+                                                                   step("channels_last", 100.0, 90.0)]})
+    best = summary["best_vs_best"]["net N8/fp32"]
+    assert best == {"ratio": 100.0 / 80.0, "torch_format": "channels_last", "fastconv_format": "nchw"}
+    assert any("BEST vs BEST net N8 fp32" in line and "ratio 1.25" in line for line in lines)

@@ -114,7 +114,7 @@ def test_conv2d_output_layout_rule(x_cl, w_cl):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 @pytest.mark.parametrize("spec", FORM_SPECS, ids=[s.id() for s in FORM_SPECS])
-def test_conv2d_reduced_precision_forward(spec, dtype, isa):
+def test_conv2d_reduced_precision_forward(spec, dtype, isa_bf16):
     """float16 / bfloat16: torch returns the input dtype and layout; values agree with torch's within a few
     ulps, and with the float32 result of the same (rounded) inputs within one rounding."""
     case = make_case(spec, dtype, seed=FORM_SPECS.index(spec))

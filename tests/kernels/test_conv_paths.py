@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import fastconv
 from fastconv.functional import conv2d
 
-from conftest import ALL_ISAS, ConvSpec, leaf_copies, make_case, run_case
+from conftest import BF16_ISAS, ConvSpec, available_isas, leaf_copies, make_case, run_case
 
 TOL = {
     torch.float32: dict(rtol=1e-4, atol=1e-4),
@@ -333,19 +333,19 @@ def test_depthwise_forward_and_grad_input_equal_torch_bitwise(case, isa):
 def test_bogus_isa_raises(monkeypatch):
     """FASTCONV_ISA=bogus is a clear error naming the variable and the choices, at the next call."""
     monkeypatch.setenv("FASTCONV_ISA", "bogus")
-    with pytest.raises(Exception, match=r"FASTCONV_ISA must be one of scalar, avx2, avx512; got 'bogus'"):
+    with pytest.raises(Exception, match=r"FASTCONV_ISA must be one of scalar, avx2, avx512, avx512_bf16; got 'bogus'"):
         conv2d(X, W)
     with pytest.raises(ValueError, match="FASTCONV_ISA"):
         fastconv.cpu_info()
     monkeypatch.delenv("FASTCONV_ISA")
-    assert fastconv.cpu_info()[0] in ALL_ISAS
+    assert fastconv.cpu_info()[0] in BF16_ISAS
     torch.testing.assert_close(conv2d(X, W), F.conv2d(X, W), **TOL[torch.float32])
 
 
 def test_unsupported_isa_raises(monkeypatch):
     """Forcing an ISA the CPU lacks is an error, not an illegal-instruction crash."""
-    description = fastconv.cpu_info()[1]
-    missing = [isa for isa in ("avx512", "avx2") if isa not in description]
+    have = available_isas(BF16_ISAS)
+    missing = [isa for isa in ("avx2", "avx512", "avx512_bf16") if isa not in have]
     if not missing:
         pytest.skip("this CPU supports every ISA")
     monkeypatch.setenv("FASTCONV_ISA", missing[0])

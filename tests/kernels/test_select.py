@@ -3,6 +3,7 @@ cpu_conv2d_algorithms reads the same choice the ops make)."""
 import pytest
 import torch
 
+import fastconv
 from fastconv._ops import cpu_conv2d_algorithms
 
 CL = torch.channels_last
@@ -44,6 +45,9 @@ PROBLEMS = [
      W1, f"flipped_forward:{W1}", W1),
     ("empty_batch", 0, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, "none", "none", "none"),
 ]
+if "avx512_bf16" in fastconv.cpu_info()[1]:  # bfloat16 products: in NHWC the GEMM beats float Winograd
+    PROBLEMS.append(("bfloat16_nhwc_products", 256, 64, 256, 15, 15, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
+                     "gemm", "flipped_forward:gemm", "gemm"))
 
 
 def _tensors(N, C, K, H, W, R, S, groups, fmt, dtype):

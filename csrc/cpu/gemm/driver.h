@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "conv_params.h"
@@ -50,6 +51,7 @@ struct OutputMap {
 template <typename T>
 struct PackBuffers {
   AlignedBuffer<T> a, b, tile;
+  AlignedBuffer<uint16_t> a_pairs, b_pairs;  // the packed blocks as bfloat16 pairs (MicroKernel::bf16)
   std::vector<int64_t> col_offset;
   void reserve(const MicroKernel<T>& uk, int64_t nlen) {
     a.reserve(static_cast<size_t>(round_up(uk.mc, uk.mr) * uk.kc));
@@ -58,6 +60,24 @@ struct PackBuffers {
     if (col_offset.size() < static_cast<size_t>(uk.nr)) col_offset.resize(uk.nr);
   }
 };
+
+// A packed block (ceil(len / width) panels of klen x width) as bfloat16 pairs, panel by panel, into `out`.
+inline const uint16_t* block_to_pairs(const Bf16Pairs& pairs, const float* block, int64_t klen, int64_t len,
+                                      int64_t width, AlignedBuffer<uint16_t>& out) {
+  const int64_t panels = ceil_div(len, width), panel_pairs = round_up(klen, 2) * width;
+  out.reserve(static_cast<size_t>(panels * panel_pairs));
+  for (int64_t i = 0; i < panels; ++i)
+    pairs.to_pairs(block + i * klen * width, klen, width, out.data() + i * panel_pairs);
+  return out.data();
+}
+
+// One register tile of the pair kernel (float only: double kernels have no bfloat16 products).
+template <typename T>
+inline void run_pairs(const MicroKernel<T>& uk, int64_t klen, const uint16_t* a_pairs, const uint16_t* b_pairs,
+                         T* c, T* c_hi, int64_t ldc, bool accumulate) {
+  if constexpr (std::is_same_v<T, float>)
+    uk.bf16->run_split((klen + 1) / 2, a_pairs, b_pairs, c, c_hi, ldc, accumulate);
+}
 
 // pack_a(dst, k0, klen, m0, mlen) -> pointer to ceil(mlen/mr) panels of klen x mr (m0 is a multiple of mc).
 // pack_b(dst, k0, klen, n0, nlen) -> pointer to ceil(nlen/nr) panels of klen x nr.
@@ -72,9 +92,18 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
     const int64_t klen = std::min(uk.kc, K - k0);
     const bool acc = accumulate || k0 > 0;
     const T* b_block = pack_b(buf.b.data(), k0, klen, n0, nlen);
+    // bfloat16 products: each packed block converted to pairs once, B here and A per m block.
+    const bool pairs = uk.bf16 != nullptr;
+    const uint16_t* b_pairs = nullptr;
+    if constexpr (std::is_same_v<T, float>)
+      if (pairs) b_pairs = block_to_pairs(*uk.bf16, b_block, klen, nlen, nr, buf.b_pairs);
+    const int64_t panel_pairs = round_up(klen, 2);  // bfloat16 values per column of a pair panel
     for (int64_t mb = m0; mb < m0 + mlen; mb += uk.mc) {
       const int64_t mblen = std::min(uk.mc, m0 + mlen - mb);
       const T* a_block = pack_a(buf.a.data(), k0, klen, mb, mblen);
+      const uint16_t* a_pairs = nullptr;
+      if constexpr (std::is_same_v<T, float>)
+        if (pairs) a_pairs = block_to_pairs(*uk.bf16, a_block, klen, mblen, mr, buf.a_pairs);
       for (int64_t jr = 0; jr < nlen; jr += nr) {
         const int64_t ncols = std::min<int64_t>(nr, nlen - jr);
         const int64_t j = n0 + jr;
@@ -84,21 +113,33 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
         const bool halves_contiguous =
             ncols == nr && map.contiguous_cols(j, nr / 2) && map.contiguous_cols(j + nr / 2, nr / 2);
         const T* b_panel = b_block + (jr / nr) * klen * nr;
+        const uint16_t* b_pair_panel = pairs ? b_pairs + (jr / nr) * panel_pairs * nr : nullptr;
         for (int64_t ir = 0; ir < mblen; ir += mr) {
           const int64_t nrows = std::min<int64_t>(mr, mblen - ir);
           const T* a_panel = a_block + (ir / mr) * klen * mr;
+          const uint16_t* a_pair_panel = pairs ? a_pairs + (ir / mr) * panel_pairs * mr : nullptr;
           T* c_tile = c + map.offset(mb + ir, j);
           if (cols_contiguous && nrows == mr) {
-            uk.run(klen, a_panel, b_panel, c_tile, map.row_stride, acc);
+            if (pairs)
+              run_pairs(uk, klen, a_pair_panel, b_pair_panel, c_tile, c_tile + nr / 2, map.row_stride, acc);
+            else
+              uk.run(klen, a_panel, b_panel, c_tile, map.row_stride, acc);
             continue;
           }
           if (halves_contiguous && nrows == mr) {
-            uk.run_split(klen, a_panel, b_panel, c_tile, c + map.offset(mb + ir, j + nr / 2), map.row_stride, acc);
+            T* c_hi = c + map.offset(mb + ir, j + nr / 2);
+            if (pairs)
+              run_pairs(uk, klen, a_pair_panel, b_pair_panel, c_tile, c_hi, map.row_stride, acc);
+            else
+              uk.run_split(klen, a_panel, b_panel, c_tile, c_hi, map.row_stride, acc);
             continue;
           }
           // Edge or segment-crossing tile: column offsets once per tile (no division per element).
           T* tile = buf.tile.data();
-          uk.run(klen, a_panel, b_panel, tile, nr, false);
+          if (pairs)
+            run_pairs(uk, klen, a_pair_panel, b_pair_panel, tile, tile + nr / 2, nr, false);
+          else
+            uk.run(klen, a_panel, b_panel, tile, nr, false);
           int64_t* col_offset = buf.col_offset.data();
           map.column_offsets(j, ncols, col_offset);
           for (int64_t i = 0; i < nrows; ++i) {

@@ -3,9 +3,13 @@
 
 namespace fastconv::cpu {
 
+// bfloat16 products where the thread asked for them (bf16_products()) and the ISA has them; the pair kernel
+// shares the AVX-512 float kernel's 8 x 32 tile and blocking, so every packer and driver serves both.
 template <>
 MicroKernel<float> micro_kernel<float>(Isa isa) {
-  return pick_for_isa(isa, &scalar::kernel_f32, &avx2::kernel_f32, &avx512::kernel_f32);
+  MicroKernel<float> uk = pick_for_isa(isa, &scalar::kernel_f32, &avx2::kernel_f32, &avx512::kernel_f32);
+  if (isa == Isa::kAvx512Bf16 && bf16_products()) uk.bf16 = avx512_bf16::pairs_8x32();
+  return uk;
 }
 template <>
 MicroKernel<double> micro_kernel<double>(Isa isa) {

@@ -24,6 +24,18 @@ using MicroKernelSplitFn = void (*)(int64_t kc, const T* a, const T* b, T* c, T*
 template <typename T>
 using TransposeFn = void (*)(const T* src, int64_t ld, int64_t rows, int64_t klen, T* dst, int64_t width);
 
+// bfloat16 products on float panels (vdpbf16ps): the driver converts each packed float panel once into pairs of
+// reduction rows, [ceil(klen / 2)][width][2] bfloat16 rounded to nearest even (exact for values that were
+// bfloat16), and the pair kernel adds a[2p] * b[2p] + a[2p + 1] * b[2p + 1] into float accumulators. Same
+// register tile (mr x nr) and C contract as the float kernel it rides with.
+struct Bf16Pairs {
+  void (*run_split)(int64_t pairs, const uint16_t* a, const uint16_t* b, float* c, float* c_hi, int64_t ldc,
+                    bool accumulate);
+  // out[(k / 2) * width * 2 + i * 2 + k % 2] = bf16(panel[k * width + i]), zeros for row klen when klen is odd;
+  // width is the kernel's mr or nr.
+  void (*to_pairs)(const float* panel, int64_t klen, int64_t width, uint16_t* out);
+};
+
 template <typename T>
 struct MicroKernel {
   Isa isa;
@@ -32,6 +44,7 @@ struct MicroKernel {
   MicroKernelFn<T> run;
   MicroKernelSplitFn<T> run_split;
   TransposeFn<T> transpose_panel;
+  const Bf16Pairs* bf16 = nullptr;  // set: multiply in bfloat16 (float kernels on a CPU that has it, when asked)
 };
 
 template <typename T>
@@ -41,5 +54,6 @@ MicroKernel<T> micro_kernel(Isa isa);
 namespace scalar { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
 namespace avx2 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
 namespace avx512 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
+namespace avx512_bf16 { const Bf16Pairs* pairs_8x32(); }
 
 }  // namespace fastconv::cpu

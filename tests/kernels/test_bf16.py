@@ -1,0 +1,103 @@
+"""bfloat16 products on the CPU (AVX512-BF16's vdpbf16ps, csrc/cpu/gemm/micro_avx512_bf16.cpp): bfloat16 convs
+multiply in bfloat16 with float accumulators on every path that runs GEMMs, against float64 references of the same
+bfloat16 values; elsewhere (FASTCONV_ISA below avx512_bf16) they compute in float32 as before."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastconv
+from fastconv._ops import cpu_conv2d_algorithms
+
+HAS_BF16 = "avx512_bf16" in fastconv.cpu_info()[1]
+needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="CPU has no AVX512-BF16")
+ops = torch.ops.fastconv
+
+# (id, N, C, K, H, W, kernel, stride, padding, groups, channels_last, forward algorithm): one problem per path
+PROBLEMS = [
+    ("gemm", 4, 24, 40, 9, 9, 3, 1, 1, 1, False, "gemm"),
+    ("gemm_nhwc", 4, 24, 40, 9, 9, 3, 1, 1, 1, True, "gemm"),
+    ("gemm_col2im", 4, 24, 40, 11, 11, 3, 2, 1, 1, False, "gemm"),
+    ("gemm_col2im_nhwc", 4, 24, 40, 11, 11, 3, 2, 1, 1, True, "gemm"),
+    ("gemm_1x1_nhwc", 4, 64, 48, 8, 8, 1, 1, 0, 1, True, "gemm"),
+    ("gemm_grouped", 4, 32, 48, 9, 9, 3, 1, 1, 2, False, "gemm"),
+    ("winograd_tiles", 2, 32, 48, 9, 9, 3, 1, 1, 1, False, "winograd_tile_lanes"),
+    ("nhwc_3x3_takes_the_gemm", 8, 64, 64, 8, 8, 3, 1, 1, 1, True, "gemm"),
+    ("winograd_images", 16, 64, 64, 8, 8, 3, 1, 1, 1, False, "winograd_image_lanes"),
+    ("direct_few_outputs", 4, 16, 8, 12, 12, 3, 1, 1, 1, False, "direct_few_outputs"),
+    ("depthwise", 4, 16, 16, 10, 10, 3, 1, 1, 16, False, "depthwise"),
+]
+
+
+def _problem_tensors(N, C, K, H, W, k, groups, channels_last, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(N, C, H, W, generator=g).bfloat16().contiguous(memory_format=fmt)
+    w = (torch.randn(K, C // groups, k, k, generator=g) / (C // groups * k * k) ** 0.5).bfloat16()
+    return x, w.contiguous(memory_format=fmt)
+
+
+def _max_rel_error(got, ref):
+    return ((got.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+@needs_bf16
+@pytest.mark.parametrize("problem", PROBLEMS, ids=[p[0] for p in PROBLEMS])
+def test_bf16_passes_match_float64(problem, monkeypatch):
+    """Forward, grad-input and grad-weight of bfloat16 tensors with bfloat16 products: within bfloat16's own
+    rounding of the float64 result (the output is rounded to bfloat16 once; Winograd also rounds its transformed
+    tiles to bfloat16 before the products)."""
+    monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
+    _, N, C, K, H, W, k, stride, padding, groups, cl, algorithm = problem
+    x, w = _problem_tensors(N, C, K, H, W, k, groups, cl)
+    assert cpu_conv2d_algorithms(x, w, stride, padding, 1, groups)["forward"] == algorithm
+    args = ([stride, stride], [padding] * 4, [1, 1], groups)
+    y = ops.conv2d(x, w, None, *args)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).bfloat16().contiguous(
+        memory_format=torch.channels_last if cl else torch.contiguous_format)
+    xd, wd, dyd = x.double().requires_grad_(), w.double().requires_grad_(), dy.double()
+    ref = F.conv2d(xd, wd, None, stride, padding, 1, groups)
+    ref_dx, ref_dw = torch.autograd.grad(ref, (xd, wd), dyd)
+    dx = ops.conv2d_grad_input(dy, x, w, *args)
+    dw = ops.conv2d_grad_weight(dy, x, w, *args)
+    assert y.dtype == dx.dtype == dw.dtype == torch.bfloat16
+    for got, expected, what in ((y, ref, "forward"), (dx, ref_dx, "grad_input"), (dw, ref_dw, "grad_weight")):
+        assert _max_rel_error(got, expected) < 1.6e-2, what
+
+
+@needs_bf16
+def test_bf16_products_run_vdpbf16ps(monkeypatch):
+    """The pair kernel runs in all three passes: vdpbf16ps flushes denormal products to zero (as oneDNN's bfloat16
+    convs do), float32 FMAs keep them. 2^-65 * 2^-65 = 2^-130 is below float's smallest normal."""
+    tiny = 2.0 ** -65
+    x = torch.full((2, 200, 5, 5), tiny).bfloat16()
+    w = torch.full((32, 200, 1, 1), tiny).bfloat16()
+    dy = torch.full((2, 32, 5, 5), tiny).bfloat16()
+    args = ([1, 1], [0] * 4, [1, 1], 1)
+    assert cpu_conv2d_algorithms(x, w) == {"forward": "gemm", "grad_input": "flipped_forward:gemm", "grad_weight": "gemm"}
+    passes = (lambda: ops.conv2d(x, w, None, *args), lambda: ops.conv2d_grad_input(dy, x, w, *args),
+              lambda: ops.conv2d_grad_weight(dy, x, w, *args))
+    monkeypatch.setenv("FASTCONV_ISA", "avx512")
+    assert all((run() > 0).all() for run in passes)
+    monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
+    assert all((run() == 0).all() for run in passes)
+
+
+@needs_bf16
+def test_float32_inputs_keep_float_products(monkeypatch):
+    """Only bfloat16 operands multiply in bfloat16: float32 convs are bitwise the same with avx512_bf16 as with
+    avx512."""
+    x, w = _problem_tensors(4, 24, 40, 9, 9, 3, 1, False)
+    x, w = x.float() + 1e-3, w.float()
+    args = ([1, 1], [1] * 4, [1, 1], 1)
+    monkeypatch.setenv("FASTCONV_ISA", "avx512")
+    expected = ops.conv2d(x, w, None, *args)
+    monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
+    assert torch.equal(ops.conv2d(x, w, None, *args), expected)
+
+
+def test_forcing_bf16_on_a_cpu_without_it_raises(monkeypatch):
+    if HAS_BF16:
+        pytest.skip("this CPU has AVX512-BF16")
+    monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
+    with pytest.raises(ValueError, match="FASTCONV_ISA=avx512_bf16 but this CPU does not support it"):
+        fastconv.cpu_info()
