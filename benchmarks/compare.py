@@ -2,22 +2,26 @@
 """fastconv vs torch, layer by layer and end to end.
 
     python benchmarks/compare.py [--device cpu|cuda] [--quick] [--memory-format nchw|channels_last|both]
-                                 [--json PATH] [--plot PATH.png] [--save] [--threads N] [--malloc keep|system]
+                                 [--dtype fp32|bf16] [--json PATH] [--plot PATH.png] [--save] [--threads N]
+                                 [--malloc keep|system]
 
-CPU: every distinct conv layer of ResNet-18/CIFAR (batch 64 and 128; the 1x1 shortcuts included) and of LeNet-5
-(batch 64): forward, backward-input, backward-weight and fwd+bwd, fastconv's raw ops against torch's own kernels
-(torch.conv2d, aten.convolution_backward with an output mask), the same memory format for both; max_pool2d forward
-and backward in GB/s; an SGD training step of ResNet-18 and LeNet-5 on fastconv layers vs torch.nn layers (same
-weights, same data), with the peak memory of each. Torch and fastconv calls alternate within one process, medians
-are reported. ratio = torch time / fastconv time (> 1: fastconv is faster). % of peak is relative to the measured
-GEMM peak of the ISA fastconv runs on (see _timing.measure_cpu_peaks). --malloc keep times the kernels without
+CPU: every distinct conv layer of ResNet-18/CIFAR (batch 64 and 128; the 1x1 shortcuts included), of LeNet-5
+(batch 64) and of the fast CIFAR recipe's net (batch 256): forward, backward-input, backward-weight and fwd+bwd,
+fastconv's raw ops against torch's own kernels (torch.conv2d, aten.convolution_backward with an output mask), the
+same memory format for both; max_pool2d forward and backward in GB/s; an SGD training step of each net on fastconv
+layers vs torch.nn layers (same weights, same data), with the peak memory of each, and with --memory-format both a
+BEST vs BEST line: fastconv's faster format against torch's faster one. --dtype bf16 runs all of it in bfloat16
+as torch.autocast("cpu", torch.bfloat16) would (training steps under autocast). Torch and fastconv calls alternate
+within one process, medians are reported. ratio = torch time / fastconv time (> 1: fastconv is faster). % of peak
+is relative to the measured GEMM peak (bfloat16 GEMM peak with --dtype bf16) of the ISA fastconv runs on (see
+_timing.measure_cpu_peaks). --malloc keep times the kernels without
 (mostly: see _timing.keep_freed_memory) the page faults of glibc's re-mapped large blocks. Progress goes to
 stderr as the run goes; the report (header, tables, summary) to stdout at the end.
 
 CUDA (--device cuda): see _cuda.py (cuDNN in fp32, TF32, fp16, bf16; CUDA-event timing; AMP training step).
 
---save writes benchmarks/results/{cpu-<cpu>-f<family>m<model>-<isa>|cuda-<gpu>}.json/.png; otherwise only what
---json/--plot name.
+--save writes benchmarks/results/{cpu-<cpu>-f<family>m<model>-<isa>[-bf16]|cuda-<gpu>}.json/.png; otherwise only
+what --json/--plot name.
 """
 import argparse
 import os
@@ -324,6 +328,7 @@ def main(argv=None):
         # the model name alone ("AMD EPYC" in these VMs) does not tell Zen 3, 4 and 5 apart; family/model do
         fm = re.sub(r"family (\d+) model (\d+)", r"f\1m\2", info.get("cpu_family_model") or "")
         stem = f"cpu-{slug(info['cpu_model'])}{'-' + slug(fm) if fm else ''}-{info['isa_in_use']}"
+        stem += "-bf16" if args.dtype == "bf16" else ""
         stem += "-malloc-keep" if args.malloc_effect else ""
     json_path = args.json or (os.path.join(RESULTS_DIR, stem + ".json") if args.save else None)
     plot_path = args.plot or (os.path.join(RESULTS_DIR, stem + ".png") if args.save else None)
