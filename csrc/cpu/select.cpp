@@ -4,8 +4,8 @@
 // forward                  condition                                          why
 //   none                   no output pixels or channels, or no input channels  nothing to sum
 //   depthwise              Cg == 1, groups > 1                                 a GEMM of reduction R*S is all edges
-//   winograd, image lanes  winograd_fits, NCHW, N >= kImageLanesMinBatch       see winograd_lanes
-//   winograd, tile lanes   winograd_fits (not NHWC with bfloat16 products)     4 multiplies per output, not 9
+//   winograd, image lanes  winograd_fits, NCHW, N >= 8, C >= 16, K > 16        see image_lanes, winograd_fits
+//   winograd, tile lanes   winograd_fits: C, K >= 32 (not NHWC bf16 products)  4 multiplies per output, not 9
 //   direct, few outputs    float, groups 1, K <= kFewOutputsMax, stride_w 1    8-row GEMM tiles mostly empty
 //   gemm                   everything else
 //
@@ -18,8 +18,8 @@
 // grad-weight
 //   none                   no images, output pixels or weights
 //   depthwise              Cg == 1, groups > 1
-//   winograd, image lanes  winograd_fits, NCHW, N >= kImageLanesMinBatch
-//   winograd, tile lanes   winograd_fits (not NHWC with bfloat16 products)
+//   winograd, image lanes  winograd_fits, NCHW, N >= 8, C and K >= 32
+//   winograd, tile lanes   winograd_fits: C, K >= 32 (not NHWC bf16 products)
 //   direct, few taps       float, groups 1, stride_w 1, S <= 5, C*R*S <= 160   see few_taps_fits
 //   gemm                   everything else
 //
@@ -37,29 +37,37 @@ namespace fastconv::cpu {
 
 namespace {
 
-// Below ~32 channels on either side, Winograd's transforms cost more than the multiplies they save. Maps under
-// 2x2 outputs would be all edge tiles. FASTCONV_WINOGRAD=0 turns it off (read at every call, as FASTCONV_ISA
-// is), for tests of the paths behind it and for comparisons.
-constexpr int64_t kWinogradMinChannels = 32;
-//
-// bfloat16 operands: Winograd multiplies its transformed tiles in float32 (rounded to bfloat16 they would err by
-// ~1.5% of the output's scale), so it competes with the GEMM's bfloat16 products, twice the float rate: in NHWC
-// the GEMM wins (1.1-1.3x on the fast CIFAR net's layers, Zen 4), in NCHW Winograd's image lanes still do.
-bool winograd_fits(const ConvParams& p, Arithmetic arithmetic) {
-  const char* env = std::getenv("FASTCONV_WINOGRAD");
-  if (arithmetic == Arithmetic::kDouble || (env != nullptr && std::strcmp(env, "0") == 0)) return false;
-  if (arithmetic == Arithmetic::kBf16Products && p.channels_last) return false;
-  return p.groups == 1 && p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 &&
-         p.dil_w == 1 && p.C >= kWinogradMinChannels && p.K >= kWinogradMinChannels && p.P >= 2 && p.Q >= 2;
-}
-
 // The image-lane transforms fill their 16 lanes with images at one tile position: each channel's rows are
 // transposed once instead of each 4x4 tile being assembled value by value (that assembly was a quarter to a
 // third of the 128- and 512-channel layers' forward). With under 8 images most lanes would be empty; NHWC rows
 // are contiguous along channels, not images, so NHWC keeps the tile lanes.
 constexpr int64_t kImageLanesMinBatch = 8;
+bool image_lanes(const ConvParams& p) { return !p.channels_last && p.N >= kImageLanesMinBatch; }
 ConvAlgo winograd_lanes(const ConvParams& p) {
-  return !p.channels_last && p.N >= kImageLanesMinBatch ? ConvAlgo::kWinogradImageLanes : ConvAlgo::kWinogradTileLanes;
+  return image_lanes(p) ? ConvAlgo::kWinogradImageLanes : ConvAlgo::kWinogradTileLanes;
+}
+
+// Below ~32 channels on either side, Winograd's transforms cost more than the multiplies they save - except the
+// image-lane forward (and so the stride-1 grad-input), whose transforms are whole vectors: from 16 channels in
+// and over kFewOutputsMax out (at or under it the direct kernel is as fast) it beats the GEMM, 1.3-1.5x forward
+// and 1.4-2.3x grad-input on the fast CIFAR net's 24->64 layer at 31x31 (Zen 4; 1.1-1.7x on other 16-31-channel
+// shapes). Its weight gradient was 0.9x the GEMM's there: 32 stays for it. Maps under 2x2 outputs would be all
+// edge tiles. FASTCONV_WINOGRAD=0 turns it off (read at every call, as FASTCONV_ISA is), for tests of the paths
+// behind it and for comparisons.
+//
+// bfloat16 operands: Winograd multiplies its transformed tiles in float32 (rounded to bfloat16 they would err by
+// ~1.5% of the output's scale), so it competes with the GEMM's bfloat16 products, twice the float rate: in NHWC
+// the GEMM wins (1.1-1.3x on the fast CIFAR net's layers, Zen 4), in NCHW Winograd's image lanes still do.
+constexpr int64_t kWinogradMinChannels = 32;
+constexpr int64_t kImageLanesForwardMinChannels = 16;
+bool winograd_fits(const ConvParams& p, Arithmetic arithmetic, bool forward) {
+  const char* env = std::getenv("FASTCONV_WINOGRAD");
+  if (arithmetic == Arithmetic::kDouble || (env != nullptr && std::strcmp(env, "0") == 0)) return false;
+  if (arithmetic == Arithmetic::kBf16Products && p.channels_last) return false;
+  const int64_t min_channels =
+      forward && image_lanes(p) && p.K > kFewOutputsMax ? kImageLanesForwardMinChannels : kWinogradMinChannels;
+  return p.groups == 1 && p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 &&
+         p.dil_w == 1 && p.C >= min_channels && p.K >= min_channels && p.P >= 2 && p.Q >= 2;
 }
 
 bool is_depthwise(const ConvParams& p) { return p.Cg() == 1 && p.groups > 1; }
@@ -111,7 +119,7 @@ ConvParams flipped_forward(const ConvParams& p) {
 ConvAlgo choose_forward(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N * p.PQ() == 0 || p.K == 0 || p.Cg() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
-  if (winograd_fits(p, arithmetic)) return winograd_lanes(p);
+  if (winograd_fits(p, arithmetic, true)) return winograd_lanes(p);
   if (few_outputs_fits(p, arithmetic)) return ConvAlgo::kDirectFewOutputs;
   return ConvAlgo::kGemm;
 }
@@ -126,7 +134,7 @@ GradInputChoice choose_grad_input(const ConvParams& p, Arithmetic arithmetic) {
 ConvAlgo choose_grad_weight(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N == 0 || p.PQ() == 0 || p.K * p.Cg() * p.RS() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
-  if (winograd_fits(p, arithmetic)) return winograd_lanes(p);
+  if (winograd_fits(p, arithmetic, false)) return winograd_lanes(p);
   if (few_taps_fits(p, arithmetic)) return ConvAlgo::kDirectFewTaps;
   return ConvAlgo::kGemm;
 }

@@ -31,6 +31,11 @@ PROBLEMS = [
     ("fast_stem_2x2", 256, 3, 24, 32, 32, 2, 2, 1, 0, 1, 1, CL, torch.float32,
      "gemm", "flipped_forward:direct_few_outputs", "direct_few_taps"),
     ("fast_64_256", 256, 64, 256, 15, 15, 3, 3, 1, 1, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", W1),
+    # image lanes from 16 channels forward (and grad-input), 32 for the weight gradient
+    ("fast_24_64", 256, 24, 64, 31, 31, 3, 3, 1, 1, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", "gemm"),
+    ("fast_24_64_cl", 256, 24, 64, 31, 31, 3, 3, 1, 1, 1, 1, CL, torch.float32, "gemm", "flipped_forward:gemm", "gemm"),
+    ("16_to_64", 64, 16, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32,
+     W1, "flipped_forward:direct_few_outputs", "direct_few_taps"),
     # other families
     ("depthwise", 8, 32, 32, 16, 16, 3, 3, 1, 1, 1, 32, None, torch.float32, "depthwise", "depthwise", "depthwise"),
     ("grouped_to_depthwise_grad", 2, 8, 4, 9, 9, 3, 3, 1, 1, 1, 4, None, torch.float32,
