@@ -45,7 +45,9 @@ void forward_with(ConvAlgo algo, const ConvParams& p, const T* x, const T* w, co
   switch (algo) {
     case ConvAlgo::kNone: return;  // (no input channels: the binding fills the bias in)
     case ConvAlgo::kDepthwise: return depthwise_forward(p, x, w, bias, y);
-    case ConvAlgo::kGemm: return gemm_forward(p, x, w, bias, y);
+    case ConvAlgo::kGemm:
+    case ConvAlgo::kGemmBf16Pairs:  // (float copies of the operands: the plain GEMM, bfloat16 products)
+      return gemm_forward(p, x, w, bias, y);
     case ConvAlgo::kWinogradTileLanes:
       if constexpr (kIsFloat<T>)
         return with_float_products([&] { winograd_forward_tile_lanes(p, x, w, bias, y, false); });
@@ -131,6 +133,21 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     default: break;
   }
   no_kernel(algo, "grad-weight");
+}
+
+bool conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
+  if (choose_forward(p, Arithmetic::kBf16Products) != ConvAlgo::kGemmBf16Pairs) return false;
+  gemm_forward_bf16_pairs(p, x, w, bias, y);
+  return true;
+}
+
+bool conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx) {
+  const GradInputChoice choice = choose_grad_input(p, Arithmetic::kBf16Products);
+  if (!choice.as_flipped_forward || choice.algo != ConvAlgo::kGemmBf16Pairs) return false;
+  const ConvParams fwd = flipped_forward(p);
+  const std::vector<uint16_t> flipped = flip_weights(p, fwd, w);
+  gemm_forward_bf16_pairs(fwd, dy, flipped.data(), nullptr, dx);
+  return true;
 }
 
 template <typename T>

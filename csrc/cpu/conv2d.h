@@ -1,6 +1,8 @@
 // CPU conv2d kernels on raw pointers. Layout (NCHW or NHWC, weight K x Cg x R x S or K x R x S x Cg) is
 // p.channels_last; tensors are dense in that layout. float and double; the binding widens half and bfloat16.
 #pragma once
+#include <cstdint>
+
 #include "conv_params.h"
 
 namespace fastconv::cpu {
@@ -9,5 +11,11 @@ template <typename T> void conv2d_forward(const ConvParams& p, const T* x, const
 template <typename T> void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx);
 template <typename T> void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw);
 template <typename T> void conv2d_grad_bias(const ConvParams& p, const T* dy, T* db);
+
+// bfloat16 operands (raw bits) with bfloat16 products, for the problems select.cpp sends to kGemmBf16Pairs (the
+// binding has asked for bfloat16 products): false, computing nothing, for the others, which take the entry
+// points above on float copies. Outputs are float.
+bool conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
+bool conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx);
 
 }  // namespace fastconv::cpu

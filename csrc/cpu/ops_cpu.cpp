@@ -34,6 +34,10 @@ bool bf16_products_for(const at::Tensor& a, const at::Tensor& b) {
   return a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16 && active_isa() == Isa::kAvx512Bf16;
 }
 
+const uint16_t* bf16_bits(const at::Tensor& t) {
+  return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
+}
+
 // A fresh output for the kernel to fill (memory.h says why it is advised).
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
   at::Tensor t = at::empty(sizes, options);
@@ -51,9 +55,17 @@ at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight, const st
   check_conv_bias(bias, input, weight);
   check_cpu(input, "input");
   const auto fmt = conv_memory_format(p);
-  const at::Tensor x = kernel_input(input, fmt), w = kernel_input(weight, fmt);
   const bool has_bias = bias.has_value() && bias->defined();
   const at::Tensor b = has_bias ? kernel_input(*bias, at::MemoryFormat::Contiguous) : at::Tensor();
+  if (bf16_products_for(input, weight) && p.Cg() > 0) {  // bfloat16 read in place where the GEMM can
+    const at::Tensor xb = input.contiguous(fmt), wb = weight.contiguous(fmt);
+    at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, xb.options().dtype(at::kFloat).memory_format(fmt));
+    const ScopedBf16Products products(true);
+    if (conv2d_forward_bf16(p, bf16_bits(xb), bf16_bits(wb), has_bias ? b.const_data_ptr<float>() : nullptr,
+                            y.mutable_data_ptr<float>()))
+      return finish(y, input.scalar_type());
+  }
+  const at::Tensor x = kernel_input(input, fmt), w = kernel_input(weight, fmt);
   at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, x.options().memory_format(fmt));
   if (p.Cg() == 0) return finish(fill_empty_reduction(y, b), input.scalar_type());
   const ScopedBf16Products products(bf16_products_for(input, weight));
@@ -71,6 +83,13 @@ at::Tensor conv2d_grad_input_op(const at::Tensor& grad_output, const at::Tensor&
   check_grad_output(grad_output, p, input);
   check_cpu(input, "input");
   const auto fmt = conv_memory_format(p);
+  if (bf16_products_for(grad_output, weight)) {  // bfloat16 read in place where the GEMM can
+    const at::Tensor dyb = grad_output.contiguous(fmt), wb = weight.contiguous(fmt);
+    at::Tensor dx = empty_output(input.sizes(), dyb.options().dtype(at::kFloat).memory_format(fmt));
+    const ScopedBf16Products products(true);
+    if (conv2d_grad_input_bf16(p, bf16_bits(dyb), bf16_bits(wb), dx.mutable_data_ptr<float>()))
+      return finish(dx, input.scalar_type());
+  }
   const at::Tensor dy = kernel_input(grad_output, fmt), w = kernel_input(weight, fmt);
   at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));
   const ScopedBf16Products products(bf16_products_for(grad_output, weight));

@@ -15,13 +15,15 @@ ops = torch.ops.fastconv
 # (id, N, C, K, H, W, kernel, stride, padding, groups, channels_last, forward algorithm): one problem per path
 PROBLEMS = [
     ("gemm", 4, 24, 40, 9, 9, 3, 1, 1, 1, False, "gemm"),
-    ("gemm_nhwc", 4, 24, 40, 9, 9, 3, 1, 1, 1, True, "gemm"),
+    ("gemm_nhwc_pairs", 4, 24, 40, 9, 9, 3, 1, 1, 1, True, "gemm_bf16_pairs"),
+    ("gemm_nhwc_odd_channels", 4, 25, 40, 9, 9, 3, 1, 1, 1, True, "gemm"),
+    ("gemm_nhwc_grouped_pairs", 4, 32, 48, 9, 9, 3, 1, 1, 2, True, "gemm_bf16_pairs"),
     ("gemm_col2im", 4, 24, 40, 11, 11, 3, 2, 1, 1, False, "gemm"),
-    ("gemm_col2im_nhwc", 4, 24, 40, 11, 11, 3, 2, 1, 1, True, "gemm"),
-    ("gemm_1x1_nhwc", 4, 64, 48, 8, 8, 1, 1, 0, 1, True, "gemm"),
+    ("gemm_col2im_nhwc", 4, 24, 40, 11, 11, 3, 2, 1, 1, True, "gemm_bf16_pairs"),
+    ("gemm_1x1_nhwc", 4, 64, 48, 8, 8, 1, 1, 0, 1, True, "gemm_bf16_pairs"),
     ("gemm_grouped", 4, 32, 48, 9, 9, 3, 1, 1, 2, False, "gemm"),
     ("winograd_tiles", 2, 32, 48, 9, 9, 3, 1, 1, 1, False, "winograd_tile_lanes"),
-    ("nhwc_3x3_takes_the_gemm", 8, 64, 64, 8, 8, 3, 1, 1, 1, True, "gemm"),
+    ("nhwc_3x3_takes_the_gemm", 8, 64, 64, 8, 8, 3, 1, 1, 1, True, "gemm_bf16_pairs"),
     ("winograd_images", 16, 64, 64, 8, 8, 3, 1, 1, 1, False, "winograd_image_lanes"),
     ("direct_few_outputs", 4, 16, 8, 12, 12, 3, 1, 1, 1, False, "direct_few_outputs"),
     ("depthwise", 4, 16, 16, 10, 10, 3, 1, 1, 16, False, "depthwise"),
@@ -65,15 +67,21 @@ def test_bf16_passes_match_float64(problem, monkeypatch):
 
 
 @needs_bf16
-def test_bf16_products_run_vdpbf16ps(monkeypatch):
-    """The pair kernel runs in all three passes: vdpbf16ps flushes denormal products to zero (as oneDNN's bfloat16
-    convs do), float32 FMAs keep them. 2^-65 * 2^-65 = 2^-130 is below float's smallest normal."""
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_bf16_products_run_vdpbf16ps(channels_last, monkeypatch):
+    """The pair kernel runs in all three passes, on float panels converted to pairs (NCHW) and on channel pairs
+    read in place (NHWC): vdpbf16ps flushes denormal products to zero (as oneDNN's bfloat16 convs do), float32
+    FMAs keep them. 2^-65 * 2^-65 = 2^-130 is below float's smallest normal."""
     tiny = 2.0 ** -65
-    x = torch.full((2, 200, 5, 5), tiny).bfloat16()
-    w = torch.full((32, 200, 1, 1), tiny).bfloat16()
-    dy = torch.full((2, 32, 5, 5), tiny).bfloat16()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.full((2, 200, 5, 5), tiny).bfloat16().contiguous(memory_format=fmt)
+    w = torch.full((32, 200, 1, 1), tiny).bfloat16().contiguous(memory_format=fmt)
+    dy = torch.full((2, 32, 5, 5), tiny).bfloat16().contiguous(memory_format=fmt)
     args = ([1, 1], [0] * 4, [1, 1], 1)
-    assert cpu_conv2d_algorithms(x, w) == {"forward": "gemm", "grad_input": "flipped_forward:gemm", "grad_weight": "gemm"}
+    gemm = "gemm_bf16_pairs" if channels_last else "gemm"
+    monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
+    assert cpu_conv2d_algorithms(x, w) == {"forward": gemm, "grad_input": f"flipped_forward:{gemm}",
+                                           "grad_weight": "gemm"}
     passes = (lambda: ops.conv2d(x, w, None, *args), lambda: ops.conv2d_grad_input(dy, x, w, *args),
               lambda: ops.conv2d_grad_weight(dy, x, w, *args))
     monkeypatch.setenv("FASTCONV_ISA", "avx512")

@@ -52,7 +52,9 @@ PROBLEMS = [
 ]
 if "avx512_bf16" in fastconv.cpu_info()[1]:  # bfloat16 products: in NHWC the GEMM beats float Winograd
     PROBLEMS.append(("bfloat16_nhwc_products", 256, 64, 256, 15, 15, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
-                     "gemm", "flipped_forward:gemm", "gemm"))
+                     "gemm_bf16_pairs", "flipped_forward:gemm_bf16_pairs", "gemm"))
+    PROBLEMS.append(("bfloat16_nhwc_odd_channels", 8, 25, 64, 8, 8, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
+                     "gemm", "flipped_forward:gemm_bf16_pairs", "gemm"))
 
 
 def _tensors(N, C, K, H, W, R, S, groups, fmt, dtype):

@@ -54,10 +54,28 @@ int64_t block_size(int64_t extent, int64_t parts, int64_t unit, int64_t max_bloc
 
 }  // namespace
 
+// (Defined below: the forward with a given micro-kernel.)
+template <typename T>
+void gemm_forward_with(const MicroKernel<T>& uk, const ConvParams& p, const T* x, const T* w, const T* bias, T* y);
+
 template <typename T>
 void gemm_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
+  gemm_forward_with(micro_kernel<T>(active_isa()), p, x, w, bias, y);
+}
+
+// NHWC bfloat16: a pair of adjacent channels is one 32-bit element of a problem with half the channels, so the
+// NHWC im2col rows and weight panels the packers write (moving 32-bit values, never computing with them) are
+// already the bfloat16 pairs vdpbf16ps multiplies: nothing is widened to float or converted.
+void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
+  ConvParams pairs = p;
+  pairs.C = p.C / 2;
+  gemm_forward_with(pair_element_kernel(), pairs, reinterpret_cast<const float*>(x),
+                    reinterpret_cast<const float*>(w), bias, y);
+}
+
+template <typename T>
+void gemm_forward_with(const MicroKernel<T>& uk, const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), pixels = p.N * p.PQ();
-  const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const bool nhwc = p.channels_last;
 
   std::vector<Prepacked<T>> packed(p.groups);

@@ -1,11 +1,15 @@
 // The conv2d passes as implicit GEMMs (conv_gemm.cpp): any problem, float and double. select.cpp sends here what
 // no specialised family takes.
 #pragma once
+#include <cstdint>
+
 #include "conv_params.h"
 
 namespace fastconv::cpu {
 
 template <typename T> void gemm_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y);
+// NHWC, bfloat16 x and w (raw bits), Cg even, a CPU with bfloat16 products (select.cpp: kGemmBf16Pairs); float y.
+void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
 // Strided grad-input (col2im); dx is overwritten.
 template <typename T> void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx);
 template <typename T> void gemm_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw);

@@ -16,4 +16,11 @@ MicroKernel<double> micro_kernel<double>(Isa isa) {
   return pick_for_isa(isa, &scalar::kernel_f64, &avx2::kernel_f64, &avx512::kernel_f64);
 }
 
+MicroKernel<float> pair_element_kernel() {
+  MicroKernel<float> uk = avx512::kernel_f32();
+  uk.run = avx512_bf16::pairs_as_elements();
+  uk.run_split = avx512_bf16::pairs_as_elements_split();
+  return uk;
+}
+
 }  // namespace fastconv::cpu

@@ -54,6 +54,15 @@ MicroKernel<T> micro_kernel(Isa isa);
 namespace scalar { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
 namespace avx2 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
 namespace avx512 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
-namespace avx512_bf16 { const Bf16Pairs* pairs_8x32(); }
+namespace avx512_bf16 {
+const Bf16Pairs* pairs_8x32();
+MicroKernelFn<float> pairs_as_elements();
+MicroKernelSplitFn<float> pairs_as_elements_split();
+}  // namespace avx512_bf16
+
+// The AVX-512 float kernel's tile, blocking and transposes, but each 32-bit "float" element a pair of bfloat16
+// values and its products bfloat16 pairs (vdpbf16ps): for packers that move pairs as 32-bit elements
+// (gemm_forward_bf16_pairs). Only on Isa::kAvx512Bf16.
+MicroKernel<float> pair_element_kernel();
 
 }  // namespace fastconv::cpu

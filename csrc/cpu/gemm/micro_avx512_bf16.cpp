@@ -60,8 +60,20 @@ void to_pairs(const float* panel, int64_t klen, int64_t width, uint16_t* out) {
 
 constexpr Bf16Pairs kPairs8x32{&pairs_kernel_8x32, &to_pairs};
 
+// The same kernel on panels of 32-bit elements that are each a pair (kc counts pairs).
+void pairs_as_elements_split_8x32(int64_t kc, const float* a, const float* b, float* c, float* c_hi, int64_t ldc,
+                                  bool accumulate) {
+  pairs_kernel_8x32(kc, reinterpret_cast<const uint16_t*>(a), reinterpret_cast<const uint16_t*>(b), c, c_hi, ldc,
+                    accumulate);
+}
+void pairs_as_elements_8x32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+  pairs_as_elements_split_8x32(kc, a, b, c, c + 16, ldc, accumulate);
+}
+
 }  // namespace
 
 const Bf16Pairs* pairs_8x32() { return &kPairs8x32; }
+MicroKernelFn<float> pairs_as_elements() { return &pairs_as_elements_8x32; }
+MicroKernelSplitFn<float> pairs_as_elements_split() { return &pairs_as_elements_split_8x32; }
 
 }  // namespace fastconv::cpu::avx512_bf16
