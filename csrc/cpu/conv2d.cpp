@@ -135,19 +135,26 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   no_kernel(algo, "grad-weight");
 }
 
-bool conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
-  if (choose_forward(p, Arithmetic::kBf16Products) != ConvAlgo::kGemmBf16Pairs) return false;
-  gemm_forward_bf16_pairs(p, x, w, bias, y);
-  return true;
+bool conv2d_forward_bf16_applies(const ConvParams& p) {
+  return active_isa() == Isa::kAvx512Bf16 && choose_forward(p, Arithmetic::kBf16Products) == ConvAlgo::kGemmBf16Pairs;
 }
 
-bool conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx) {
+bool conv2d_grad_input_bf16_applies(const ConvParams& p) {
   const GradInputChoice choice = choose_grad_input(p, Arithmetic::kBf16Products);
-  if (!choice.as_flipped_forward || choice.algo != ConvAlgo::kGemmBf16Pairs) return false;
+  return active_isa() == Isa::kAvx512Bf16 && choice.as_flipped_forward && choice.algo == ConvAlgo::kGemmBf16Pairs;
+}
+
+void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
+  if (!conv2d_forward_bf16_applies(p)) throw std::logic_error("fastconv: no bfloat16 pair forward for this problem");
+  gemm_forward_bf16_pairs(p, x, w, bias, y);
+}
+
+void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx) {
+  if (!conv2d_grad_input_bf16_applies(p))
+    throw std::logic_error("fastconv: no bfloat16 pair grad-input for this problem");
   const ConvParams fwd = flipped_forward(p);
   const std::vector<uint16_t> flipped = flip_weights(p, fwd, w);
   gemm_forward_bf16_pairs(fwd, dy, flipped.data(), nullptr, dx);
-  return true;
 }
 
 template <typename T>

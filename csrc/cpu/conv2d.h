@@ -12,10 +12,12 @@ template <typename T> void conv2d_grad_input(const ConvParams& p, const T* dy, c
 template <typename T> void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw);
 template <typename T> void conv2d_grad_bias(const ConvParams& p, const T* dy, T* db);
 
-// bfloat16 operands (raw bits) with bfloat16 products, for the problems select.cpp sends to kGemmBf16Pairs (the
-// binding has asked for bfloat16 products): false, computing nothing, for the others, which take the entry
-// points above on float copies. Outputs are float.
-bool conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
-bool conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx);
+// bfloat16 operands read in place (raw bits, 4-byte aligned) with bfloat16 products, for the problems select.cpp
+// sends to kGemmBf16Pairs on a CPU that has them (the *_applies checks); the others take the entry points above
+// on float copies. Outputs are float.
+bool conv2d_forward_bf16_applies(const ConvParams& p);
+bool conv2d_grad_input_bf16_applies(const ConvParams& p);
+void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
+void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx);
 
 }  // namespace fastconv::cpu

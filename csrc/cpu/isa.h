@@ -36,6 +36,7 @@ Table pick_for_isa(Isa isa, Table (*scalar)(), Table (*avx2)(), Table (*avx512)(
 // Whether GEMMs on bfloat16 operands multiply in bfloat16 on this thread (float accumulators): set by the
 // binding around a kernel call whose inputs are bfloat16, when the ISA in use has the instruction; read by
 // micro_kernel<float>() at the kernels' entry (on the calling thread, before any parallel region).
+// (Nothing may read it inside a parallel region: chunks on worker threads would see it unset.)
 bool bf16_products();
 class ScopedBf16Products {
  public:

@@ -34,6 +34,14 @@ bool bf16_products_for(const at::Tensor& a, const at::Tensor& b) {
   return a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16 && active_isa() == Isa::kAvx512Bf16;
 }
 
+// A bfloat16 tensor dense in `fmt` whose data starts on a 4-byte boundary (the pair path reads channel pairs as
+// 32-bit elements): the tensor itself when it is, else a fresh copy (a view at an odd element offset).
+at::Tensor aligned_bf16(const at::Tensor& t, at::MemoryFormat fmt) {
+  at::Tensor dense = t.contiguous(fmt);
+  if (reinterpret_cast<uintptr_t>(dense.const_data_ptr()) % 4 == 0) return dense;
+  return dense.clone(fmt);
+}
+
 const uint16_t* bf16_bits(const at::Tensor& t) {
   return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
 }
@@ -57,13 +65,13 @@ at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight, const st
   const auto fmt = conv_memory_format(p);
   const bool has_bias = bias.has_value() && bias->defined();
   const at::Tensor b = has_bias ? kernel_input(*bias, at::MemoryFormat::Contiguous) : at::Tensor();
-  if (bf16_products_for(input, weight) && p.Cg() > 0) {  // bfloat16 read in place where the GEMM can
-    const at::Tensor xb = input.contiguous(fmt), wb = weight.contiguous(fmt);
+  if (bf16_products_for(input, weight) && conv2d_forward_bf16_applies(p)) {  // bfloat16 read in place
+    const at::Tensor xb = aligned_bf16(input, fmt), wb = aligned_bf16(weight, fmt);
     at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, xb.options().dtype(at::kFloat).memory_format(fmt));
     const ScopedBf16Products products(true);
-    if (conv2d_forward_bf16(p, bf16_bits(xb), bf16_bits(wb), has_bias ? b.const_data_ptr<float>() : nullptr,
-                            y.mutable_data_ptr<float>()))
-      return finish(y, input.scalar_type());
+    conv2d_forward_bf16(p, bf16_bits(xb), bf16_bits(wb), has_bias ? b.const_data_ptr<float>() : nullptr,
+                        y.mutable_data_ptr<float>());
+    return finish(y, input.scalar_type());
   }
   const at::Tensor x = kernel_input(input, fmt), w = kernel_input(weight, fmt);
   at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, x.options().memory_format(fmt));
@@ -83,12 +91,12 @@ at::Tensor conv2d_grad_input_op(const at::Tensor& grad_output, const at::Tensor&
   check_grad_output(grad_output, p, input);
   check_cpu(input, "input");
   const auto fmt = conv_memory_format(p);
-  if (bf16_products_for(grad_output, weight)) {  // bfloat16 read in place where the GEMM can
-    const at::Tensor dyb = grad_output.contiguous(fmt), wb = weight.contiguous(fmt);
+  if (bf16_products_for(grad_output, weight) && conv2d_grad_input_bf16_applies(p)) {  // bfloat16 read in place
+    const at::Tensor dyb = aligned_bf16(grad_output, fmt), wb = aligned_bf16(weight, fmt);
     at::Tensor dx = empty_output(input.sizes(), dyb.options().dtype(at::kFloat).memory_format(fmt));
     const ScopedBf16Products products(true);
-    if (conv2d_grad_input_bf16(p, bf16_bits(dyb), bf16_bits(wb), dx.mutable_data_ptr<float>()))
-      return finish(dx, input.scalar_type());
+    conv2d_grad_input_bf16(p, bf16_bits(dyb), bf16_bits(wb), dx.mutable_data_ptr<float>());
+    return finish(dx, input.scalar_type());
   }
   const at::Tensor dy = kernel_input(grad_output, fmt), w = kernel_input(weight, fmt);
   at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));

@@ -20,7 +20,7 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* c
 // the caller.
 template <class F>
 void parallel_for(int64_t begin, int64_t end, int64_t grain, F&& f) {
-  using Fn = std::remove_reference_t<F>;
+  using Fn = const std::remove_reference_t<F>;  // called from several threads at once: const, as at::parallel_for
   detail::parallel_for(
       begin, end, grain, [](void* context, int64_t b, int64_t e) { (*static_cast<Fn*>(context))(b, e); },
       const_cast<void*>(static_cast<const void*>(std::addressof(f))));

@@ -109,3 +109,23 @@ def test_forcing_bf16_on_a_cpu_without_it_raises(monkeypatch):
     monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
     with pytest.raises(ValueError, match="FASTCONV_ISA=avx512_bf16 but this CPU does not support it"):
         fastconv.cpu_info()
+
+
+@needs_bf16
+def test_bf16_pairs_take_views_at_odd_offsets(monkeypatch):
+    """A channels_last bfloat16 view starting at an odd element (2-byte aligned) reads the same as a fresh copy: the
+    pair path reads channel pairs as 32-bit elements, so such views are copied first."""
+    monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
+    N, C, H, W, K = 2, 24, 7, 7, 40
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(N * H * W * C + 1, generator=g).bfloat16()
+    x = base[1:].view(N, H, W, C).permute(0, 3, 1, 2)
+    assert x.is_contiguous(memory_format=torch.channels_last) and x.data_ptr() % 4 == 2
+    w = torch.randn(K, C, 3, 3, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
+    assert cpu_conv2d_algorithms(x, w, 1, 1)["forward"] == "gemm_bf16_pairs"
+    args = ([1, 1], [1] * 4, [1, 1], 1)
+    y = ops.conv2d(x, w, None, *args)
+    assert torch.equal(y, ops.conv2d(x.clone(memory_format=torch.channels_last), w, None, *args))
+    dy = torch.randn(N * H * W * K + 1, generator=g).bfloat16()[1:].view(N, H, W, K).permute(0, 3, 1, 2)
+    dx = ops.conv2d_grad_input(dy, x, w, *args)
+    assert torch.equal(dx, ops.conv2d_grad_input(dy.clone(memory_format=torch.channels_last), x, w, *args))
