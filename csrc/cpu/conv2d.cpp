@@ -144,6 +144,13 @@ bool conv2d_grad_input_bf16_applies(const ConvParams& p) {
   return active_isa() == Isa::kAvx512Bf16 && choice.as_flipped_forward && choice.algo == ConvAlgo::kGemmBf16Pairs;
 }
 
+// The NHWC GEMM weight gradient reads bfloat16 dy and x in place, widening them as it packs (its reduction runs
+// over pixels, so its pairs are two pixels' values, which the driver's panel conversion makes).
+bool conv2d_grad_weight_bf16_applies(const ConvParams& p) {
+  return active_isa() == Isa::kAvx512Bf16 && p.channels_last &&
+         choose_grad_weight(p, Arithmetic::kBf16Products) == ConvAlgo::kGemm;
+}
+
 void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
   if (!conv2d_forward_bf16_applies(p)) throw std::logic_error("fastconv: no bfloat16 pair forward for this problem");
   gemm_forward_bf16_pairs(p, x, w, bias, y);
@@ -155,6 +162,13 @@ void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint1
   const ConvParams fwd = flipped_forward(p);
   const std::vector<uint16_t> flipped = flip_weights(p, fwd, w);
   gemm_forward_bf16_pairs(fwd, dy, flipped.data(), nullptr, dx);
+}
+
+void conv2d_grad_weight_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw) {
+  if (!conv2d_grad_weight_bf16_applies(p))
+    throw std::logic_error("fastconv: no bfloat16 in-place weight gradient for this problem");
+  std::fill(dw, dw + p.K * p.Cg() * p.RS(), 0.0f);
+  gemm_grad_weight_bf16_nhwc(p, dy, x, dw);
 }
 
 template <typename T>

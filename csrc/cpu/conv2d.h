@@ -17,7 +17,9 @@ template <typename T> void conv2d_grad_bias(const ConvParams& p, const T* dy, T*
 // on float copies. Outputs are float.
 bool conv2d_forward_bf16_applies(const ConvParams& p);
 bool conv2d_grad_input_bf16_applies(const ConvParams& p);
+bool conv2d_grad_weight_bf16_applies(const ConvParams& p);
 void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
 void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx);
+void conv2d_grad_weight_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw);
 
 }  // namespace fastconv::cpu

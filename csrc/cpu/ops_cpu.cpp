@@ -115,6 +115,13 @@ at::Tensor conv2d_grad_weight_op(const at::Tensor& grad_output, const at::Tensor
   check_grad_output(grad_output, p, input);
   check_cpu(input, "input");
   const auto fmt = conv_memory_format(p);
+  if (bf16_products_for(grad_output, input) && conv2d_grad_weight_bf16_applies(p)) {  // bfloat16 read in place
+    const at::Tensor dyb = grad_output.contiguous(fmt), xb = input.contiguous(fmt);
+    at::Tensor dw = at::empty(weight.sizes(), dyb.options().dtype(at::kFloat).memory_format(fmt));
+    const ScopedBf16Products products(true);
+    conv2d_grad_weight_bf16(p, bf16_bits(dyb), bf16_bits(xb), dw.mutable_data_ptr<float>());
+    return finish(dw, weight.scalar_type());
+  }
   const at::Tensor dy = kernel_input(grad_output, fmt), x = kernel_input(input, fmt);
   at::Tensor dw = at::empty(weight.sizes(), dy.options().memory_format(fmt));
   const ScopedBf16Products products(bf16_products_for(grad_output, input));

@@ -13,8 +13,10 @@
 #include "cpu/gemm/conv_gemm.h"
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/gemm/driver.h"
@@ -288,11 +290,30 @@ void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx)
   });
 }
 
+namespace {
+
+// n values of an operand as the compute type T: a copy, or bfloat16 bits widened to float (exact) as they are
+// packed, so a bfloat16 tensor is never widened whole.
+template <typename T, typename In>
+inline void copy_widened(const In* src, int64_t n, T* dst) {
+  if constexpr (std::is_same_v<In, T>) {
+    std::copy(src, src + n, dst);
+  } else {
+    static_assert(std::is_same_v<In, uint16_t> && std::is_same_v<T, float>, "bfloat16 bits into float only");
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t bits = uint32_t{src[i]} << 16;
+      std::memcpy(dst + i, &bits, sizeof(bits));
+    }
+  }
+}
+
 // dW[k][tap] = sum_pixels dy[k][pixel] * im2col(x)[pixel][tap], M = k, N = taps, reduction = pixels.
 // NCHW: dy rows and im2col rows are both contiguous along the pixels: each packs by transposition (micro.h).
-// NHWC: dy rows are contiguous along k and the taps (r, s, c) along c, so both pack from contiguous runs too.
-template <typename T>
-void gemm_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
+// NHWC: dy rows are contiguous along k and the taps (r, s, c) along c, so both pack from contiguous runs too;
+// there the operands may be bfloat16 (In = uint16_t), widened as they are packed.
+template <typename T, typename In>
+void grad_weight(const ConvParams& p, const In* dy, const In* x, T* dw) {
+  constexpr bool kSameType = std::is_same_v<In, T>;
   const int64_t Kg = p.Kg(), red = p.Cg() * p.RS(), PQ = p.PQ(), total = p.K * red;
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const bool nhwc = p.channels_last;
@@ -331,53 +352,54 @@ void gemm_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
       T* c = (direct ? dw : partial.get() + chunk * total) + g * Kg * red;
       const int64_t pixels = (n_hi - n_lo) * PQ;
       if (!nhwc) {
-        // Both operands are rows contiguous along the pixels (the reduction), packed by transposition: dy rows
-        // image by image, im2col rows (from phase planes or x, as the forward packs them) a panel at a time.
-        auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
-          for (int64_t pos = 0; pos < alen; pos += uk.mr) {
-            const int64_t rows = std::min<int64_t>(uk.mr, alen - pos);
-            for_runs_in_images(PQ, pix0 + k0, klen, [&](int64_t n, int64_t pq, int64_t i, int64_t len) {
-              const T* src = dy + (n * p.K + g * Kg + a0 + pos) * PQ + pq;
-              uk.transpose_panel(src, PQ, rows, len, dst + pos * klen + i * uk.mr, uk.mr);
-            });
+        if constexpr (kSameType) {
+          // Both operands are rows contiguous along the pixels (the reduction), packed by transposition: dy rows
+          // image by image, im2col rows (from phase planes or x, as the forward packs them) a panel at a time.
+          auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
+            for (int64_t pos = 0; pos < alen; pos += uk.mr) {
+              const int64_t rows = std::min<int64_t>(uk.mr, alen - pos);
+              for_runs_in_images(PQ, pix0 + k0, klen, [&](int64_t n, int64_t pq, int64_t i, int64_t len) {
+                const T* src = dy + (n * p.K + g * Kg + a0 + pos) * PQ + pq;
+                uk.transpose_panel(src, PQ, rows, len, dst + pos * klen + i * uk.mr, uk.mr);
+              });
+            }
+            return static_cast<const T*>(dst);
+          };
+          auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
+            if (from_planes) {  // the planes of this pixel block, all the tile's channels at once
+              planes.reset(p, x, g, pix0 + k0, klen, klen, blen);
+              planes.load(b0, blen);
+            }
+            for (int64_t pos = 0; pos < blen; pos += uk.nr) {
+              const int64_t count = std::min<int64_t>(uk.nr, blen - pos);
+              if (from_planes)
+                planes.pack(tap_rows.data(), b0 + pos, count);
+              else
+                pack_im2col_nchw(p, x, g, tap_rows.data(), b0 + pos, count, pix0 + k0, klen, klen);
+              uk.transpose_panel(tap_rows.data(), klen, count, klen, dst + pos * klen, uk.nr);
+            }
+            return static_cast<const T*>(dst);
+          };
+          // The pixels go in k blocks, outermost, so that each block of dy is packed once for all the tiles of
+          // taps, not once per tile (three times over on the 128->256 stride-2 layer).
+          // Every entry still sums its k blocks in order, as one gemm_block over all the pixels would.
+          dy_block.reserve(static_cast<size_t>(round_up(uk.mc, uk.mr) * uk.kc));
+          for (int64_t k0 = 0; k0 < pixels; k0 += uk.kc) {
+            const int64_t klen = std::min(uk.kc, pixels - k0);
+            pack_dy(dy_block.data(), k0, klen, m0, mlen);
+            for (int64_t j0 = 0; j0 < N; j0 += nblock)
+              gemm_block(
+                  uk, m0, mlen, j0, std::min(nblock, N - j0), klen,
+                  [&](T*, int64_t, int64_t, int64_t, int64_t) { return static_cast<const T*>(dy_block.data()); },
+                  [&](T* dst, int64_t, int64_t kl, int64_t b0, int64_t blen) { return pack_x(dst, k0, kl, b0, blen); },
+                  c, OutputMap{red, red, 0}, k0 > 0, buf);
           }
-          return static_cast<const T*>(dst);
-        };
-        auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
-          if (from_planes) {  // the planes of this pixel block, all the tile's channels at once
-            planes.reset(p, x, g, pix0 + k0, klen, klen, blen);
-            planes.load(b0, blen);
-          }
-          for (int64_t pos = 0; pos < blen; pos += uk.nr) {
-            const int64_t count = std::min<int64_t>(uk.nr, blen - pos);
-            if (from_planes)
-              planes.pack(tap_rows.data(), b0 + pos, count);
-            else
-              pack_im2col_nchw(p, x, g, tap_rows.data(), b0 + pos, count, pix0 + k0, klen, klen);
-            uk.transpose_panel(tap_rows.data(), klen, count, klen, dst + pos * klen, uk.nr);
-          }
-          return static_cast<const T*>(dst);
-        };
-        // The pixels go in k blocks, outermost, so that each block of dy is packed once for all the tiles of
-        // taps, not once per tile (three times over on the 128->256 stride-2 layer).
-        // Every entry still sums its k blocks in order, as one gemm_block over all the pixels would.
-        dy_block.reserve(static_cast<size_t>(round_up(uk.mc, uk.mr) * uk.kc));
-        for (int64_t k0 = 0; k0 < pixels; k0 += uk.kc) {
-          const int64_t klen = std::min(uk.kc, pixels - k0);
-          pack_dy(dy_block.data(), k0, klen, m0, mlen);
-          for (int64_t j0 = 0; j0 < N; j0 += nblock)
-            gemm_block(
-                uk, m0, mlen, j0, std::min(nblock, N - j0), klen,
-                [&](T*, int64_t, int64_t, int64_t, int64_t) { return static_cast<const T*>(dy_block.data()); },
-                [&](T* dst, int64_t, int64_t kl, int64_t b0, int64_t blen) { return pack_x(dst, k0, kl, b0, blen); },
-                c, OutputMap{red, red, 0}, k0 > 0, buf);
         }
       } else {
         const int64_t nb = task % nblocks, j0 = nb * nblock, jlen = std::min(nblock, N - j0);
         auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
           pack_panels_by_row(dst, k0, klen, a0, alen, uk.mr, [&](T* out, int64_t kd, int64_t k, int64_t cnt) {
-            const T* src = dy + (pix0 + kd) * p.K + g * Kg + k;
-            std::copy(src, src + cnt, out);
+            copy_widened(dy + (pix0 + kd) * p.K + g * Kg + k, cnt, out);
           });
           return static_cast<const T*>(dst);
         };
@@ -389,8 +411,7 @@ void gemm_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
               const int64_t run = std::min(cnt - i, p.Cg() - tap.c);
               const int64_t h = p.in_row(px.p, tap.r), xw = p.in_col(px.q, tap.s);
               if (p.in_bounds(h, xw)) {
-                const T* src = x + p.input_offset(px.n, g * p.Cg() + tap.c, h, xw);
-                std::copy(src, src + run, out + i);
+                copy_widened(x + p.input_offset(px.n, g * p.Cg() + tap.c, h, xw), run, out + i);
               } else {
                 std::fill(out + i, out + i + run, T(0));
               }
@@ -413,6 +434,18 @@ void gemm_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
       for (int64_t e = e0; e < e1; ++e) dw[e] += part[e];
     }
   });
+}
+
+}  // namespace
+
+template <typename T>
+void gemm_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
+  grad_weight<T, T>(p, dy, x, dw);
+}
+
+void gemm_grad_weight_bf16_nhwc(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw) {
+  if (!p.channels_last) throw std::logic_error("fastconv: the bfloat16 weight gradient reads NHWC only");
+  grad_weight<float, uint16_t>(p, dy, x, dw);
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                                   \

@@ -13,5 +13,7 @@ void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint1
 // Strided grad-input (col2im); dx is overwritten.
 template <typename T> void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx);
 template <typename T> void gemm_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw);
+// NHWC, bfloat16 dy and x (raw bits), read in place and widened as they are packed; float dw (zeroed by caller).
+void gemm_grad_weight_bf16_nhwc(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw);
 
 }  // namespace fastconv::cpu
