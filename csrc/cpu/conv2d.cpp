@@ -24,7 +24,7 @@ constexpr bool kIsFloat = std::is_same_v<T, float>;
 template <typename T>
 Arithmetic arithmetic() {
   if constexpr (!kIsFloat<T>) return Arithmetic::kDouble;
-  return bf16_products() && active_isa() == Isa::kAvx512Bf16 ? Arithmetic::kBf16Products : Arithmetic::kFloat;
+  return bf16_products_on(active_isa()) ? Arithmetic::kBf16Products : Arithmetic::kFloat;
 }
 
 // Winograd multiplies transformed tiles, which are not bfloat16 values: its GEMMs keep float products whatever
@@ -136,18 +136,18 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
 }
 
 bool conv2d_forward_bf16_applies(const ConvParams& p) {
-  return active_isa() == Isa::kAvx512Bf16 && choose_forward(p, Arithmetic::kBf16Products) == ConvAlgo::kGemmBf16Pairs;
+  return has_bf16_products(active_isa()) && choose_forward(p, Arithmetic::kBf16Products) == ConvAlgo::kGemmBf16Pairs;
 }
 
 bool conv2d_grad_input_bf16_applies(const ConvParams& p) {
   const GradInputChoice choice = choose_grad_input(p, Arithmetic::kBf16Products);
-  return active_isa() == Isa::kAvx512Bf16 && choice.as_flipped_forward && choice.algo == ConvAlgo::kGemmBf16Pairs;
+  return has_bf16_products(active_isa()) && choice.as_flipped_forward && choice.algo == ConvAlgo::kGemmBf16Pairs;
 }
 
 // The NHWC GEMM weight gradient reads bfloat16 dy and x in place, widening them as it packs (its reduction runs
 // over pixels, so its pairs are two pixels' values, which the driver's panel conversion makes).
 bool conv2d_grad_weight_bf16_applies(const ConvParams& p) {
-  return active_isa() == Isa::kAvx512Bf16 && p.channels_last &&
+  return has_bf16_products(active_isa()) && p.channels_last &&
          choose_grad_weight(p, Arithmetic::kBf16Products) == ConvAlgo::kGemm;
 }
 

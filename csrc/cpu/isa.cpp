@@ -77,11 +77,11 @@ const char* cpu_description() {
 }
 
 namespace {
-thread_local bool bf16_products_on = false;
+thread_local bool thread_bf16_products = false;
 }  // namespace
 
-bool bf16_products() { return bf16_products_on; }
-ScopedBf16Products::ScopedBf16Products(bool on) : saved_(bf16_products_on) { bf16_products_on = on; }
-ScopedBf16Products::~ScopedBf16Products() { bf16_products_on = saved_; }
+bool bf16_products() { return thread_bf16_products; }
+ScopedBf16Products::ScopedBf16Products(bool on) : saved_(thread_bf16_products) { thread_bf16_products = on; }
+ScopedBf16Products::~ScopedBf16Products() { thread_bf16_products = saved_; }
 
 }  // namespace fastconv::cpu

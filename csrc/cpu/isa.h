@@ -38,6 +38,9 @@ Table pick_for_isa(Isa isa, Table (*scalar)(), Table (*avx2)(), Table (*avx512)(
 // micro_kernel<float>() at the kernels' entry (on the calling thread, before any parallel region).
 // (Nothing may read it inside a parallel region: chunks on worker threads would see it unset.)
 bool bf16_products();
+// Whether `isa` multiplies bfloat16 in bfloat16 (vdpbf16ps), and whether this thread does so now.
+inline bool has_bf16_products(Isa isa) { return isa == Isa::kAvx512Bf16; }
+inline bool bf16_products_on(Isa isa) { return has_bf16_products(isa) && bf16_products(); }
 class ScopedBf16Products {
  public:
   explicit ScopedBf16Products(bool on);

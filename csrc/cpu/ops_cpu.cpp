@@ -31,7 +31,7 @@ at::Tensor finish(const at::Tensor& computed, at::ScalarType dtype) {
 // bfloat16 operands multiply in bfloat16 (float accumulators) where the ISA in use has the instruction; the
 // kernels still read them widened to float, so every path works, and the GEMMs convert their packed panels.
 bool bf16_products_for(const at::Tensor& a, const at::Tensor& b) {
-  return a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16 && active_isa() == Isa::kAvx512Bf16;
+  return a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16 && has_bf16_products(active_isa());
 }
 
 // A bfloat16 tensor dense in `fmt` whose data starts on a 4-byte boundary (the pair path reads channel pairs as

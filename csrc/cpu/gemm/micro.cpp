@@ -8,7 +8,7 @@ namespace fastconv::cpu {
 template <>
 MicroKernel<float> micro_kernel<float>(Isa isa) {
   MicroKernel<float> uk = pick_for_isa(isa, &scalar::kernel_f32, &avx2::kernel_f32, &avx512::kernel_f32);
-  if (isa == Isa::kAvx512Bf16 && bf16_products()) uk.bf16 = avx512_bf16::pairs_8x32();
+  if (bf16_products_on(isa)) uk.bf16 = avx512_bf16::pairs_8x32();
   return uk;
 }
 template <>
