@@ -56,6 +56,10 @@ void forward_with(ConvAlgo algo, const ConvParams& p, const T* x, const T* w, co
       if constexpr (kIsFloat<T>)
         return with_float_products([&] { winograd_forward_image_lanes(p, x, w, bias, y, false); });
       break;
+    case ConvAlgo::kWinogradF4ImageLanes:
+      if constexpr (kIsFloat<T>)
+        return with_float_products([&] { winograd_f4_forward_image_lanes(p, x, w, bias, y, false); });
+      break;
     case ConvAlgo::kDirectFewOutputs:
       if constexpr (kIsFloat<T>) return few_outputs_forward(p, x, w, bias, y);
       break;
@@ -99,6 +103,8 @@ void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
             [&] { winograd_forward_tile_lanes(fwd, dy, w, static_cast<const T*>(nullptr), dx, true); });
       if (choice.algo == ConvAlgo::kWinogradImageLanes)
         return with_float_products([&] { winograd_forward_image_lanes(fwd, dy, w, nullptr, dx, true); });
+      if (choice.algo == ConvAlgo::kWinogradF4ImageLanes)
+        return with_float_products([&] { winograd_f4_forward_image_lanes(fwd, dy, w, nullptr, dx, true); });
     }
     const std::vector<T> flipped = flip_weights(p, fwd, w);
     return forward_with<T>(choice.algo, fwd, dy, flipped.data(), nullptr, dx);
@@ -126,6 +132,10 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     case ConvAlgo::kWinogradImageLanes:
       if constexpr (kIsFloat<T>)
         return with_float_products([&] { winograd_grad_weight_image_lanes(p, dy, x, dw); });
+      break;
+    case ConvAlgo::kWinogradF4ImageLanes:
+      if constexpr (kIsFloat<T>)
+        return with_float_products([&] { winograd_f4_grad_weight_image_lanes(p, dy, x, dw); });
       break;
     case ConvAlgo::kDirectFewTaps:
       if constexpr (kIsFloat<T>) return few_taps_grad_weight(p, dy, x, dw);

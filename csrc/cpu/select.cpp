@@ -4,6 +4,7 @@
 // forward                  condition                                          why
 //   none                   no output pixels or channels, or no input channels  nothing to sum
 //   depthwise              Cg == 1, groups > 1                                 a GEMM of reduction R*S is all edges
+//   winograd 4x4, images   as the next row, and f4_fits (maps of 4+ big tiles)  36 multiplies per 16 outputs, not 64
 //   winograd, image lanes  winograd_fits, NCHW, N >= 8, C >= 16, K > 16        see image_lanes, winograd_fits
 //   winograd, tile lanes   winograd_fits: C, K >= 32 (not NHWC bf16 products)  4 multiplies per output, not 9
 //   direct, few outputs    float, groups 1, K <= kFewOutputsMax, stride_w 1    8-row GEMM tiles mostly empty
@@ -19,6 +20,7 @@
 // grad-weight
 //   none                   no images, output pixels or weights
 //   depthwise              Cg == 1, groups > 1
+//   winograd 4x4, images   as the next row, and f4_fits
 //   winograd, image lanes  winograd_fits, NCHW, N >= 8, C and K >= 32
 //   winograd, tile lanes   winograd_fits: C, K >= 32 (not NHWC bf16 products)
 //   direct, few taps       float, groups 1, stride_w 1, S <= 5, C*R*S <= 160   see few_taps_fits
@@ -44,8 +46,24 @@ namespace {
 // are contiguous along channels, not images, so NHWC keeps the tile lanes.
 constexpr int64_t kImageLanesMinBatch = 8;
 bool image_lanes(const ConvParams& p) { return !p.channels_last && p.N >= kImageLanesMinBatch; }
+
+// F(4x4, 3x3) tiles (winograd/formulas_f4.inc) take 36 multiplies per 16 outputs where F(2x2, 3x3) takes 64:
+// where the map's tiles make that at least a quarter fewer multiplies, the GEMMs shrink and the forward and
+// grad-input run 1.4-1.6x faster, the weight gradient 1.05-1.7x (the fast CIFAR net's 31x31 to 7x7 layers,
+// ResNet-18's 32x32 to 8x8; Zen 4, batch 64-256). Maps with under 4 such tiles (ResNet's 4x4, the fast net's
+// 3x3) give a block too few GEMM columns for the 36 planes of weights it streams: 0.6-0.7x there. Rounding
+// errors are ~4x F(2x2)'s (formulas_f4.inc); FASTCONV_WINOGRAD=2 keeps F(2x2, 3x3) everywhere (as 0 turns
+// Winograd off). Only the image lanes have them: NHWC and small batches keep F(2x2, 3x3).
+bool f4_fits(const ConvParams& p) {
+  const char* env = std::getenv("FASTCONV_WINOGRAD");
+  if (env != nullptr && std::strcmp(env, "2") == 0) return false;
+  const int64_t f4_tiles = ceil_div(p.P, 4) * ceil_div(p.Q, 4), f2_tiles = ceil_div(p.P, 2) * ceil_div(p.Q, 2);
+  return f4_tiles >= 4 && 4 * (36 * f4_tiles) <= 3 * (16 * f2_tiles);
+}
+
 ConvAlgo winograd_lanes(const ConvParams& p) {
-  return image_lanes(p) ? ConvAlgo::kWinogradImageLanes : ConvAlgo::kWinogradTileLanes;
+  if (!image_lanes(p)) return ConvAlgo::kWinogradTileLanes;
+  return f4_fits(p) ? ConvAlgo::kWinogradF4ImageLanes : ConvAlgo::kWinogradImageLanes;
 }
 
 // Below ~32 channels on either side, Winograd's transforms cost more than the multiplies they save - except the
@@ -105,6 +123,7 @@ const char* algo_name(ConvAlgo algo) {
     case ConvAlgo::kDepthwise: return "depthwise";
     case ConvAlgo::kWinogradTileLanes: return "winograd_tile_lanes";
     case ConvAlgo::kWinogradImageLanes: return "winograd_image_lanes";
+    case ConvAlgo::kWinogradF4ImageLanes: return "winograd_f4_image_lanes";
     case ConvAlgo::kDirectFewOutputs: return "direct_few_outputs";
     case ConvAlgo::kDirectFewTaps: return "direct_few_taps";
     case ConvAlgo::kGemm: return "gemm";

@@ -9,6 +9,7 @@ enum class ConvAlgo {
   kDepthwise,           // depthwise/: direct loops per channel
   kWinogradTileLanes,   // winograd/tile_lanes.cpp: F(2x2, 3x3), transforms over 16 tiles of the block
   kWinogradImageLanes,  // winograd/image_lanes.cpp: the same, transforms over 16 images at one tile position
+  kWinogradF4ImageLanes,  // winograd/image_lanes.cpp: F(4x4, 3x3), transforms over 16 images
   kDirectFewOutputs,    // direct/: forward with few output channels, rows summed straight from padded input rows
   kDirectFewTaps,       // direct/: weight gradient with few taps, dy times shifted input in vector lanes
   kGemm,                // gemm/conv_gemm.cpp: implicit GEMM, im2col fused into the packing

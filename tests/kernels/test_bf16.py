@@ -24,7 +24,8 @@ PROBLEMS = [
     ("gemm_grouped", 4, 32, 48, 9, 9, 3, 1, 1, 2, False, "gemm"),
     ("winograd_tiles", 2, 32, 48, 9, 9, 3, 1, 1, 1, False, "winograd_tile_lanes"),
     ("nhwc_3x3_takes_the_gemm", 8, 64, 64, 8, 8, 3, 1, 1, 1, True, "gemm_bf16_pairs"),
-    ("winograd_images", 16, 64, 64, 8, 8, 3, 1, 1, 1, False, "winograd_image_lanes"),
+    ("winograd_images", 16, 64, 64, 4, 4, 3, 1, 1, 1, False, "winograd_image_lanes"),
+    ("winograd_f4_images", 16, 64, 64, 8, 8, 3, 1, 1, 1, False, "winograd_f4_image_lanes"),
     ("direct_few_outputs", 4, 16, 8, 12, 12, 3, 1, 1, 1, False, "direct_few_outputs"),
     ("depthwise", 4, 16, 16, 10, 10, 3, 1, 1, 16, False, "depthwise"),
 ]

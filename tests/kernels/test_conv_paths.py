@@ -167,7 +167,8 @@ def test_conv2d_phase_split_packing_matches_torch(case, dtype, isa):
         torch.testing.assert_close(result.double(), want, rtol=0, atol=tol * want.abs().max().item())
 
 
-# --- the Winograd F(2x2, 3x3) path (float32, stride-1 3x3, C and K >= 32, NCHW and NHWC) -----------------------------
+# --- the Winograd F(2x2, 3x3) path (float32, stride-1 3x3, C and K >= 32, NCHW and NHWC; FASTCONV_WINOGRAD=2 keeps
+# NCHW batches from F(4x4, 3x3)) ------------------------------------------------------------------------------------
 
 # (N, C, K, H, W, padding [top, left, bottom, right]): odd and even outputs (half-outside edge tiles), the
 # padding of 'same' and 'valid', uneven padding (as 'same' makes for even kernels; here via the raw op), one
@@ -184,6 +185,7 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
     """Forward, grad-input (stride 1: the forward conv of dy with flipped weights, Winograd too) and
     grad-weight (F(3x3, 2x2)) against torch in float64; the results differ from the GEMM path's
     (FASTCONV_WINOGRAD=0) in rounding only, and are bitwise the same for 1 and 2 threads."""
+    monkeypatch.setenv("FASTCONV_WINOGRAD", "2")
     N, C, K, H, W, pad = case
     gen = torch.Generator().manual_seed(C + K)
     x, w = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen)
@@ -226,10 +228,12 @@ IMAGE_LANE_CASES = [(20, 33, 35, 5, 6, 2), (17, 40, 36, 9, 4, 0), (8, 32, 32, 3,
 
 
 @pytest.mark.parametrize("case", IMAGE_LANE_CASES, ids=[str(i) for i in range(len(IMAGE_LANE_CASES))])
-def test_conv2d_winograd_image_lanes_match_tile_lanes(case, isa, restore_num_threads):
-    """The forward and grad-input of an NCHW batch (lanes over images) against torch, and bitwise the same
-    as each image alone (a batch of one: lanes over tiles), which computes every tile the same way; the weight
-    gradient (lanes over images too, summed in another order) against torch, the same for 1 and 2 threads."""
+def test_conv2d_winograd_image_lanes_match_tile_lanes(case, isa, monkeypatch, restore_num_threads):
+    """The F(2x2, 3x3) forward and grad-input of an NCHW batch (lanes over images) against torch, and bitwise
+    the same as each image alone (a batch of one: lanes over tiles), which computes every tile the same way; the
+    weight gradient (lanes over images too, summed in another order) against torch, the same for 1 and 2
+    threads."""
+    monkeypatch.setenv("FASTCONV_WINOGRAD", "2")
     N, C, K, H, W, pad = case
     gen = torch.Generator().manual_seed(N + C)
     x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
@@ -253,6 +257,49 @@ def test_conv2d_winograd_image_lanes_match_tile_lanes(case, isa, restore_num_thr
     for n in range(N):
         assert torch.equal(got[n:n + 1], ops.conv2d(x[n:n + 1], w, b, *args)), f"image {n}"
         assert torch.equal(got_dx[n:n + 1], ops.conv2d_grad_input(gy[n:n + 1], x[n:n + 1], w, *args)), f"dx image {n}"
+
+
+# (N, C, K, H, W, padding): NCHW batches whose maps select.cpp gives F(4x4, 3x3) tiles: odd and even maps with
+# edge tiles partly outside, a last group of 4 images and one of 1, padding 2 and 0 (the grad-input's flipped
+# problem then pads 0 or 2), a wide map (blocks of part of a tile row), the 16-channel minimum (its other passes
+# are thin: the direct kernels'), and a K x C large enough for the weight gradient's planes in parallel.
+F4_CASES = [(16, 32, 40, 7, 9, 1), (20, 33, 35, 12, 10, 2), (17, 40, 36, 9, 8, 0), (8, 32, 32, 8, 70, 1),
+            (16, 16, 24, 12, 12, 1), (16, 256, 256, 8, 8, 1)]
+
+
+@pytest.mark.parametrize("case", F4_CASES, ids=[str(i) for i in range(len(F4_CASES))])
+def test_conv2d_winograd_f4_matches_torch(case, isa, restore_num_threads):
+    """The F(4x4, 3x3) forward, grad-input and grad-weight against torch in float64, within 1e-5 of the result's
+    scale (its transforms round ~4x more than F(2x2, 3x3)'s, which holds 2e-6); bitwise the same for 1 and 2
+    threads, and the forward and grad-input whichever images share the lanes (the first 8 images alone give the
+    same bits as in the whole batch)."""
+    N, C, K, H, W, pad = case
+    gen = torch.Generator().manual_seed(N + C + K)
+    x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
+    thin = C <= 16  # its grad-input has 16 outputs and its weight gradient 144 taps: the direct kernels'
+    assert fastconv._ops.cpu_conv2d_algorithms(x, w, 1, pad) == {
+        "forward": "winograd_f4_image_lanes",
+        "grad_input": "flipped_forward:" + ("direct_few_outputs" if thin else "winograd_f4_image_lanes"),
+        "grad_weight": "direct_few_taps" if thin else "winograd_f4_image_lanes"}
+    args = ([1, 1], [pad] * 4, [1, 1], 1)
+    ops = torch.ops.fastconv
+    gy = torch.randn(N, K, H + 2 * pad - 2, W + 2 * pad - 2, generator=gen)
+
+    def run(images):
+        return (ops.conv2d(x[images], w, b, *args), ops.conv2d_grad_input(gy[images], x[images], w, *args),
+                ops.conv2d_grad_weight(gy[images], x[images], w, *args))
+
+    results = run(slice(None))
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    expected = F.conv2d(xd, wd, b.double(), padding=pad)
+    expected_dx, expected_dw = torch.autograd.grad(expected, (xd, wd), gy.double())
+    for got, want in zip(results, (expected, expected_dx, expected_dw)):
+        torch.testing.assert_close(got.double(), want.detach(), rtol=0, atol=1e-5 * want.abs().max().item())
+    torch.set_num_threads(1)
+    assert all(torch.equal(u, v) for u, v in zip(run(slice(None)), results))
+    torch.set_num_threads(restore_num_threads)
+    first8 = run(slice(0, 8))
+    assert torch.equal(first8[0], results[0][:8]) and torch.equal(first8[1], results[1][:8])
 
 
 # --- the direct paths for thin convs (few output channels forward, few taps grad-weight; NCHW float32) ------

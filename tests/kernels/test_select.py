@@ -8,6 +8,7 @@ from fastconv._ops import cpu_conv2d_algorithms
 
 CL = torch.channels_last
 W1 = "winograd_image_lanes"
+W4 = "winograd_f4_image_lanes"
 WT = "winograd_tile_lanes"
 
 # (name, N, C, K, H, W, R, S, stride, padding, dilation, groups, memory format, dtype,
@@ -16,7 +17,7 @@ PROBLEMS = [
     # ResNet-18 on CIFAR, batch 64
     ("resnet_stem", 64, 3, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32,
      "gemm", "flipped_forward:direct_few_outputs", "direct_few_taps"),
-    ("resnet_64", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", W1),
+    ("resnet_64", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),
     ("resnet_64_cl", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, CL, torch.float32, WT, f"flipped_forward:{WT}", WT),
     ("resnet_64_batch4", 4, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, WT, f"flipped_forward:{WT}", WT),
     ("resnet_512_4x4", 64, 512, 512, 4, 4, 3, 3, 1, 1, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", W1),
@@ -30,12 +31,17 @@ PROBLEMS = [
     # the fast recipe's 2x2 whitening-sized stem and a wide 3x3 block
     ("fast_stem_2x2", 256, 3, 24, 32, 32, 2, 2, 1, 0, 1, 1, CL, torch.float32,
      "gemm", "flipped_forward:direct_few_outputs", "direct_few_taps"),
-    ("fast_64_256", 256, 64, 256, 15, 15, 3, 3, 1, 1, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", W1),
+    ("fast_64_256", 256, 64, 256, 15, 15, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),
+    # F(4x4, 3x3) tiles only where they save a quarter of the multiplies and a map has 4 of them
+    ("fast_256_3x3", 256, 256, 256, 3, 3, 3, 3, 1, 1, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", W1),
+    ("f4_saves_too_little_5x5", 64, 64, 64, 5, 5, 3, 3, 1, 1, 1, 1, None, torch.float32,
+     W1, f"flipped_forward:{W1}", W1),
+    ("f4_7x7", 64, 64, 64, 7, 7, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),
     # image lanes from 16 channels forward (and grad-input), 32 for the weight gradient
-    ("fast_24_64", 256, 24, 64, 31, 31, 3, 3, 1, 1, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", "gemm"),
+    ("fast_24_64", 256, 24, 64, 31, 31, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", "gemm"),
     ("fast_24_64_cl", 256, 24, 64, 31, 31, 3, 3, 1, 1, 1, 1, CL, torch.float32, "gemm", "flipped_forward:gemm", "gemm"),
     ("16_to_64", 64, 16, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32,
-     W1, "flipped_forward:direct_few_outputs", "direct_few_taps"),
+     W4, "flipped_forward:direct_few_outputs", "direct_few_taps"),
     # other families
     ("depthwise", 8, 32, 32, 16, 16, 3, 3, 1, 1, 1, 32, None, torch.float32, "depthwise", "depthwise", "depthwise"),
     ("grouped_to_depthwise_grad", 2, 8, 4, 9, 9, 3, 3, 1, 1, 1, 4, None, torch.float32,
@@ -47,7 +53,7 @@ PROBLEMS = [
     ("float64_few_outputs", 4, 3, 6, 12, 12, 5, 5, 1, 0, 1, 1, None, torch.float64,
      "gemm", "flipped_forward:gemm", "gemm"),
     ("bfloat16_computes_in_float", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.bfloat16,
-     W1, f"flipped_forward:{W1}", W1),
+     W4, f"flipped_forward:{W4}", W4),
     ("empty_batch", 0, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, "none", "none", "none"),
 ]
 if "avx512_bf16" in fastconv.cpu_info()[1]:  # bfloat16 products: in NHWC the GEMM beats float Winograd
@@ -79,6 +85,13 @@ def test_winograd_off_falls_back_to_gemm(monkeypatch):
     x, w = _tensors(64, 64, 64, 32, 32, 3, 3, 1, None, torch.float32)
     got = cpu_conv2d_algorithms(x, w, 1, 1)
     assert got == {"forward": "gemm", "grad_input": "flipped_forward:gemm", "grad_weight": "gemm"}
+
+
+def test_winograd_2_keeps_f2_tiles(monkeypatch):
+    monkeypatch.setenv("FASTCONV_WINOGRAD", "2")
+    x, w = _tensors(64, 64, 64, 32, 32, 3, 3, 1, None, torch.float32)
+    got = cpu_conv2d_algorithms(x, w, 1, 1)
+    assert got == {"forward": W1, "grad_input": f"flipped_forward:{W1}", "grad_weight": W1}
 
 
 def test_arguments_take_torch_forms():

@@ -1,6 +1,7 @@
-// The pieces of Winograd F(2x2, 3x3) that its tile-lane paths (tile_lanes.cpp) and its NCHW image-lane paths
-// (image_lanes.cpp) share: the transforms, the weights transformed into the micro-kernel's packed layout, the 16
-// GEMMs of one block of tiles, and the image-lane blocking. See tile_lanes.cpp for the method.
+// The pieces of Winograd F(2x2, 3x3) and F(4x4, 3x3) that the tile-lane paths (tile_lanes.cpp) and the NCHW
+// image-lane paths (image_lanes.cpp) share: the transforms, the weights transformed into the micro-kernel's
+// packed layout, the GEMMs of one block of tiles (one per transform-domain position), and the image-lane
+// blocking. See tile_lanes.cpp for the method.
 #pragma once
 
 #include <algorithm>
@@ -13,13 +14,31 @@
 #include "cpu/gemm/driver.h"
 #include "cpu/memory.h"
 #include "cpu/parallel.h"
-#include "cpu/winograd/formulas.inc"
 
 constexpr int64_t kMaxPanel = 32;  // the widest micro-kernel panel (mr or nr) of any ISA
 #include "cpu/winograd/lane_kernels.h"
 
 namespace fastconv::cpu::winograd {
 
+#include "cpu/winograd/formulas.inc"
+#include "cpu/winograd/formulas_f4.inc"
+
+// The two tile sizes as the code below sees them: output tile edge, input tile edge, transform-domain positions
+// (GEMMs per block), and the weight and weight-gradient transforms.
+struct F2x2 {
+  static constexpr int kOut = 2, kTile = winograd::kTile, kXi = winograd::kXi;
+  template <int L, typename T>
+  static void weights(const T (&g)[9][L], T (&u)[kXi][L]) { transform_weights(g, u); }
+  template <typename T>
+  static void weight_grad(const T (&m)[kXi], T* g, int64_t tap_stride) { transform_weight_grad(m, g, tap_stride); }
+};
+struct F4x4 {
+  static constexpr int kOut = f4::kOut, kTile = f4::kTile, kXi = f4::kXi;
+  template <int L, typename T>
+  static void weights(const T (&g)[9][L], T (&u)[kXi][L]) { f4::transform_weights(g, u); }
+  template <typename T>
+  static void weight_grad(const T (&m)[kXi], T* g, int64_t tap_stride) { f4::transform_weight_grad(m, g, tap_stride); }
+};
 
 // Weight (k, c)'s first tap and the distance between taps, in p's layout (K x C x 3 x 3 or K x 3 x 3 x C).
 inline int64_t weight_at(const ConvParams& p, int64_t k, int64_t c) {
@@ -83,7 +102,7 @@ void gather_kernels(const ConvParams& p, const T* w, bool flipped, int64_t k0, i
 
 // Panel `panel` of U (kernels k = panel * MR .. + MR, every c) into its place in the packed planes: the MR
 // kernels of one c are transformed together (lanes) and each plane gets MR contiguous values.
-template <int MR, typename T>
+template <int MR, class F, typename T>
 void transform_weight_panel(const ConvParams& p, const T* w, bool flipped, int64_t panel, int64_t kc,
                             TransposeFn<T> transpose, T* packed_u, int64_t u_stride) {
   constexpr int64_t kChunk = 32;  // channels gathered at a time (9 KiB of taps with MR = 8)
@@ -93,15 +112,15 @@ void transform_weight_panel(const ConvParams& p, const T* w, bool flipped, int64
     const int64_t cn = std::min(kChunk, p.C - c0);
     gather_kernels<MR>(p, w, flipped, k0, lanes, c0, cn, transpose, taps);
     for (int64_t c = c0; c < c0 + cn; ++c) {
-      T u[kXi][MR];
-      transform_weights(*reinterpret_cast<const T(*)[9][MR]>(taps + (c - c0) * 9 * MR), u);
+      T u[F::kXi][MR];
+      F::weights(*reinterpret_cast<const T(*)[9][MR]>(taps + (c - c0) * 9 * MR), u);
       T* dst = packed_u + packed_offset(c, k0, p.K, MR, kc, p.C);
-      for (int xi = 0; xi < kXi; ++xi) std::copy(u[xi], u[xi] + MR, dst + xi * u_stride);
+      for (int xi = 0; xi < F::kXi; ++xi) std::copy(u[xi], u[xi] + MR, dst + xi * u_stride);
     }
   }
 }
 
-// U[xi] = G g G^T of every kernel, written straight into the micro-kernel's packed A layout (rows k in panels
+// U[xi] = G g G^T of every kernel (F: F2x2 or F4x4), written straight into the micro-kernel's packed A layout (rows k in panels
 // of mr, reduction c in blocks of kc), plane xi at data + xi * stride. The planes are skewed by 32 elements (a
 // power-of-two distance would put a tile's 16 values in one L1 set); rows past K are zeros, the skew gaps are
 // never read.
@@ -111,40 +130,40 @@ struct TransformedWeights {
   int64_t stride;
 };
 
-template <typename T>
+template <class F = F2x2, typename T>
 TransformedWeights<T> transformed_weights(const ConvParams& p, const MicroKernel<T>& uk, const T* w, bool flipped) {
   const int64_t stride = round_up(p.K, uk.mr) * p.C + 32;
-  TransformedWeights<T> u{fresh_array<T>(kXi * stride), stride};
+  TransformedWeights<T> u{fresh_array<T>(F::kXi * stride), stride};
   parallel_for(0, ceil_div(p.K, uk.mr), 1, [&](int64_t panel0, int64_t panel1) {
     for (int64_t panel = panel0; panel < panel1; ++panel)
       switch (uk.mr) {  // the panel width as a constant: vector transforms and stores
-        case 4: transform_weight_panel<4>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride); break;
-        case 6: transform_weight_panel<6>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride); break;
-        case 8: transform_weight_panel<8>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride); break;
+        case 4: transform_weight_panel<4, F>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride); break;
+        case 6: transform_weight_panel<6, F>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride); break;
+        case 8: transform_weight_panel<8, F>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride); break;
         default: throw std::logic_error("fastconv: no Winograd weight transform for mr = " + std::to_string(uk.mr));
       }
   });
   return u;
 }
 
-// Zeros in columns [count, width) of the 16 planes of a packed B operand (the last panel's padding; C rows of
+// Zeros in columns [count, width) of the F::kXi planes of a packed B operand (the last panel's padding; C rows of
 // reduction), so the GEMMs read no stale values there.
-template <typename T>
+template <class F = F2x2, typename T>
 void zero_padding_columns(const MicroKernel<T>& uk, T* v, int64_t v_stride, int64_t count, int64_t width, int64_t C) {
   for (int64_t j = count; j < width; ++j)
     for (int64_t c = 0; c < C; ++c) {
       const int64_t at = packed_offset(c, j, width, uk.nr, uk.kc, C);
-      for (int xi = 0; xi < kXi; ++xi) v[xi * v_stride + at] = T(0);
+      for (int xi = 0; xi < F::kXi; ++xi) v[xi * v_stride + at] = T(0);
     }
 }
 
-// The 16 GEMMs of a block of `count` tiles: M[xi] (K x width) = U[xi] V[xi], V[xi] at v + xi * v_stride in
+// The F::kXi GEMMs of a block of `count` tiles: M[xi] (K x width) = U[xi] V[xi], V[xi] at v + xi * v_stride in
 // packed B layout (`width` columns, a multiple of nr), M[xi] at m + xi * m_stride, row-major.
-template <typename T>
+template <class F = F2x2, typename T>
 void block_gemms(const ConvParams& p, const MicroKernel<T>& uk, const TransformedWeights<T>& u, const T* v,
                  int64_t v_stride, int64_t count, int64_t width, T* m, int64_t m_stride, PackBuffers<T>& buf) {
   const int64_t K = p.K, k_rows = round_up(K, uk.mr);
-  for (int xi = 0; xi < kXi; ++xi) {
+  for (int xi = 0; xi < F::kXi; ++xi) {
     const T* ux = u.data.get() + xi * u.stride;
     const T* vx = v + xi * v_stride;
     gemm_block(
@@ -158,18 +177,19 @@ void block_gemms(const ConvParams& p, const MicroKernel<T>& uk, const Transforme
 // The image-lane paths' blocks (image_lanes.cpp, forward and weight gradient): a group of
 // kLanes images times a rectangle of about `positions` tile positions - whole tile rows, or a part of one on
 // wide maps - whose tiles give positions x images GEMM columns (or reduction rows), ordered (position, image).
+// Tiles have out x out outputs (2 or 4) and read (out + 2) x (out + 2) inputs.
 struct LaneBlocking {
-  int64_t TH, TW, band_rows, col_chunks, band_cols, blocks_per_group, groups;
-  LaneBlocking(const ConvParams& p, int64_t positions)
-      : TH(ceil_div(p.P, 2)), TW(ceil_div(p.Q, 2)), band_rows(TW >= positions ? 1 : positions / TW),
+  int64_t out, TH, TW, band_rows, col_chunks, band_cols, blocks_per_group, groups;
+  LaneBlocking(const ConvParams& p, int64_t positions, int64_t out_edge = 2)
+      : out(out_edge), TH(ceil_div(p.P, out)), TW(ceil_div(p.Q, out)), band_rows(TW >= positions ? 1 : positions / TW),
         col_chunks(TW >= positions ? ceil_div(TW, positions) : 1), band_cols(ceil_div(TW, col_chunks)),
         blocks_per_group(ceil_div(TH, band_rows) * col_chunks), groups(ceil_div(p.N, int64_t{kLanes})) {}
   int64_t blocks() const { return groups * blocks_per_group; }
   int64_t max_positions() const { return band_rows * band_cols; }
-  // A block reads input rows 2 th0 - pad_h .. 2 th1 + 1 - pad_h (and the same of columns); as W <= 2 TW + 2
-  // (pads >= 0), a band that spans every tile column spans every input column too.
-  int64_t max_inputs() const { return (2 * band_rows + 2) * (2 * band_cols + 2); }
-  int64_t max_outputs() const { return 4 * band_rows * band_cols; }
+  // A block reads input rows out th0 - pad_h .. out th1 + 1 - pad_h (and the same of columns); as
+  // W <= out TW + 2 (pads >= 0), a band that spans every tile column spans every input column too.
+  int64_t max_inputs() const { return (out * band_rows + 2) * (out * band_cols + 2); }
+  int64_t max_outputs() const { return out * out * band_rows * band_cols; }
 
   // Block b, with the input rows and columns its tiles read inside the image.
   LaneBlock block(const ConvParams& p, int64_t b) const {
@@ -177,8 +197,8 @@ struct LaneBlocking {
     LaneBlock blk{group * kLanes, band * band_rows, std::min(TH, (band + 1) * band_rows), chunk * band_cols,
                   std::min(TW, (chunk + 1) * band_cols), std::min<int64_t>(kLanes, p.N - group * kLanes),
                   p.pad_h, p.pad_w, 0, 0, 0, 0, p.P, p.Q};
-    blk.h_lo = std::max<int64_t>(0, 2 * blk.th0 - p.pad_h), blk.h_hi = std::min(p.H, 2 * blk.th1 + 2 - p.pad_h);
-    blk.w_lo = std::max<int64_t>(0, 2 * blk.tw0 - p.pad_w), blk.w_hi = std::min(p.W, 2 * blk.tw1 + 2 - p.pad_w);
+    blk.h_lo = std::max<int64_t>(0, out * blk.th0 - p.pad_h), blk.h_hi = std::min(p.H, out * blk.th1 + 2 - p.pad_h);
+    blk.w_lo = std::max<int64_t>(0, out * blk.tw0 - p.pad_w), blk.w_hi = std::min(p.W, out * blk.tw1 + 2 - p.pad_w);
     return blk;
   }
 };

@@ -1,6 +1,7 @@
 // The Winograd weight gradient's driver, shared by both lane strategies (tile_lanes.cpp, image_lanes.cpp).
 //
-// dW = G^T [ sum over tiles (A e A^T) (.) (B^T d B) ] G with e the 2x2 dy tile, d the 4x4 input tile: per xi
+// dW = G^T [ sum over tiles (A e A^T) (.) (B^T d B) ] G with e the m x m dy tile, d the (m + 2) x (m + 2) input
+// tile (F: F2x2, m = 2, or F4x4, m = 4; common.h): per xi
 // a GEMM  Mw[xi] (K x C) = E[xi] (K x tiles) * V[xi]^T (tiles x C), reduced over tiles. The tiles go in blocks of
 // one reduction block (kc); a strategy says how many blocks there are and transforms a block's dy tiles into E
 // (the A operand: rows k in panels of mr) and its input tiles into V (the B operand: columns c in panels of nr),
@@ -24,7 +25,7 @@
 
 namespace fastconv::cpu::winograd {
 
-// One operand of a block's 16 GEMMs, in the micro-kernel's packed layout: `extent` channels in panels of `width`
+// One operand of a block's F::kXi GEMMs, in the micro-kernel's packed layout: `extent` channels in panels of `width`
 // (mr or nr), `reduction` rows (the block's tiles), plane xi at data + xi * plane.
 template <typename T>
 struct PackedPlanes {
@@ -32,16 +33,18 @@ struct PackedPlanes {
   int64_t plane, width, extent, kc, reduction;
   TransposeFn<T> transpose;
   // The transformed tiles of `count` channels from `first` on, over reduction rows j .. j + lanes:
-  // tiles[i][xi][l] is channel first + i, row j + l. Stored by transposition (16 planes of lanes x channels),
+  // tiles[i][xi][l] is channel first + i, row j + l. Stored by transposition (Xi planes of lanes x channels),
   // not one value per store `width` apart; channels past `count` in the panel become zeros.
-  void store(const T (&tiles)[kMaxPanel][kXi][kLanes], int64_t j, int64_t lanes, int64_t first, int64_t count) const {
+  template <int Xi>
+  void store(const T (&tiles)[kMaxPanel][Xi][kLanes], int64_t j, int64_t lanes, int64_t first, int64_t count) const {
     T* dst = data + packed_offset(j, first, extent, width, kc, reduction);
-    for (int xi = 0; xi < kXi; ++xi) transpose(&tiles[0][xi][0], kXi * kLanes, count, lanes, dst + xi * plane, width);
+    for (int xi = 0; xi < Xi; ++xi) transpose(&tiles[0][xi][0], Xi * kLanes, count, lanes, dst + xi * plane, width);
   }
 };
 
-template <typename T, class Lanes>
+template <class F = F2x2, typename T, class Lanes>
 void grad_weight_blocks(const ConvParams& p, const MicroKernel<T>& uk, const Lanes& lanes, T* dw) {
+  constexpr int64_t kXi = F::kXi;
   if (std::max(uk.mr, uk.nr) > kMaxPanel) throw std::logic_error("fastconv: Winograd panel wider than kMaxPanel");
   const int64_t C = p.C, K = p.K, block = uk.kc;
   const int64_t blocks = lanes.blocks();
@@ -70,7 +73,7 @@ void grad_weight_blocks(const ConvParams& p, const MicroKernel<T>& uk, const Lan
     scratch.e.reserve(kXi * e_stride), scratch.v.reserve(kXi * v_stride);
     return scratch;
   };
-  // Block b's 16 GEMMs into acc (onto it when accumulate). In parallel: its transforms over channel panels and
+  // Block b's kXi GEMMs into acc (onto it when accumulate). In parallel: its transforms over channel panels and
   // its GEMMs over xi on all threads; else all on the calling thread.
   auto run_block = [&](int64_t b, T* acc, bool accumulate, Scratch& scratch, bool parallel) {
     const int64_t tlen = lanes.begin_block(b, scratch.state);
@@ -138,7 +141,7 @@ void grad_weight_blocks(const ConvParams& p, const MicroKernel<T>& uk, const Lan
       for (int64_t c = 0; c < C; ++c) {
         T m[kXi];
         for (int xi = 0; xi < kXi; ++xi) m[xi] = partial[xi * m_stride + k * C + c];
-        transform_weight_grad(m, dw + weight_at(p, k, c), tap_stride(p));
+        F::weight_grad(m, dw + weight_at(p, k, c), tap_stride(p));
       }
   });
 }

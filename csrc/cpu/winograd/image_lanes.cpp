@@ -1,5 +1,5 @@
-// Winograd F(2x2, 3x3) for NCHW batches with the transforms' lanes over images, not tiles: the forward and the
-// weight gradient's block transforms (select.cpp sends NCHW batches of 8+ images here).
+// Winograd for NCHW batches with the transforms' lanes over images, not tiles: the forward and the weight
+// gradient's block transforms, in F(2x2, 3x3) and F(4x4, 3x3) (select.cpp sends NCHW batches of 8+ images here).
 //
 // The tile-lane path (tile_lanes.cpp) gives each lane a tile of one image, and assembles its 4x4 input from that
 // tile's place in the rows: on ResNet's maps a tile row holds 2-16 tiles, and that assembly, value by value,
@@ -9,7 +9,8 @@
 // the images, so a tile's 16 inputs are 16 whole vectors (or zeros in the padding). The outputs go back the
 // same way. A block is a group of images times a rectangle of tile positions; its GEMM columns are (position,
 // image). Each column is the tile the tile-lane path would compute, through the same operations in the same
-// order, so the forward's results are bitwise the same as that path's.
+// order, so the F(2x2, 3x3) forward's results are bitwise the same as that path's. F(4x4, 3x3) tiles are 6x6
+// inputs for 4x4 outputs (formulas_f4.inc), blocked and stored the same way.
 
 #include <algorithm>
 #include <cstring>
@@ -40,23 +41,28 @@ LaneKernels winograd::lane_kernels(Isa isa) {
   return pick_for_isa(isa, &scalar::lane_kernels, &avx2::lane_kernels, &avx512::lane_kernels);
 }
 
-void winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
-                                  bool flipped) {
-  const Isa isa = active_isa();
-  const MicroKernel<float> uk = micro_kernel<float>(isa);
-  const LaneKernels kernels = lane_kernels(isa);
-  const int64_t C = p.C, K = p.K;
-  const TransformedWeights<float> u = transformed_weights(p, uk, w, flipped);
+namespace {
 
-  // Blocks of about as many columns as the tile-lane path's (one block's V and M within L2).
-  const int64_t target = std::max<int64_t>(uk.nr, std::min<int64_t>(256, round_up(16384 / std::max(C, K), uk.nr)));
-  const LaneBlocking blocking(p, std::max<int64_t>(1, target / kLanes));
+// F: F2x2 or F4x4 (common.h); input and output: the lane kernels of that tile size.
+template <class F>
+void forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+                         bool flipped, decltype(LaneKernels::input) input, decltype(LaneKernels::output) output) {
+  constexpr int64_t e = F::kOut;
+  const MicroKernel<float> uk = micro_kernel<float>(active_isa());
+  const int64_t C = p.C, K = p.K;
+  const TransformedWeights<float> u = transformed_weights<F>(p, uk, w, flipped);
+
+  // Blocks of about as many columns as the tile-lane path's (one block's V and M within L2), fewer for the
+  // larger tiles, whose columns each carry 36 planes, not 16.
+  const int64_t columns = 16384 * 16 / F::kXi / std::max(C, K);
+  const int64_t target = std::max<int64_t>(uk.nr, std::min<int64_t>(256, round_up(columns, uk.nr)));
+  const LaneBlocking blocking(p, std::max<int64_t>(1, target / kLanes), e);
   const int64_t width_max = round_up(blocking.max_positions() * kLanes, uk.nr);
   const int64_t v_stride = C * width_max + 32, m_stride = K * width_max + 32;  // skewed planes, as in tile_lanes.cpp
 
   parallel_for(0, blocking.blocks(), 1, [&](int64_t b0, int64_t b1) {
     Scratch s;
-    s.v.reserve(kXi * v_stride), s.m.reserve(kXi * m_stride), s.in.reserve(blocking.max_inputs() * kLanes);
+    s.v.reserve(F::kXi * v_stride), s.m.reserve(F::kXi * m_stride), s.in.reserve(blocking.max_inputs() * kLanes);
     s.out.reserve(blocking.max_outputs() * kLanes), s.out_t.reserve(blocking.max_outputs() * kLanes);
     for (int64_t b = b0; b < b1; ++b) {
       const LaneBlock blk = blocking.block(p, b);
@@ -69,21 +75,21 @@ void winograd_forward_image_lanes(const ConvParams& p, const float* x, const flo
         transpose_region(uk, x + (n0 * C + c) * p.HW(), C * p.HW(), p.W, blk.lanes, blk.h_lo, blk.h_hi, blk.w_lo,
                          blk.w_hi, in, c + 1 < C ? p.HW() : 0);
         const int64_t r0 = c / uk.kc * uk.kc, rlen = std::min(uk.kc, C - r0);  // c's k block (packed_offset)
-        kernels.input(blk, in, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
+        input(blk, in, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
       }
-      zero_padding_columns(uk, v, v_stride, cols, width, C);
+      zero_padding_columns<F>(uk, v, v_stride, cols, width, C);
 
-      block_gemms(p, uk, u, v, v_stride, cols, width, s.m.data(), m_stride, s.buf);
+      block_gemms<F>(p, uk, u, v, v_stride, cols, width, s.m.data(), m_stride, s.buf);
 
       // Output transform, plus bias, into out (position-major over the block's outputs), transposed back to
       // each image's rows.
-      const int64_t oh0 = 2 * blk.th0, ow0 = 2 * blk.tw0;
-      const int64_t out_rows = std::min(p.P, 2 * blk.th1) - oh0, out_cols = std::min(p.Q, 2 * blk.tw1) - ow0;
+      const int64_t oh0 = e * blk.th0, ow0 = e * blk.tw0;
+      const int64_t out_rows = std::min(p.P, e * blk.th1) - oh0, out_cols = std::min(p.Q, e * blk.tw1) - ow0;
       const int64_t out_positions = out_rows * out_cols;
       float* const out = s.out.data();
       float* const out_t = s.out_t.data();
       for (int64_t k = 0; k < K; ++k) {
-        kernels.output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out);
+        output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out);
         // out_t[l * out_positions + position] = out[position][l], then each image's rows into y.
         uk.transpose_panel(out, kLanes, out_positions, blk.lanes, out_t, out_positions);
         for (int64_t l = 0; l < blk.lanes; ++l) {
@@ -101,19 +107,37 @@ void winograd_forward_image_lanes(const ConvParams& p, const float* x, const flo
   });
 }
 
+}  // namespace
+
+void winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+                                  bool flipped) {
+  const LaneKernels kernels = lane_kernels(active_isa());
+  forward_image_lanes<F2x2>(p, x, w, bias, y, flipped, kernels.input, kernels.output);
+}
+
+void winograd_f4_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias,
+                                     float* y, bool flipped) {
+  const LaneKernels kernels = lane_kernels(active_isa());
+  forward_image_lanes<F4x4>(p, x, w, bias, y, flipped, kernels.input_f4, kernels.output_f4);
+}
+
 namespace {
 
 // The weight gradient's image-lane strategy (grad_weight.h): block b is LaneBlocking's block b, its reduction rows
 // (position, image). It sums the tiles in another order than the tile-lane strategy, so the two differ in
-// rounding.
+// rounding. F: F2x2 or F4x4.
+template <class F>
 class ImageLaneBlocks {
  public:
   struct State {
     LaneBlock blk;
   };
   ImageLaneBlocks(const ConvParams& p, const MicroKernel<float>& uk, const float* dy, const float* x, int64_t block)
-      : p_(p), uk_(uk), dy_(dy), x_(x), blocking_(p, std::max<int64_t>(1, block / kLanes)),
-        kernels_(lane_kernels(uk.isa)) {}
+      : p_(p), uk_(uk), dy_(dy), x_(x), blocking_(p, std::max<int64_t>(1, block / kLanes), F::kOut) {
+    const LaneKernels kernels = lane_kernels(uk.isa);
+    input_tile_ = F::kOut == 4 ? kernels.input_tile_f4 : kernels.input_tile;
+    grad_output_tile_ = F::kOut == 4 ? kernels.grad_output_tile_f4 : kernels.grad_output_tile;
+  }
   int64_t blocks() const { return blocking_.blocks(); }
   int64_t begin_block(int64_t b, State& s) const {
     s.blk = blocking_.block(p_, b);
@@ -136,7 +160,8 @@ class ImageLaneBlocks {
     const int64_t region_size = std::max(blocking_.max_inputs(), blocking_.max_outputs()) * kLanes;
     thread_local AlignedBuffer<float> regions;
     regions.reserve(kMaxPanel * region_size);
-    alignas(64) float lane_tiles[kMaxPanel][kXi][kLanes];
+    constexpr int64_t m = F::kOut;
+    alignas(64) float lane_tiles[kMaxPanel][F::kXi][kLanes];
     for (int64_t panel = panel0; panel < panel1; ++panel) {
       const int64_t first = panel * out.width, count = std::min(out.width, out.extent - first);
       for (int64_t i = 0; i < count; ++i) {
@@ -145,18 +170,15 @@ class ImageLaneBlocks {
           transpose_region(uk_, x_ + (blk.n0 * p.C + first + i) * p.HW(), p.C * p.HW(), p.W, blk.lanes, blk.h_lo,
                            blk.h_hi, blk.w_lo, blk.w_hi, region, first + i + 1 < out.extent ? p.HW() : 0);
         else
-          transpose_region(uk_, dy_ + (blk.n0 * p.K + first + i) * p.PQ(), p.K * p.PQ(), p.Q, blk.lanes, 2 * blk.th0,
-                           std::min(p.P, 2 * blk.th1), 2 * blk.tw0, std::min(p.Q, 2 * blk.tw1), region,
+          transpose_region(uk_, dy_ + (blk.n0 * p.K + first + i) * p.PQ(), p.K * p.PQ(), p.Q, blk.lanes, m * blk.th0,
+                           std::min(p.P, m * blk.th1), m * blk.tw0, std::min(p.Q, m * blk.tw1), region,
                            first + i + 1 < out.extent ? p.PQ() : 0);
       }
       for (int64_t th = blk.th0, pos = 0; th < blk.th1; ++th)
         for (int64_t tw = blk.tw0; tw < blk.tw1; ++tw, ++pos) {
           for (int64_t i = 0; i < count; ++i) {
             const float* region = regions.data() + i * region_size;
-            if (of_input)
-              kernels_.input_tile(blk, region, th, tw, &lane_tiles[i][0][0]);
-            else
-              kernels_.grad_output_tile(blk, region, th, tw, &lane_tiles[i][0][0]);
+            (of_input ? input_tile_ : grad_output_tile_)(blk, region, th, tw, &lane_tiles[i][0][0]);
           }
           out.store(lane_tiles, pos * blk.lanes, blk.lanes, first, count);
         }
@@ -168,14 +190,20 @@ class ImageLaneBlocks {
   const float* dy_;
   const float* x_;
   LaneBlocking blocking_;
-  LaneKernels kernels_;
+  decltype(LaneKernels::input_tile) input_tile_;
+  decltype(LaneKernels::grad_output_tile) grad_output_tile_;
 };
 
 }  // namespace
 
 void winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
   const MicroKernel<float> uk = micro_kernel<float>(active_isa());
-  grad_weight_blocks(p, uk, ImageLaneBlocks(p, uk, dy, x, uk.kc), dw);
+  grad_weight_blocks<F2x2>(p, uk, ImageLaneBlocks<F2x2>(p, uk, dy, x, uk.kc), dw);
+}
+
+void winograd_f4_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
+  const MicroKernel<float> uk = micro_kernel<float>(active_isa());
+  grad_weight_blocks<F4x4>(p, uk, ImageLaneBlocks<F4x4>(p, uk, dy, x, uk.kc), dw);
 }
 
 }  // namespace fastconv::cpu

@@ -1,5 +1,5 @@
-// The inner loops of the image-lane Winograd paths (image_lanes.cpp, forward and weight gradient):
-// the transforms of one channel over a block. Compiled once per ISA
+// The inner loops of the image-lane Winograd paths (image_lanes.cpp, forward and weight gradient, in F(2x2, 3x3)
+// and F(4x4, 3x3)): the transforms of one channel over a block. Compiled once per ISA
 // (lane_kernels_<isa>.cpp includes lane_kernels.inc) and chosen at run time, as the GEMM micro-kernels are;
 // with the lanes as wide as the vectors, AVX-512 ran the 256-channel layer's forward 1.16x faster than
 // baseline SSE2 code.
@@ -36,11 +36,17 @@ struct LaneKernels {
   // column 0, planes m_stride apart) into out[((oh - 2 th0) * out_cols + ow - 2 tw0) * kLanes + l], out_cols =
   // min(Q, 2 tw1) - 2 tw0.
   void (*output)(const LaneBlock& b, const float* m, int64_t m_stride, float bias, float* out);
+  // The same two for F(4x4, 3x3) tiles (4 th0 and 4 tw0 for 2 th0 and 2 tw0).
+  void (*input_f4)(const LaneBlock& b, const float* in, const PackedRow& row);
+  void (*output_f4)(const LaneBlock& b, const float* m, int64_t m_stride, float bias, float* out);
   // The weight gradient's transforms of tile (th, tw) into out[xi][kLanes]: of the block's input (as `input`), and
   // of its 2x2 tile of dy, from dyt[((oh - 2 th0) * out_cols + ow - 2 tw0) * kLanes + l] = dy[n0 + l, k, oh, ow]
   // (zeros past the output's edge).
   void (*input_tile)(const LaneBlock& b, const float* in, int64_t th, int64_t tw, float* out);
   void (*grad_output_tile)(const LaneBlock& b, const float* dyt, int64_t th, int64_t tw, float* out);
+  // The same two for F(4x4, 3x3) tiles: out[36][kLanes], from 6x6 input and 4x4 dy tiles.
+  void (*input_tile_f4)(const LaneBlock& b, const float* in, int64_t th, int64_t tw, float* out);
+  void (*grad_output_tile_f4)(const LaneBlock& b, const float* dyt, int64_t th, int64_t tw, float* out);
 };
 
 LaneKernels lane_kernels(Isa isa);

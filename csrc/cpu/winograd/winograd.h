@@ -1,4 +1,4 @@
-// Winograd F(2x2, 3x3) for stride-1, 3x3, ungrouped float convs, NCHW and NHWC: the forward (and so the
+// Winograd F(2x2, 3x3) (and F(4x4, 3x3) for NCHW image lanes) for stride-1, 3x3, ungrouped float convs, NCHW and NHWC: the forward (and so the
 // stride-1 grad-input, a forward of the flipped problem) and the weight gradient, in two lane strategies that
 // select.cpp chooses between: tiles (tile_lanes.cpp) or images (image_lanes.cpp, NCHW only).
 #pragma once
@@ -16,5 +16,9 @@ void winograd_grad_weight_tile_lanes(const ConvParams& p, const T* dy, const T* 
 void winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
                                   bool flipped);
 void winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw);
+// F(4x4, 3x3) tiles: fewer multiplies, larger rounding errors (formulas_f4.inc).
+void winograd_f4_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias,
+                                     float* y, bool flipped);
+void winograd_f4_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw);
 
 }  // namespace fastconv::cpu
