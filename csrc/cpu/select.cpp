@@ -5,7 +5,7 @@
 //   none                   no output pixels or channels, or no input channels  nothing to sum
 //   depthwise              Cg == 1, groups > 1                                 a GEMM of reduction R*S is all edges
 //   winograd 4x4, images   as the next row, and f4_fits (maps of 4+ big tiles)  36 multiplies per 16 outputs, not 64
-//   winograd, image lanes  winograd_fits, NCHW, N >= 8, C >= 16, K > 16        see image_lanes, winograd_fits
+//   winograd, image lanes  winograd_fits, N >= 8, C >= 16, K > 16              see image_lanes, winograd_fits
 //   winograd, tile lanes   winograd_fits: C, K >= 32 (not NHWC bf16 products)  4 multiplies per output, not 9
 //   direct, few outputs    float, groups 1, K <= kFewOutputsMax, stride_w 1    8-row GEMM tiles mostly empty
 //   gemm, bfloat16 pairs   bfloat16 products, NHWC, Cg even                    see bf16_pairs_fit
@@ -21,7 +21,7 @@
 //   none                   no images, output pixels or weights
 //   depthwise              Cg == 1, groups > 1
 //   winograd 4x4, images   as the next row, and f4_fits
-//   winograd, image lanes  winograd_fits, NCHW, N >= 8, C and K >= 32
+//   winograd, image lanes  winograd_fits, N >= 8, C and K >= 32
 //   winograd, tile lanes   winograd_fits: C, K >= 32 (not NHWC bf16 products)
 //   direct, few taps       float, groups 1, stride_w 1, S <= 5, C*R*S <= 160   see few_taps_fits
 //   gemm                   everything else
@@ -42,10 +42,10 @@ namespace {
 
 // The image-lane transforms fill their 16 lanes with images at one tile position: each channel's rows are
 // transposed once instead of each 4x4 tile being assembled value by value (that assembly was a quarter to a
-// third of the 128- and 512-channel layers' forward). With under 8 images most lanes would be empty; NHWC rows
-// are contiguous along channels, not images, so NHWC keeps the tile lanes.
+// third of the 128- and 512-channel layers' forward). NHWC pixels are transposed 16 channels x 16 images at a
+// time into the same per-channel lanes. With under 8 images most lanes would be empty: tile lanes there.
 constexpr int64_t kImageLanesMinBatch = 8;
-bool image_lanes(const ConvParams& p) { return !p.channels_last && p.N >= kImageLanesMinBatch; }
+bool image_lanes(const ConvParams& p) { return p.N >= kImageLanesMinBatch; }
 
 // F(4x4, 3x3) tiles (winograd/formulas_f4.inc) take 36 multiplies per 16 outputs where F(2x2, 3x3) takes 64:
 // where the map's tiles make that at least a quarter fewer multiplies, the GEMMs shrink and the forward and
@@ -53,7 +53,7 @@ bool image_lanes(const ConvParams& p) { return !p.channels_last && p.N >= kImage
 // ResNet-18's 32x32 to 8x8; Zen 4, batch 64-256). Maps with under 4 such tiles (ResNet's 4x4, the fast net's
 // 3x3) give a block too few GEMM columns for the 36 planes of weights it streams: 0.6-0.7x there. Rounding
 // errors are ~4x F(2x2)'s (formulas_f4.inc); FASTCONV_WINOGRAD=2 keeps F(2x2, 3x3) everywhere (as 0 turns
-// Winograd off). Only the image lanes have them: NHWC and small batches keep F(2x2, 3x3).
+// Winograd off). Only the image lanes have them: batches under 8 images (tile lanes) keep F(2x2, 3x3).
 bool f4_fits(const ConvParams& p) {
   const char* env = std::getenv("FASTCONV_WINOGRAD");
   if (env != nullptr && std::strcmp(env, "2") == 0) return false;

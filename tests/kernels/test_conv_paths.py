@@ -219,30 +219,35 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
         assert not torch.equal(got, wino), f"{name}: the Winograd path did not run"
 
 
-# (N, C, K, H, W, padding): NCHW batches of 8 or more take the image-lane Winograd forward (groups of 16 images;
+# (N, C, K, H, W, padding): batches of 8 or more take the image-lane Winograd forward (groups of 16 images;
 # a last group of 4, one of 1, a batch of 8 alone), blocks of whole tile rows and parts of one (a wide map), edge
-# tiles half outside, padding 0 and 2, a 2x2 map; the weight gradient takes lanes over images too.
+# tiles half outside, padding 0 and 2, a 2x2 map; the weight gradient takes lanes over images too. NHWC pixels
+# go 16 channels at a time: channel counts of 33, 35, 36 and 40 leave partial groups.
 IMAGE_LANE_CASES = [(20, 33, 35, 5, 6, 2), (17, 40, 36, 9, 4, 0), (8, 32, 32, 3, 70, 1), (16, 48, 64, 2, 2, 1),
                     (16, 64, 40, 8, 8, 1),
                     (16, 256, 256, 8, 8, 1)]  # K x C large: grad-weight transforms panels and GEMMs over threads
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", IMAGE_LANE_CASES, ids=[str(i) for i in range(len(IMAGE_LANE_CASES))])
-def test_conv2d_winograd_image_lanes_match_tile_lanes(case, isa, monkeypatch, restore_num_threads):
-    """The F(2x2, 3x3) forward and grad-input of an NCHW batch (lanes over images) against torch, and bitwise
-    the same as each image alone (a batch of one: lanes over tiles), which computes every tile the same way; the
-    weight gradient (lanes over images too, summed in another order) against torch, the same for 1 and 2
-    threads."""
+def test_conv2d_winograd_image_lanes_match_tile_lanes(case, layout, isa, monkeypatch, restore_num_threads):
+    """The F(2x2, 3x3) forward and grad-input of a batch (lanes over images) against torch, and bitwise the same
+    as each image alone (a batch of one: lanes over tiles), which computes every tile the same way; the weight
+    gradient (lanes over images too, summed in another order) against torch, the same for 1 and 2 threads."""
     monkeypatch.setenv("FASTCONV_WINOGRAD", "2")
     N, C, K, H, W, pad = case
+    mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     gen = torch.Generator().manual_seed(N + C)
     x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
+    x, w = x.contiguous(memory_format=mf), w.contiguous(memory_format=mf)
+    assert fastconv._ops.cpu_conv2d_algorithms(x, w, 1, pad)["forward"] == "winograd_image_lanes"
     args = ([1, 1], [pad] * 4, [1, 1], 1)
     ops = torch.ops.fastconv
     got = ops.conv2d(x, w, b, *args)
+    assert got.is_contiguous(memory_format=mf)
     expected = F.conv2d(x.double(), w.double(), b.double(), padding=pad)
     torch.testing.assert_close(got.double(), expected, rtol=0, atol=2e-6 * expected.abs().max().item())
-    gy = torch.randn(got.shape, generator=gen)
+    gy = torch.randn(got.shape, generator=gen).contiguous(memory_format=mf)
     got_dx = ops.conv2d_grad_input(gy, x, w, *args)
     xd = x.double().requires_grad_()
     (expected_dx,) = torch.autograd.grad(F.conv2d(xd, w.double(), padding=pad), xd, gy.double())
@@ -267,29 +272,33 @@ F4_CASES = [(16, 32, 40, 7, 9, 1), (20, 33, 35, 12, 10, 2), (17, 40, 36, 9, 8, 0
             (16, 16, 24, 12, 12, 1), (16, 256, 256, 8, 8, 1)]
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", F4_CASES, ids=[str(i) for i in range(len(F4_CASES))])
-def test_conv2d_winograd_f4_matches_torch(case, isa, restore_num_threads):
+def test_conv2d_winograd_f4_matches_torch(case, layout, isa, restore_num_threads):
     """The F(4x4, 3x3) forward, grad-input and grad-weight against torch in float64, within 1e-5 of the result's
     scale (its transforms round ~4x more than F(2x2, 3x3)'s, which holds 2e-6); bitwise the same for 1 and 2
     threads, and the forward and grad-input whichever images share the lanes (the first 8 images alone give the
     same bits as in the whole batch)."""
     N, C, K, H, W, pad = case
+    mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     gen = torch.Generator().manual_seed(N + C + K)
     x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
-    thin = C <= 16  # its grad-input has 16 outputs and its weight gradient 144 taps: the direct kernels'
+    x, w = x.contiguous(memory_format=mf), w.contiguous(memory_format=mf)
+    thin = C <= 16  # its grad-input has 16 outputs and its weight gradient 144 taps: thin kernels' (select.cpp)
     assert fastconv._ops.cpu_conv2d_algorithms(x, w, 1, pad) == {
         "forward": "winograd_f4_image_lanes",
         "grad_input": "flipped_forward:" + ("direct_few_outputs" if thin else "winograd_f4_image_lanes"),
-        "grad_weight": "direct_few_taps" if thin else "winograd_f4_image_lanes"}
+        "grad_weight": ("direct_few_taps" if layout == "contiguous" else "gemm") if thin else "winograd_f4_image_lanes"}
     args = ([1, 1], [pad] * 4, [1, 1], 1)
     ops = torch.ops.fastconv
-    gy = torch.randn(N, K, H + 2 * pad - 2, W + 2 * pad - 2, generator=gen)
+    gy = torch.randn(N, K, H + 2 * pad - 2, W + 2 * pad - 2, generator=gen).contiguous(memory_format=mf)
 
     def run(images):
         return (ops.conv2d(x[images], w, b, *args), ops.conv2d_grad_input(gy[images], x[images], w, *args),
                 ops.conv2d_grad_weight(gy[images], x[images], w, *args))
 
     results = run(slice(None))
+    assert all(r.is_contiguous(memory_format=mf) for r in results)
     xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
     expected = F.conv2d(xd, wd, b.double(), padding=pad)
     expected_dx, expected_dw = torch.autograd.grad(expected, (xd, wd), gy.double())

@@ -18,7 +18,7 @@ PROBLEMS = [
     ("resnet_stem", 64, 3, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32,
      "gemm", "flipped_forward:direct_few_outputs", "direct_few_taps"),
     ("resnet_64", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),
-    ("resnet_64_cl", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, CL, torch.float32, WT, f"flipped_forward:{WT}", WT),
+    ("resnet_64_cl", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, CL, torch.float32, W4, f"flipped_forward:{W4}", W4),
     ("resnet_64_batch4", 4, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, WT, f"flipped_forward:{WT}", WT),
     ("resnet_512_4x4", 64, 512, 512, 4, 4, 3, 3, 1, 1, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", W1),
     ("resnet_down_3x3", 64, 64, 128, 32, 32, 3, 3, 2, 1, 1, 1, None, torch.float32, "gemm", "gemm_col2im", "gemm"),
@@ -39,7 +39,8 @@ PROBLEMS = [
     ("f4_7x7", 64, 64, 64, 7, 7, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),
     # image lanes from 16 channels forward (and grad-input), 32 for the weight gradient
     ("fast_24_64", 256, 24, 64, 31, 31, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", "gemm"),
-    ("fast_24_64_cl", 256, 24, 64, 31, 31, 3, 3, 1, 1, 1, 1, CL, torch.float32, "gemm", "flipped_forward:gemm", "gemm"),
+    ("fast_24_64_cl", 256, 24, 64, 31, 31, 3, 3, 1, 1, 1, 1, CL, torch.float32, W4, f"flipped_forward:{W4}", "gemm"),
+    ("resnet_512_4x4_cl", 64, 512, 512, 4, 4, 3, 3, 1, 1, 1, 1, CL, torch.float32, W1, f"flipped_forward:{W1}", W1),
     ("16_to_64", 64, 16, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32,
      W4, "flipped_forward:direct_few_outputs", "direct_few_taps"),
     # other families

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -225,6 +226,23 @@ inline void transpose_region(const MicroKernel<float>& uk, const float* plane, i
       const char* first = reinterpret_cast<const char*>(plane + next + l * image_stride + r * row + c_lo);
       for (int64_t b = 0; b < cols * int64_t{sizeof(float)}; b += 64) __builtin_prefetch(first + b);
       __builtin_prefetch(first + cols * sizeof(float) - 1);
+    }
+}
+
+// The NHWC counterpart of transpose_region for channels c0 .. c0 + cn (cn <= kLanes) at once: channel c0 + i's
+// region into dst + i * region_stride, laid out as transpose_region lays out one NCHW channel's. `pixels` is the
+// group's first image at channel c0 (x + n0 * image_stride + c0); a pixel's channels are contiguous, so each
+// position is one lanes x cn register transpose (images x channels), spread over the cn regions.
+inline void transpose_region_nhwc(const MicroKernel<float>& uk, const float* pixels, int64_t image_stride,
+                                  int64_t row, int64_t pixel, int64_t lanes, int64_t r_lo, int64_t r_hi,
+                                  int64_t c_lo, int64_t c_hi, int64_t cn, float* dst, int64_t region_stride) {
+  alignas(64) float lane_vectors[kLanes * kLanes];  // [channel][lane]
+  const int64_t cols = c_hi - c_lo;
+  for (int64_t r = r_lo; r < r_hi; ++r)
+    for (int64_t c = c_lo; c < c_hi; ++c) {
+      uk.transpose_panel(pixels + r * row + c * pixel, image_stride, lanes, cn, lane_vectors, kLanes);
+      float* at = dst + ((r - r_lo) * cols + c - c_lo) * kLanes;
+      for (int64_t i = 0; i < cn; ++i) std::memcpy(at + i * region_stride, lane_vectors + i * kLanes, sizeof(float) * kLanes);
     }
 }
 

@@ -1,5 +1,5 @@
-// Winograd for NCHW batches with the transforms' lanes over images, not tiles: the forward and the weight
-// gradient's block transforms, in F(2x2, 3x3) and F(4x4, 3x3) (select.cpp sends NCHW batches of 8+ images here).
+// Winograd for batches with the transforms' lanes over images, not tiles: the forward and the weight gradient's
+// block transforms, in F(2x2, 3x3) and F(4x4, 3x3), NCHW and NHWC (select.cpp sends batches of 8+ images here).
 //
 // The tile-lane path (tile_lanes.cpp) gives each lane a tile of one image, and assembles its 4x4 input from that
 // tile's place in the rows: on ResNet's maps a tile row holds 2-16 tiles, and that assembly, value by value,
@@ -60,10 +60,13 @@ void forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
   const int64_t width_max = round_up(blocking.max_positions() * kLanes, uk.nr);
   const int64_t v_stride = C * width_max + 32, m_stride = K * width_max + 32;  // skewed planes, as in tile_lanes.cpp
 
+  // NHWC: kLanes channels' regions at a time (a pixel's channels are contiguous), each then as an NCHW channel's.
+  const int64_t channels_at_once = p.channels_last ? kLanes : 1;
+  const int64_t in_region = blocking.max_inputs() * kLanes, out_region = blocking.max_outputs() * kLanes;
   parallel_for(0, blocking.blocks(), 1, [&](int64_t b0, int64_t b1) {
     Scratch s;
-    s.v.reserve(F::kXi * v_stride), s.m.reserve(F::kXi * m_stride), s.in.reserve(blocking.max_inputs() * kLanes);
-    s.out.reserve(blocking.max_outputs() * kLanes), s.out_t.reserve(blocking.max_outputs() * kLanes);
+    s.v.reserve(F::kXi * v_stride), s.m.reserve(F::kXi * m_stride), s.in.reserve(channels_at_once * in_region);
+    s.out.reserve(channels_at_once * out_region), s.out_t.reserve(out_region);
     for (int64_t b = b0; b < b1; ++b) {
       const LaneBlock blk = blocking.block(p, b);
       const int64_t n0 = blk.n0;
@@ -71,23 +74,46 @@ void forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
 
       float* const in = s.in.data();
       float* const v = s.v.data();
-      for (int64_t c = 0; c < C; ++c) {
-        transpose_region(uk, x + (n0 * C + c) * p.HW(), C * p.HW(), p.W, blk.lanes, blk.h_lo, blk.h_hi, blk.w_lo,
-                         blk.w_hi, in, c + 1 < C ? p.HW() : 0);
-        const int64_t r0 = c / uk.kc * uk.kc, rlen = std::min(uk.kc, C - r0);  // c's k block (packed_offset)
-        input(blk, in, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
+      for (int64_t c0 = 0; c0 < C; c0 += channels_at_once) {
+        const int64_t cn = std::min(channels_at_once, C - c0);
+        if (p.channels_last)
+          transpose_region_nhwc(uk, x + n0 * p.HW() * C + c0, p.HW() * C, p.W * C, C, blk.lanes, blk.h_lo, blk.h_hi,
+                                blk.w_lo, blk.w_hi, cn, in, in_region);
+        else
+          transpose_region(uk, x + (n0 * C + c0) * p.HW(), C * p.HW(), p.W, blk.lanes, blk.h_lo, blk.h_hi, blk.w_lo,
+                           blk.w_hi, in, c0 + 1 < C ? p.HW() : 0);
+        for (int64_t c = c0; c < c0 + cn; ++c) {
+          const int64_t r0 = c / uk.kc * uk.kc, rlen = std::min(uk.kc, C - r0);  // c's k block (packed_offset)
+          input(blk, in + (c - c0) * in_region, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
+        }
       }
       zero_padding_columns<F>(uk, v, v_stride, cols, width, C);
 
       block_gemms<F>(p, uk, u, v, v_stride, cols, width, s.m.data(), m_stride, s.buf);
 
       // Output transform, plus bias, into out (position-major over the block's outputs), transposed back to
-      // each image's rows.
+      // each image's rows (NHWC: kLanes channels at a time, to each pixel's run of channels).
       const int64_t oh0 = e * blk.th0, ow0 = e * blk.tw0;
       const int64_t out_rows = std::min(p.P, e * blk.th1) - oh0, out_cols = std::min(p.Q, e * blk.tw1) - ow0;
       const int64_t out_positions = out_rows * out_cols;
       float* const out = s.out.data();
       float* const out_t = s.out_t.data();
+      if (p.channels_last) {
+        for (int64_t k0 = 0; k0 < K; k0 += kLanes) {
+          const int64_t kn = std::min<int64_t>(kLanes, K - k0);
+          for (int64_t k = k0; k < k0 + kn; ++k)
+            output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out + (k - k0) * out_region);
+          alignas(64) float lane_vectors[kLanes * kLanes];  // [lane][channel]
+          for (int64_t r = 0; r < out_rows; ++r)
+            for (int64_t c = 0; c < out_cols; ++c) {
+              uk.transpose_panel(out + (r * out_cols + c) * kLanes, out_region, kn, blk.lanes, lane_vectors, kLanes);
+              for (int64_t l = 0; l < blk.lanes; ++l)
+                std::memcpy(y + (((n0 + l) * p.P + oh0 + r) * p.Q + ow0 + c) * K + k0, lane_vectors + l * kLanes,
+                            sizeof(float) * kn);
+            }
+        }
+        continue;
+      }
       for (int64_t k = 0; k < K; ++k) {
         output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out);
         // out_t[l * out_positions + position] = out[position][l], then each image's rows into y.
@@ -164,7 +190,18 @@ class ImageLaneBlocks {
     alignas(64) float lane_tiles[kMaxPanel][F::kXi][kLanes];
     for (int64_t panel = panel0; panel < panel1; ++panel) {
       const int64_t first = panel * out.width, count = std::min(out.width, out.extent - first);
-      for (int64_t i = 0; i < count; ++i) {
+      for (int64_t i = 0; i < count && p.channels_last; i += kLanes) {  // NHWC: kLanes channels at a time
+        const int64_t cn = std::min<int64_t>(kLanes, count - i);
+        if (of_input)
+          transpose_region_nhwc(uk_, x_ + blk.n0 * p.HW() * p.C + first + i, p.HW() * p.C, p.W * p.C, p.C, blk.lanes,
+                                blk.h_lo, blk.h_hi, blk.w_lo, blk.w_hi, cn, regions.data() + i * region_size,
+                                region_size);
+        else
+          transpose_region_nhwc(uk_, dy_ + blk.n0 * p.PQ() * p.K + first + i, p.PQ() * p.K, p.Q * p.K, p.K,
+                                blk.lanes, m * blk.th0, std::min(p.P, m * blk.th1), m * blk.tw0,
+                                std::min(p.Q, m * blk.tw1), cn, regions.data() + i * region_size, region_size);
+      }
+      for (int64_t i = 0; i < count && !p.channels_last; ++i) {
         float* const region = regions.data() + i * region_size;
         if (of_input)
           transpose_region(uk_, x_ + (blk.n0 * p.C + first + i) * p.HW(), p.C * p.HW(), p.W, blk.lanes, blk.h_lo,
