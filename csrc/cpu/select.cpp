@@ -6,7 +6,7 @@
 //   depthwise              Cg == 1, groups > 1                                 a GEMM of reduction R*S is all edges
 //   winograd 4x4, images   as the next row, and f4_fits (maps of 4+ big tiles)  36 multiplies per 16 outputs, not 64
 //   winograd, image lanes  winograd_fits, N >= 8, C >= 16, K > 16              see image_lanes, winograd_fits
-//   winograd, tile lanes   winograd_fits: C, K >= 32 (not NHWC bf16 products)  4 multiplies per output, not 9
+//   winograd, tile lanes   winograd_fits: C, K >= 32                           4 multiplies per output, not 9
 //   direct, few outputs    float, groups 1, K <= kFewOutputsMax, stride_w 1    8-row GEMM tiles mostly empty
 //   gemm, bfloat16 pairs   bfloat16 products, NHWC, Cg even                    see bf16_pairs_fit
 //   gemm                   everything else
@@ -22,7 +22,7 @@
 //   depthwise              Cg == 1, groups > 1
 //   winograd 4x4, images   as the next row, and f4_fits
 //   winograd, image lanes  winograd_fits, N >= 8, C and K >= 32
-//   winograd, tile lanes   winograd_fits: C, K >= 32 (not NHWC bf16 products)
+//   winograd, tile lanes   winograd_fits: C, K >= 32
 //   direct, few taps       float, groups 1, stride_w 1, S <= 5, C*R*S <= 160   see few_taps_fits
 //   gemm                   everything else
 //
@@ -75,14 +75,17 @@ ConvAlgo winograd_lanes(const ConvParams& p) {
 // behind it and for comparisons.
 //
 // bfloat16 operands: Winograd multiplies its transformed tiles in float32 (rounded to bfloat16 they would err by
-// ~1.5% of the output's scale), so it competes with the GEMM's bfloat16 products, twice the float rate: in NHWC
-// the GEMM wins (1.1-1.3x on the fast CIFAR net's layers, Zen 4), in NCHW Winograd's image lanes still do.
+// ~1.5% of the output's scale), so it competes with the GEMM's bfloat16 products, twice the float rate, which
+// in NHWC read bfloat16 in place while Winograd reads float copies. In NCHW Winograd's image lanes win; in NHWC
+// only F(4x4, 3x3) does (1.1-1.3x on the 15x15 to 7x7 layers of the fast CIFAR net and ResNet-18 at batch
+// 64-256, with 64->256 @15 and 24->64 @31 at 0.93x and 0.87x, whose float copies of the outputs cost most;
+// F(2x2, 3x3) 0.7-0.9x; Zen 4, fwd+bwd).
 constexpr int64_t kWinogradMinChannels = 32;
 constexpr int64_t kImageLanesForwardMinChannels = 16;
 bool winograd_fits(const ConvParams& p, Arithmetic arithmetic, bool forward) {
   const char* env = std::getenv("FASTCONV_WINOGRAD");
   if (arithmetic == Arithmetic::kDouble || (env != nullptr && std::strcmp(env, "0") == 0)) return false;
-  if (arithmetic == Arithmetic::kBf16Products && p.channels_last) return false;
+  if (arithmetic == Arithmetic::kBf16Products && p.channels_last && !(image_lanes(p) && f4_fits(p))) return false;
   const int64_t min_channels =
       forward && image_lanes(p) && p.K > kFewOutputsMax ? kImageLanesForwardMinChannels : kWinogradMinChannels;
   return p.groups == 1 && p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 &&

@@ -57,10 +57,12 @@ PROBLEMS = [
      W4, f"flipped_forward:{W4}", W4),
     ("empty_batch", 0, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, "none", "none", "none"),
 ]
-if "avx512_bf16" in fastconv.cpu_info()[1]:  # bfloat16 products: in NHWC the GEMM beats float Winograd
-    PROBLEMS.append(("bfloat16_nhwc_products", 256, 64, 256, 15, 15, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
+if "avx512_bf16" in fastconv.cpu_info()[1]:  # bfloat16 products: in NHWC they beat float Winograd but for 4x4 tiles
+    PROBLEMS.append(("bfloat16_nhwc_products", 64, 256, 256, 4, 4, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
                      "gemm_bf16_pairs", "flipped_forward:gemm_bf16_pairs", "gemm"))
-    PROBLEMS.append(("bfloat16_nhwc_odd_channels", 8, 25, 64, 8, 8, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
+    PROBLEMS.append(("bfloat16_nhwc_f4_tiles", 256, 64, 64, 15, 15, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
+                     W4, f"flipped_forward:{W4}", W4))
+    PROBLEMS.append(("bfloat16_nhwc_odd_channels", 8, 25, 64, 4, 4, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
                      "gemm", "flipped_forward:gemm_bf16_pairs", "gemm"))
 
 
