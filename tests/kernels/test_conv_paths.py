@@ -224,7 +224,7 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
 # tiles half outside, padding 0 and 2, a 2x2 map; the weight gradient takes lanes over images too. NHWC pixels
 # go 16 channels at a time: channel counts of 33, 35, 36 and 40 leave partial groups.
 IMAGE_LANE_CASES = [(20, 33, 35, 5, 6, 2), (17, 40, 36, 9, 4, 0), (8, 32, 32, 3, 70, 1), (16, 48, 64, 2, 2, 1),
-                    (16, 64, 40, 8, 8, 1),
+                    (16, 64, 40, 8, 8, 1), (40, 33, 40, 4, 3, 1),  # 3 groups of images on a map of 2x2 tiles
                     (16, 256, 256, 8, 8, 1)]  # K x C large: grad-weight transforms panels and GEMMs over threads
 
 
