@@ -266,10 +266,11 @@ def test_conv2d_winograd_image_lanes_match_tile_lanes(case, layout, isa, monkeyp
 
 # (N, C, K, H, W, padding): NCHW batches whose maps select.cpp gives F(4x4, 3x3) tiles: odd and even maps with
 # edge tiles partly outside, a last group of 4 images and one of 1, padding 2 and 0 (the grad-input's flipped
-# problem then pads 0 or 2), a wide map (blocks of part of a tile row), the 16-channel minimum (its other passes
+# problem then pads 0 or 2; padding 3 makes it -1), a wide map (blocks of part of a tile row), the 16-channel minimum (its other passes
 # are thin: the direct kernels'), and a K x C large enough for the weight gradient's planes in parallel.
 F4_CASES = [(16, 32, 40, 7, 9, 1), (20, 33, 35, 12, 10, 2), (17, 40, 36, 9, 8, 0), (8, 32, 32, 8, 70, 1),
-            (16, 16, 24, 12, 12, 1), (16, 256, 256, 8, 8, 1)]
+            (16, 16, 24, 12, 12, 1), (16, 256, 256, 8, 8, 1),
+            (16, 32, 40, 8, 9, 3)]  # padding 3: the grad-input's flipped problem pads -1
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

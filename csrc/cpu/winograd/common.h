@@ -1,4 +1,4 @@
-// The pieces of Winograd F(2x2, 3x3) and F(4x4, 3x3) that the tile-lane paths (tile_lanes.cpp) and the NCHW
+// The pieces of Winograd F(2x2, 3x3) and F(4x4, 3x3) that the tile-lane paths (tile_lanes.cpp) and the
 // image-lane paths (image_lanes.cpp) share: the transforms, the weights transformed into the micro-kernel's
 // packed layout, the GEMMs of one block of tiles (one per transform-domain position), and the image-lane
 // blocking. See tile_lanes.cpp for the method.
@@ -187,8 +187,8 @@ struct LaneBlocking {
         blocks_per_group(ceil_div(TH, band_rows) * col_chunks), groups(ceil_div(p.N, int64_t{kLanes})) {}
   int64_t blocks() const { return groups * blocks_per_group; }
   int64_t max_positions() const { return band_rows * band_cols; }
-  // A block reads input rows out th0 - pad_h .. out th1 + 1 - pad_h (and the same of columns); as
-  // W <= out TW + 2 (pads >= 0), a band that spans every tile column spans every input column too.
+  // A block reads input rows out th0 - pad_h .. out th1 + 1 - pad_h (and the same of columns), clamped to the
+  // image by block(); a band that spans every tile column then spans every input column it reads.
   int64_t max_inputs() const { return (out * band_rows + 2) * (out * band_cols + 2); }
   int64_t max_outputs() const { return out * out * band_rows * band_cols; }
 

@@ -179,7 +179,7 @@ class ImageLaneBlocks {
  private:
   // Each channel of a panel has its region of the group's images transposed (each position one vector over the
   // images); then position by position, the panel's tiles and their `lanes` reduction rows are stored. A
-  // panel's regions at a time keep the buffer in L1 (all the block's tiles at once would make it 256 KiB).
+  // panel's regions at a time keep the buffer small (L1 to L2 sized; the whole block's would be MiBs).
   void transform_panels(const LaneBlock& blk, int64_t panel0, int64_t panel1, const PackedPlanes<float>& out,
                         bool of_input) const {
     const ConvParams& p = p_;

@@ -40,8 +40,8 @@ struct LaneKernels {
   void (*input_f4)(const LaneBlock& b, const float* in, const PackedRow& row);
   void (*output_f4)(const LaneBlock& b, const float* m, int64_t m_stride, float bias, float* out);
   // The weight gradient's transforms of tile (th, tw) into out[xi][kLanes]: of the block's input (as `input`), and
-  // of its 2x2 tile of dy, from dyt[((oh - 2 th0) * out_cols + ow - 2 tw0) * kLanes + l] = dy[n0 + l, k, oh, ow]
-  // (zeros past the output's edge).
+  // of its m x m tile of dy (m = 2, or 4 for the _f4 pair), from dyt[((oh - m th0) * out_cols + ow - m tw0) *
+  // kLanes + l] = dy[n0 + l, k, oh, ow] (zeros past the output's edge).
   void (*input_tile)(const LaneBlock& b, const float* in, int64_t th, int64_t tw, float* out);
   void (*grad_output_tile)(const LaneBlock& b, const float* dyt, int64_t th, int64_t tw, float* out);
   // The same two for F(4x4, 3x3) tiles: out[36][kLanes], from 6x6 input and 4x4 dy tiles.

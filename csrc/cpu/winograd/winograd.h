@@ -1,6 +1,6 @@
-// Winograd F(2x2, 3x3) (and F(4x4, 3x3) for NCHW image lanes) for stride-1, 3x3, ungrouped float convs, NCHW and NHWC: the forward (and so the
-// stride-1 grad-input, a forward of the flipped problem) and the weight gradient, in two lane strategies that
-// select.cpp chooses between: tiles (tile_lanes.cpp) or images (image_lanes.cpp, NCHW only).
+// Winograd F(2x2, 3x3) (and F(4x4, 3x3) in the image lanes) for stride-1, 3x3, ungrouped float convs, NCHW and
+// NHWC: the forward (and so the stride-1 grad-input, a forward of the flipped problem) and the weight gradient, in
+// two lane strategies that select.cpp chooses between: tiles (tile_lanes.cpp) or images (image_lanes.cpp).
 #pragma once
 #include "conv_params.h"
 
