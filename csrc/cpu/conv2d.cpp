@@ -28,11 +28,13 @@ Arithmetic arithmetic() {
 }
 
 // Winograd multiplies transformed tiles, which are not bfloat16 values: its GEMMs keep float products whatever
-// the operands' type (select.cpp says why).
-template <class Run>
-void with_float_products(Run&& run) {
+// the operands' type (select.cpp says why). `run` returns whether its result is all finite; when it is not,
+// `again` computes it with the GEMM: Winograd's transforms spread a NaN or an infinity of the inputs over whole
+// tiles, where torch's direct sums keep it to the outputs that read it (winograd.h).
+template <class Run, class Again>
+void winograd_or_again(Run&& run, Again&& again) {
   const ScopedBf16Products float_products(false);
-  run();
+  if (!run()) again();
 }
 
 [[noreturn]] void no_kernel(ConvAlgo algo, const char* pass) {
@@ -50,15 +52,18 @@ void forward_with(ConvAlgo algo, const ConvParams& p, const T* x, const T* w, co
       return gemm_forward(p, x, w, bias, y);
     case ConvAlgo::kWinogradTileLanes:
       if constexpr (kIsFloat<T>)
-        return with_float_products([&] { winograd_forward_tile_lanes(p, x, w, bias, y, false); });
+        return winograd_or_again([&] { return winograd_forward_tile_lanes(p, x, w, bias, y, false); },
+                                 [&] { gemm_forward(p, x, w, bias, y); });
       break;
     case ConvAlgo::kWinogradImageLanes:
       if constexpr (kIsFloat<T>)
-        return with_float_products([&] { winograd_forward_image_lanes(p, x, w, bias, y, false); });
+        return winograd_or_again([&] { return winograd_forward_image_lanes(p, x, w, bias, y, false); },
+                                 [&] { gemm_forward(p, x, w, bias, y); });
       break;
     case ConvAlgo::kWinogradF4ImageLanes:
       if constexpr (kIsFloat<T>)
-        return with_float_products([&] { winograd_f4_forward_image_lanes(p, x, w, bias, y, false); });
+        return winograd_or_again([&] { return winograd_f4_forward_image_lanes(p, x, w, bias, y, false); },
+                                 [&] { gemm_forward(p, x, w, bias, y); });
       break;
     case ConvAlgo::kDirectFewOutputs:
       if constexpr (kIsFloat<T>) return few_outputs_forward(p, x, w, bias, y);
@@ -97,14 +102,21 @@ void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
   const GradInputChoice choice = choose_grad_input(p, arithmetic<T>());
   if (choice.as_flipped_forward) {
     const ConvParams fwd = flipped_forward(p);
+    auto gemm_again = [&] {
+      const std::vector<T> flipped = flip_weights(p, fwd, w);
+      gemm_forward(fwd, dy, flipped.data(), static_cast<const T*>(nullptr), dx);
+    };
     if constexpr (kIsFloat<T>) {  // Winograd reads the weights flipped in place
       if (choice.algo == ConvAlgo::kWinogradTileLanes)
-        return with_float_products(
-            [&] { winograd_forward_tile_lanes(fwd, dy, w, static_cast<const T*>(nullptr), dx, true); });
+        return winograd_or_again(
+            [&] { return winograd_forward_tile_lanes(fwd, dy, w, static_cast<const T*>(nullptr), dx, true); },
+            gemm_again);
       if (choice.algo == ConvAlgo::kWinogradImageLanes)
-        return with_float_products([&] { winograd_forward_image_lanes(fwd, dy, w, nullptr, dx, true); });
+        return winograd_or_again([&] { return winograd_forward_image_lanes(fwd, dy, w, nullptr, dx, true); },
+                                 gemm_again);
       if (choice.algo == ConvAlgo::kWinogradF4ImageLanes)
-        return with_float_products([&] { winograd_f4_forward_image_lanes(fwd, dy, w, nullptr, dx, true); });
+        return winograd_or_again([&] { return winograd_f4_forward_image_lanes(fwd, dy, w, nullptr, dx, true); },
+                                 gemm_again);
     }
     const std::vector<T> flipped = flip_weights(p, fwd, w);
     return forward_with<T>(choice.algo, fwd, dy, flipped.data(), nullptr, dx);
@@ -121,21 +133,25 @@ template <typename T>
 void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   std::fill(dw, dw + p.K * p.Cg() * p.RS(), T(0));
   const ConvAlgo algo = choose_grad_weight(p, arithmetic<T>());
+  auto gemm_again = [&] {
+    std::fill(dw, dw + p.K * p.Cg() * p.RS(), T(0));
+    gemm_grad_weight(p, dy, x, dw);
+  };
   switch (algo) {
     case ConvAlgo::kNone: return;
     case ConvAlgo::kDepthwise: return depthwise_grad_weight(p, dy, x, dw);
     case ConvAlgo::kGemm: return gemm_grad_weight(p, dy, x, dw);
     case ConvAlgo::kWinogradTileLanes:
       if constexpr (kIsFloat<T>)
-        return with_float_products([&] { winograd_grad_weight_tile_lanes(p, dy, x, dw); });
+        return winograd_or_again([&] { return winograd_grad_weight_tile_lanes(p, dy, x, dw); }, gemm_again);
       break;
     case ConvAlgo::kWinogradImageLanes:
       if constexpr (kIsFloat<T>)
-        return with_float_products([&] { winograd_grad_weight_image_lanes(p, dy, x, dw); });
+        return winograd_or_again([&] { return winograd_grad_weight_image_lanes(p, dy, x, dw); }, gemm_again);
       break;
     case ConvAlgo::kWinogradF4ImageLanes:
       if constexpr (kIsFloat<T>)
-        return with_float_products([&] { winograd_f4_grad_weight_image_lanes(p, dy, x, dw); });
+        return winograd_or_again([&] { return winograd_f4_grad_weight_image_lanes(p, dy, x, dw); }, gemm_again);
       break;
     case ConvAlgo::kDirectFewTaps:
       if constexpr (kIsFloat<T>) return few_taps_grad_weight(p, dy, x, dw);

@@ -312,6 +312,36 @@ def test_conv2d_winograd_f4_matches_torch(case, layout, isa, restore_num_threads
     assert torch.equal(first8[0], results[0][:8]) and torch.equal(first8[1], results[1][:8])
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("algorithm", ["winograd_tile_lanes", "winograd_image_lanes", "winograd_f4_image_lanes"])
+def test_conv2d_winograd_non_finite_inputs_match_torch(algorithm, layout, isa, monkeypatch):
+    """A NaN or an infinity in x or dy reaches the outputs torch's direct sums give it to, no others: the
+    transforms would spread it over whole tiles, so a Winograd result that is not all finite is computed again by
+    the GEMM. Finite values agree as usual. (Non-finite weights are not covered: the GEMM multiplies the zero
+    padding by them, NaN at the borders where torch skips the padding.)"""
+    N = 2 if algorithm == "winograd_tile_lanes" else 16
+    if algorithm == "winograd_image_lanes":
+        monkeypatch.setenv("FASTCONV_WINOGRAD", "2")
+    mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    gen = torch.Generator().manual_seed(7)
+    x, w = torch.randn(N, 32, 12, 12, generator=gen), torch.randn(40, 32, 3, 3, generator=gen)
+    gy = torch.randn(N, 40, 12, 12, generator=gen)
+    x[1, 5, 6, 6], x[0, 2, 0, 9], gy[1, 7, 4, 11], gy[0, 3, 0, 0] = float("inf"), float("nan"), float("-inf"), float("nan")
+    x, w, gy = (t.contiguous(memory_format=mf) for t in (x, w, gy))
+    assert fastconv._ops.cpu_conv2d_algorithms(x, w, 1, 1)["forward"] == algorithm
+    args = ([1, 1], [1] * 4, [1, 1], 1)
+    ops = torch.ops.fastconv
+    got = (ops.conv2d(x, w, None, *args), ops.conv2d_grad_input(gy, x, w, *args), ops.conv2d_grad_weight(gy, x, w, *args))
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    expected = F.conv2d(xd, wd, padding=1)
+    wanted = (expected.detach(), *torch.autograd.grad(expected, (xd, wd), gy.double()))
+    for g, want, name in zip(got, wanted, ("out", "dx", "dw")):
+        assert torch.equal(torch.isnan(g), torch.isnan(want)), f"{name}: NaN where torch has none, or missing"
+        assert torch.equal(torch.isinf(g), torch.isinf(want)), f"{name}: infinities differ"
+        finite = torch.isfinite(want)
+        torch.testing.assert_close(g.double()[finite], want[finite], rtol=1e-4, atol=1e-3)
+
+
 # --- the direct paths for thin convs (few output channels forward, few taps grad-weight; NCHW float32) ------
 
 # (N, C, K, H, W, kernel, stride, padding, dilation): rows of several vectors with a partial last one, a

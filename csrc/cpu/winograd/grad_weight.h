@@ -14,6 +14,7 @@
 // which fill panels [panel0, panel1) of E and V through PackedPlanes::store.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -42,8 +43,9 @@ struct PackedPlanes {
   }
 };
 
+// Returns whether every weight gradient is finite (winograd.h).
 template <class F = F2x2, typename T, class Lanes>
-void grad_weight_blocks(const ConvParams& p, const MicroKernel<T>& uk, const Lanes& lanes, T* dw) {
+bool grad_weight_blocks(const ConvParams& p, const MicroKernel<T>& uk, const Lanes& lanes, T* dw) {
   constexpr int64_t kXi = F::kXi;
   if (std::max(uk.mr, uk.nr) > kMaxPanel) throw std::logic_error("fastconv: Winograd panel wider than kMaxPanel");
   const int64_t C = p.C, K = p.K, block = uk.kc;
@@ -135,15 +137,19 @@ void grad_weight_blocks(const ConvParams& p, const MicroKernel<T>& uk, const Lan
       }
     });
   }
-  // dW = G^T m G.
+  // dW = G^T m G. A non-finite sum reaches all 9 taps of its (k, c) through G^T m G: checked on m.
+  std::atomic<bool> all_finite{true};
   parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    T probe = T(0);  // m * 0 is NaN exactly when m is not finite
     for (int64_t k = k0; k < k1; ++k)
       for (int64_t c = 0; c < C; ++c) {
         T m[kXi];
-        for (int xi = 0; xi < kXi; ++xi) m[xi] = partial[xi * m_stride + k * C + c];
+        for (int xi = 0; xi < kXi; ++xi) m[xi] = partial[xi * m_stride + k * C + c], probe += m[xi] * T(0);
         F::weight_grad(m, dw + weight_at(p, k, c), tap_stride(p));
       }
+    if (probe != probe) all_finite.store(false, std::memory_order_relaxed);
   });
+  return all_finite.load();
 }
 
 }  // namespace fastconv::cpu::winograd

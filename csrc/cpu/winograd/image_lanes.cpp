@@ -13,6 +13,7 @@
 // inputs for 4x4 outputs (formulas_f4.inc), blocked and stored the same way.
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 
@@ -43,9 +44,10 @@ LaneKernels winograd::lane_kernels(Isa isa) {
 
 namespace {
 
-// F: F2x2 or F4x4 (common.h); input and output: the lane kernels of that tile size.
+// F: F2x2 or F4x4 (common.h); input and output: the lane kernels of that tile size. Returns whether every output
+// is finite (winograd.h).
 template <class F>
-void forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+bool forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
                          bool flipped, decltype(LaneKernels::input) input, decltype(LaneKernels::output) output) {
   constexpr int64_t e = F::kOut;
   const MicroKernel<float> uk = micro_kernel<float>(active_isa());
@@ -63,7 +65,9 @@ void forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
   // NHWC: kLanes channels' regions at a time (a pixel's channels are contiguous), each then as an NCHW channel's.
   const int64_t channels_at_once = p.channels_last ? kLanes : 1;
   const int64_t in_region = blocking.max_inputs() * kLanes, out_region = blocking.max_outputs() * kLanes;
+  std::atomic<bool> all_finite{true};
   parallel_for(0, blocking.blocks(), 1, [&](int64_t b0, int64_t b1) {
+    bool finite = true;
     Scratch s;
     s.v.reserve(F::kXi * v_stride), s.m.reserve(F::kXi * m_stride), s.in.reserve(channels_at_once * in_region);
     s.out.reserve(channels_at_once * out_region), s.out_t.reserve(out_region);
@@ -102,7 +106,8 @@ void forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
         for (int64_t k0 = 0; k0 < K; k0 += kLanes) {
           const int64_t kn = std::min<int64_t>(kLanes, K - k0);
           for (int64_t k = k0; k < k0 + kn; ++k)
-            output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out + (k - k0) * out_region);
+            finite &= output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f,
+                             out + (k - k0) * out_region);
           alignas(64) float lane_vectors[kLanes * kLanes];  // [lane][channel]
           for (int64_t r = 0; r < out_rows; ++r)
             for (int64_t c = 0; c < out_cols; ++c) {
@@ -115,7 +120,7 @@ void forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
         continue;
       }
       for (int64_t k = 0; k < K; ++k) {
-        output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out);
+        finite &= output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out);
         // out_t[l * out_positions + position] = out[position][l], then each image's rows into y.
         uk.transpose_panel(out, kLanes, out_positions, blk.lanes, out_t, out_positions);
         for (int64_t l = 0; l < blk.lanes; ++l) {
@@ -130,21 +135,23 @@ void forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
         }
       }
     }
+    if (!finite) all_finite.store(false, std::memory_order_relaxed);
   });
+  return all_finite.load();
 }
 
 }  // namespace
 
-void winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+bool winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
                                   bool flipped) {
   const LaneKernels kernels = lane_kernels(active_isa());
-  forward_image_lanes<F2x2>(p, x, w, bias, y, flipped, kernels.input, kernels.output);
+  return forward_image_lanes<F2x2>(p, x, w, bias, y, flipped, kernels.input, kernels.output);
 }
 
-void winograd_f4_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias,
+bool winograd_f4_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias,
                                      float* y, bool flipped) {
   const LaneKernels kernels = lane_kernels(active_isa());
-  forward_image_lanes<F4x4>(p, x, w, bias, y, flipped, kernels.input_f4, kernels.output_f4);
+  return forward_image_lanes<F4x4>(p, x, w, bias, y, flipped, kernels.input_f4, kernels.output_f4);
 }
 
 namespace {
@@ -233,14 +240,14 @@ class ImageLaneBlocks {
 
 }  // namespace
 
-void winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
+bool winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
   const MicroKernel<float> uk = micro_kernel<float>(active_isa());
-  grad_weight_blocks<F2x2>(p, uk, ImageLaneBlocks<F2x2>(p, uk, dy, x, uk.kc), dw);
+  return grad_weight_blocks<F2x2>(p, uk, ImageLaneBlocks<F2x2>(p, uk, dy, x, uk.kc), dw);
 }
 
-void winograd_f4_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
+bool winograd_f4_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
   const MicroKernel<float> uk = micro_kernel<float>(active_isa());
-  grad_weight_blocks<F4x4>(p, uk, ImageLaneBlocks<F4x4>(p, uk, dy, x, uk.kc), dw);
+  return grad_weight_blocks<F4x4>(p, uk, ImageLaneBlocks<F4x4>(p, uk, dy, x, uk.kc), dw);
 }
 
 }  // namespace fastconv::cpu

@@ -34,11 +34,12 @@ struct LaneKernels {
   void (*input)(const LaneBlock& b, const float* in, const PackedRow& row);
   // The outputs of every tile of the block for one output channel, plus bias, from its row of M (m: plane 0 at
   // column 0, planes m_stride apart) into out[((oh - 2 th0) * out_cols + ow - 2 tw0) * kLanes + l], out_cols =
-  // min(Q, 2 tw1) - 2 tw0.
-  void (*output)(const LaneBlock& b, const float* m, int64_t m_stride, float bias, float* out);
+  // min(Q, 2 tw1) - 2 tw0. Returns whether they are all finite (see conv2d.cpp: Winograd spreads a NaN or an
+  // infinity over its whole tile, so a result that is not all finite is computed again by the GEMM).
+  bool (*output)(const LaneBlock& b, const float* m, int64_t m_stride, float bias, float* out);
   // The same two for F(4x4, 3x3) tiles (4 th0 and 4 tw0 for 2 th0 and 2 tw0).
   void (*input_f4)(const LaneBlock& b, const float* in, const PackedRow& row);
-  void (*output_f4)(const LaneBlock& b, const float* m, int64_t m_stride, float bias, float* out);
+  bool (*output_f4)(const LaneBlock& b, const float* m, int64_t m_stride, float bias, float* out);
   // The weight gradient's transforms of tile (th, tw) into out[xi][kLanes]: of the block's input (as `input`), and
   // of its m x m tile of dy (m = 2, or 4 for the _f4 pair), from dyt[((oh - m th0) * out_cols + ow - m tw0) *
   // kLanes + l] = dy[n0 + l, k, oh, ow] (zeros past the output's edge).

@@ -18,6 +18,7 @@
 #include "cpu/winograd/winograd.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -184,7 +185,7 @@ inline void grad_output_tiles(const ConvParams& p, const Strides& ys, const T* d
 }  // namespace
 
 template <typename T>
-void winograd_forward_tile_lanes(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped) {
+bool winograd_forward_tile_lanes(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped) {
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const int64_t C = p.C, K = p.K, TH = ceil_div(p.P, 2), TW = ceil_div(p.Q, 2), tiles = p.N * TH * TW;
 
@@ -195,7 +196,9 @@ void winograd_forward_tile_lanes(const ConvParams& p, const T* x, const T* w, co
   const int64_t blocks = ceil_div(tiles, block);
 
   const Strides xs = strides_of(p, C, p.H, p.W), ys = strides_of(p, K, p.P, p.Q);
+  std::atomic<bool> all_finite{true};
   parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    T probe = T(0);  // v * 0 is NaN exactly when v is not finite (winograd.h)
     PackBuffers<T> buf;
     // The 16 planes of V (and of M) are a power of two apart for common shapes, which would put a tile's 16
     // values in one L1 set; a 32-element skew between planes spreads them.
@@ -246,13 +249,16 @@ void winograd_forward_tile_lanes(const ConvParams& p, const T* x, const T* w, co
             for (int64_t l = 0; l < len; ++l) {
               row[2 * l] = yt[i][0][l0 + l] + bk;
               row[2 * l + 1] = yt[i][1][l0 + l] + bk;
+              probe += (row[2 * l] + row[2 * l + 1]) * T(0);
             }
             copy_run(y + ys.at(at.n, k, oh + i, ow), ys.col, row, 1, cols);
           }
         });
       });
     }
+    if (probe != probe) all_finite.store(false, std::memory_order_relaxed);
   });
+  return all_finite.load();
 }
 
 namespace {
@@ -313,13 +319,13 @@ class TileLaneBlocks {
 }  // namespace
 
 template <typename T>
-void winograd_grad_weight_tile_lanes(const ConvParams& p, const T* dy, const T* x, T* dw) {
+bool winograd_grad_weight_tile_lanes(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
-  grad_weight_blocks(p, uk, TileLaneBlocks<T>(p, dy, x, uk.kc), dw);
+  return grad_weight_blocks(p, uk, TileLaneBlocks<T>(p, dy, x, uk.kc), dw);
 }
 
-template void winograd_forward_tile_lanes<float>(const ConvParams&, const float*, const float*, const float*, float*,
+template bool winograd_forward_tile_lanes<float>(const ConvParams&, const float*, const float*, const float*, float*,
                                                  bool);
-template void winograd_grad_weight_tile_lanes<float>(const ConvParams&, const float*, const float*, float*);
+template bool winograd_grad_weight_tile_lanes<float>(const ConvParams&, const float*, const float*, float*);
 
 }  // namespace fastconv::cpu

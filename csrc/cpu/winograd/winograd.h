@@ -6,19 +6,23 @@
 
 namespace fastconv::cpu {
 
+// Each returns whether every value it wrote is finite: a NaN or an infinity in a tile's inputs reaches all of the
+// tile's outputs through the transforms (a direct conv keeps it to the outputs that read it), so conv2d.cpp
+// computes a result that is not all finite again with the GEMM, as torch would give it.
+//
 // flipped: w holds the weights of the conv whose grad-input p is (flipped_forward in select.h), read as the
 // rotated, transposed kernel without a copy.
 template <typename T>
-void winograd_forward_tile_lanes(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped);
+bool winograd_forward_tile_lanes(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, bool flipped);
 template <typename T>
-void winograd_grad_weight_tile_lanes(const ConvParams& p, const T* dy, const T* x, T* dw);
+bool winograd_grad_weight_tile_lanes(const ConvParams& p, const T* dy, const T* x, T* dw);
 
-void winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+bool winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
                                   bool flipped);
-void winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw);
+bool winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw);
 // F(4x4, 3x3) tiles: fewer multiplies, larger rounding errors (formulas_f4.inc).
-void winograd_f4_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias,
+bool winograd_f4_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias,
                                      float* y, bool flipped);
-void winograd_f4_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw);
+bool winograd_f4_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw);
 
 }  // namespace fastconv::cpu
