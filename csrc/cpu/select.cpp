@@ -51,7 +51,8 @@ bool image_lanes(const ConvParams& p) { return p.N >= kImageLanesMinBatch; }
 // where the map's tiles make that at least a quarter fewer multiplies, the GEMMs shrink and the forward and
 // grad-input run 1.4-1.6x faster, the weight gradient 1.05-1.7x (the fast CIFAR net's 31x31 to 7x7 layers,
 // ResNet-18's 32x32 to 8x8; Zen 4, batch 64-256). Maps with under 4 such tiles (ResNet's 4x4, the fast net's
-// 3x3) give a block too few GEMM columns for the 36 planes of weights it streams: 0.6-0.7x there. Rounding
+// 3x3) give a block too few GEMM columns for the 36 planes of weights it streams: 0.6-0.7x there (blocks of
+// several image groups, for more columns, ran 0.5-0.9x: fewer blocks idle a thread, V and M outgrow L2). Rounding
 // errors are ~4x F(2x2)'s (formulas_f4.inc); FASTCONV_WINOGRAD=2 keeps F(2x2, 3x3) everywhere (as 0 turns
 // Winograd off). Only the image lanes have them: batches under 8 images (tile lanes) keep F(2x2, 3x3).
 bool f4_fits(const ConvParams& p) {
