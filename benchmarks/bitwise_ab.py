@@ -4,7 +4,7 @@
     python benchmarks/bitwise_ab.py --save before.pt     # on the old build
     python benchmarks/bitwise_ab.py --check before.pt    # on the new one: exit 1 at the first bit that differs
 
-The problems reach every CPU algorithm (depthwise, Winograd with tile and image lanes, the direct few-outputs
+The problems reach every CPU algorithm (depthwise, Winograd with tile and image lanes (F(2x2) and F(4x4)), the direct few-outputs
 forward and few-taps weight gradient, the GEMM forward, grad-input as a forward or by col2im, the GEMM weight
 gradient with and without batch chunks) in float32 and float64, in both memory formats, and max_pool2d, each under
 every ISA this CPU has (FASTCONV_ISA). Inputs are seeded; the results of these kernels do not depend on the
@@ -26,6 +26,8 @@ CONV_PROBLEMS = [
     ("winograd_tile_lanes", 2, 32, 48, 9, 9, 3, 3, 1, 1, 1, 1),
     ("winograd_image_lanes", 8, 32, 32, 10, 10, 3, 3, 1, 1, 1, 1),
     ("winograd_wide_planes", 8, 256, 256, 4, 4, 3, 3, 1, 1, 1, 1),
+    ("winograd_f4_image_lanes", 16, 32, 40, 12, 13, 3, 3, 1, 1, 1, 1),
+    ("winograd_f4_wide_planes", 16, 256, 256, 8, 8, 3, 3, 1, 1, 1, 1),
     ("direct_few_outputs", 4, 16, 8, 12, 12, 3, 3, 1, 1, 1, 1),
     ("direct_few_taps", 4, 3, 16, 16, 16, 3, 3, 1, 1, 1, 1),
     ("direct_few_taps_rows", 4, 3, 16, 17, 17, 3, 3, [2, 1], 1, 1, 1),

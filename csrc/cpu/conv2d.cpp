@@ -37,6 +37,31 @@ void winograd_or_again(Run&& run, Again&& again) {
   if (!run()) again();
 }
 
+bool is_winograd(ConvAlgo algo) {
+  return algo == ConvAlgo::kWinogradTileLanes || algo == ConvAlgo::kWinogradImageLanes ||
+         algo == ConvAlgo::kWinogradF4ImageLanes;
+}
+
+// The forward of Winograd kind `algo` (flipped: of the grad-input's flipped problem, reading w flipped in place),
+// and its weight gradient; each returns whether its result is all finite.
+bool winograd_forward(ConvAlgo algo, const ConvParams& p, const float* x, const float* w, const float* bias,
+                      float* y, bool flipped) {
+  switch (algo) {
+    case ConvAlgo::kWinogradTileLanes: return winograd_forward_tile_lanes(p, x, w, bias, y, flipped);
+    case ConvAlgo::kWinogradImageLanes: return winograd_forward_image_lanes(p, x, w, bias, y, flipped);
+    case ConvAlgo::kWinogradF4ImageLanes: return winograd_f4_forward_image_lanes(p, x, w, bias, y, flipped);
+    default: throw std::logic_error(std::string("fastconv: ") + algo_name(algo) + " is not a Winograd algorithm");
+  }
+}
+bool winograd_grad_weight(ConvAlgo algo, const ConvParams& p, const float* dy, const float* x, float* dw) {
+  switch (algo) {
+    case ConvAlgo::kWinogradTileLanes: return winograd_grad_weight_tile_lanes(p, dy, x, dw);
+    case ConvAlgo::kWinogradImageLanes: return winograd_grad_weight_image_lanes(p, dy, x, dw);
+    case ConvAlgo::kWinogradF4ImageLanes: return winograd_f4_grad_weight_image_lanes(p, dy, x, dw);
+    default: throw std::logic_error(std::string("fastconv: ") + algo_name(algo) + " is not a Winograd algorithm");
+  }
+}
+
 [[noreturn]] void no_kernel(ConvAlgo algo, const char* pass) {
   throw std::logic_error(std::string("fastconv: no ") + algo_name(algo) + " kernel for the " + pass +
                          " in this dtype");
@@ -51,18 +76,10 @@ void forward_with(ConvAlgo algo, const ConvParams& p, const T* x, const T* w, co
     case ConvAlgo::kGemmBf16Pairs:  // (float copies of the operands: the plain GEMM, bfloat16 products)
       return gemm_forward(p, x, w, bias, y);
     case ConvAlgo::kWinogradTileLanes:
-      if constexpr (kIsFloat<T>)
-        return winograd_or_again([&] { return winograd_forward_tile_lanes(p, x, w, bias, y, false); },
-                                 [&] { gemm_forward(p, x, w, bias, y); });
-      break;
     case ConvAlgo::kWinogradImageLanes:
-      if constexpr (kIsFloat<T>)
-        return winograd_or_again([&] { return winograd_forward_image_lanes(p, x, w, bias, y, false); },
-                                 [&] { gemm_forward(p, x, w, bias, y); });
-      break;
     case ConvAlgo::kWinogradF4ImageLanes:
       if constexpr (kIsFloat<T>)
-        return winograd_or_again([&] { return winograd_f4_forward_image_lanes(p, x, w, bias, y, false); },
+        return winograd_or_again([&] { return winograd_forward(algo, p, x, w, bias, y, false); },
                                  [&] { gemm_forward(p, x, w, bias, y); });
       break;
     case ConvAlgo::kDirectFewOutputs:
@@ -102,24 +119,16 @@ void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
   const GradInputChoice choice = choose_grad_input(p, arithmetic<T>());
   if (choice.as_flipped_forward) {
     const ConvParams fwd = flipped_forward(p);
-    auto gemm_again = [&] {
+    auto forward_of_flipped = [&](ConvAlgo algo) {
       const std::vector<T> flipped = flip_weights(p, fwd, w);
-      gemm_forward(fwd, dy, flipped.data(), static_cast<const T*>(nullptr), dx);
+      forward_with<T>(algo, fwd, dy, flipped.data(), nullptr, dx);
     };
     if constexpr (kIsFloat<T>) {  // Winograd reads the weights flipped in place
-      if (choice.algo == ConvAlgo::kWinogradTileLanes)
-        return winograd_or_again(
-            [&] { return winograd_forward_tile_lanes(fwd, dy, w, static_cast<const T*>(nullptr), dx, true); },
-            gemm_again);
-      if (choice.algo == ConvAlgo::kWinogradImageLanes)
-        return winograd_or_again([&] { return winograd_forward_image_lanes(fwd, dy, w, nullptr, dx, true); },
-                                 gemm_again);
-      if (choice.algo == ConvAlgo::kWinogradF4ImageLanes)
-        return winograd_or_again([&] { return winograd_f4_forward_image_lanes(fwd, dy, w, nullptr, dx, true); },
-                                 gemm_again);
+      if (is_winograd(choice.algo))
+        return winograd_or_again([&] { return winograd_forward(choice.algo, fwd, dy, w, nullptr, dx, true); },
+                                 [&] { forward_of_flipped(ConvAlgo::kGemm); });
     }
-    const std::vector<T> flipped = flip_weights(p, fwd, w);
-    return forward_with<T>(choice.algo, fwd, dy, flipped.data(), nullptr, dx);
+    return forward_of_flipped(choice.algo);
   }
   switch (choice.algo) {
     case ConvAlgo::kNone: return;
@@ -131,27 +140,19 @@ void conv2d_grad_input(const ConvParams& p, const T* dy, const T* w, T* dx) {
 
 template <typename T>
 void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
-  std::fill(dw, dw + p.K * p.Cg() * p.RS(), T(0));
+  auto zero_dw = [&] { std::fill(dw, dw + p.K * p.Cg() * p.RS(), T(0)); };
+  zero_dw();
   const ConvAlgo algo = choose_grad_weight(p, arithmetic<T>());
-  auto gemm_again = [&] {
-    std::fill(dw, dw + p.K * p.Cg() * p.RS(), T(0));
-    gemm_grad_weight(p, dy, x, dw);
-  };
   switch (algo) {
     case ConvAlgo::kNone: return;
     case ConvAlgo::kDepthwise: return depthwise_grad_weight(p, dy, x, dw);
     case ConvAlgo::kGemm: return gemm_grad_weight(p, dy, x, dw);
     case ConvAlgo::kWinogradTileLanes:
-      if constexpr (kIsFloat<T>)
-        return winograd_or_again([&] { return winograd_grad_weight_tile_lanes(p, dy, x, dw); }, gemm_again);
-      break;
     case ConvAlgo::kWinogradImageLanes:
-      if constexpr (kIsFloat<T>)
-        return winograd_or_again([&] { return winograd_grad_weight_image_lanes(p, dy, x, dw); }, gemm_again);
-      break;
     case ConvAlgo::kWinogradF4ImageLanes:
       if constexpr (kIsFloat<T>)
-        return winograd_or_again([&] { return winograd_f4_grad_weight_image_lanes(p, dy, x, dw); }, gemm_again);
+        return winograd_or_again([&] { return winograd_grad_weight(algo, p, dy, x, dw); },
+                                 [&] { zero_dw(), gemm_grad_weight(p, dy, x, dw); });
       break;
     case ConvAlgo::kDirectFewTaps:
       if constexpr (kIsFloat<T>) return few_taps_grad_weight(p, dy, x, dw);

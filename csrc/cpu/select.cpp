@@ -55,9 +55,14 @@ bool image_lanes(const ConvParams& p) { return p.N >= kImageLanesMinBatch; }
 // several image groups, for more columns, ran 0.5-0.9x: fewer blocks idle a thread, V and M outgrow L2). Rounding
 // errors are ~4x F(2x2)'s (formulas_f4.inc); FASTCONV_WINOGRAD=2 keeps F(2x2, 3x3) everywhere (as 0 turns
 // Winograd off). Only the image lanes have them: batches under 8 images (tile lanes) keep F(2x2, 3x3).
-bool f4_fits(const ConvParams& p) {
+// FASTCONV_WINOGRAD's value is `value` (read at every call, as FASTCONV_ISA is).
+bool winograd_setting_is(const char* value) {
   const char* env = std::getenv("FASTCONV_WINOGRAD");
-  if (env != nullptr && std::strcmp(env, "2") == 0) return false;
+  return env != nullptr && std::strcmp(env, value) == 0;
+}
+
+bool f4_fits(const ConvParams& p) {
+  if (winograd_setting_is("2")) return false;
   const int64_t f4_tiles = ceil_div(p.P, 4) * ceil_div(p.Q, 4), f2_tiles = ceil_div(p.P, 2) * ceil_div(p.Q, 2);
   return f4_tiles >= 4 && 4 * (36 * f4_tiles) <= 3 * (16 * f2_tiles);
 }
@@ -84,9 +89,10 @@ ConvAlgo winograd_lanes(const ConvParams& p) {
 constexpr int64_t kWinogradMinChannels = 32;
 constexpr int64_t kImageLanesForwardMinChannels = 16;
 bool winograd_fits(const ConvParams& p, Arithmetic arithmetic, bool forward) {
-  const char* env = std::getenv("FASTCONV_WINOGRAD");
-  if (arithmetic == Arithmetic::kDouble || (env != nullptr && std::strcmp(env, "0") == 0)) return false;
-  if (arithmetic == Arithmetic::kBf16Products && p.channels_last && !(image_lanes(p) && f4_fits(p))) return false;
+  if (arithmetic == Arithmetic::kDouble || winograd_setting_is("0")) return false;
+  if (arithmetic == Arithmetic::kBf16Products && p.channels_last &&
+      winograd_lanes(p) != ConvAlgo::kWinogradF4ImageLanes)
+    return false;
   const int64_t min_channels =
       forward && image_lanes(p) && p.K > kFewOutputsMax ? kImageLanesForwardMinChannels : kWinogradMinChannels;
   return p.groups == 1 && p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 &&

@@ -121,10 +121,10 @@ void transform_weight_panel(const ConvParams& p, const T* w, bool flipped, int64
   }
 }
 
-// U[xi] = G g G^T of every kernel (F: F2x2 or F4x4), written straight into the micro-kernel's packed A layout (rows k in panels
-// of mr, reduction c in blocks of kc), plane xi at data + xi * stride. The planes are skewed by 32 elements (a
-// power-of-two distance would put a tile's 16 values in one L1 set); rows past K are zeros, the skew gaps are
-// never read.
+// U[xi] = G g G^T of every kernel (F: F2x2 or F4x4), written straight into the micro-kernel's packed A layout
+// (rows k in panels of mr, reduction c in blocks of kc), plane xi at data + xi * stride. The planes are skewed by
+// 32 elements (a power-of-two distance would put a tile's values in one L1 set); rows past K are zeros, the skew
+// gaps are never read.
 template <typename T>
 struct TransformedWeights {
   std::unique_ptr<T[]> data;
@@ -138,9 +138,12 @@ TransformedWeights<T> transformed_weights(const ConvParams& p, const MicroKernel
   parallel_for(0, ceil_div(p.K, uk.mr), 1, [&](int64_t panel0, int64_t panel1) {
     for (int64_t panel = panel0; panel < panel1; ++panel)
       switch (uk.mr) {  // the panel width as a constant: vector transforms and stores
-        case 4: transform_weight_panel<4, F>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride); break;
-        case 6: transform_weight_panel<6, F>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride); break;
-        case 8: transform_weight_panel<8, F>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride); break;
+        case 4: transform_weight_panel<4, F>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride);
+          break;
+        case 6: transform_weight_panel<6, F>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride);
+          break;
+        case 8: transform_weight_panel<8, F>(p, w, flipped, panel, uk.kc, uk.transpose_panel, u.data.get(), stride);
+          break;
         default: throw std::logic_error("fastconv: no Winograd weight transform for mr = " + std::to_string(uk.mr));
       }
   });
@@ -242,7 +245,8 @@ inline void transpose_region_nhwc(const MicroKernel<float>& uk, const float* pix
     for (int64_t c = c_lo; c < c_hi; ++c) {
       uk.transpose_panel(pixels + r * row + c * pixel, image_stride, lanes, cn, lane_vectors, kLanes);
       float* at = dst + ((r - r_lo) * cols + c - c_lo) * kLanes;
-      for (int64_t i = 0; i < cn; ++i) std::memcpy(at + i * region_stride, lane_vectors + i * kLanes, sizeof(float) * kLanes);
+      for (int64_t i = 0; i < cn; ++i)
+        std::memcpy(at + i * region_stride, lane_vectors + i * kLanes, sizeof(float) * kLanes);
     }
 }
 

@@ -38,19 +38,21 @@ struct Scratch {
 
 }  // namespace
 
+template <int Out>
 LaneKernels winograd::lane_kernels(Isa isa) {
-  return pick_for_isa(isa, &scalar::lane_kernels, &avx2::lane_kernels, &avx512::lane_kernels);
+  return pick_for_isa(isa, &scalar::lane_kernels<Out>, &avx2::lane_kernels<Out>, &avx512::lane_kernels<Out>);
 }
 
 namespace {
 
-// F: F2x2 or F4x4 (common.h); input and output: the lane kernels of that tile size. Returns whether every output
-// is finite (winograd.h).
+// F: F2x2 or F4x4 (common.h). Returns whether every output is finite (winograd.h).
 template <class F>
 bool forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
-                         bool flipped, decltype(LaneKernels::input) input, decltype(LaneKernels::output) output) {
+                         bool flipped) {
   constexpr int64_t e = F::kOut;
-  const MicroKernel<float> uk = micro_kernel<float>(active_isa());
+  const Isa isa = active_isa();
+  const MicroKernel<float> uk = micro_kernel<float>(isa);
+  const LaneKernels kernels = lane_kernels<F::kOut>(isa);
   const int64_t C = p.C, K = p.K;
   const TransformedWeights<float> u = transformed_weights<F>(p, uk, w, flipped);
 
@@ -88,7 +90,8 @@ bool forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
                            blk.w_hi, in, c0 + 1 < C ? p.HW() : 0);
         for (int64_t c = c0; c < c0 + cn; ++c) {
           const int64_t r0 = c / uk.kc * uk.kc, rlen = std::min(uk.kc, C - r0);  // c's k block (packed_offset)
-          input(blk, in + (c - c0) * in_region, PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
+          kernels.input(blk, in + (c - c0) * in_region,
+                        PackedRow{v + r0 * width + (c - r0) * uk.nr, rlen * uk.nr, uk.nr, v_stride});
         }
       }
       zero_padding_columns<F>(uk, v, v_stride, cols, width, C);
@@ -106,8 +109,8 @@ bool forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
         for (int64_t k0 = 0; k0 < K; k0 += kLanes) {
           const int64_t kn = std::min<int64_t>(kLanes, K - k0);
           for (int64_t k = k0; k < k0 + kn; ++k)
-            finite &= output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f,
-                             out + (k - k0) * out_region);
+            finite &= kernels.output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f,
+                                     out + (k - k0) * out_region);
           alignas(64) float lane_vectors[kLanes * kLanes];  // [lane][channel]
           for (int64_t r = 0; r < out_rows; ++r)
             for (int64_t c = 0; c < out_cols; ++c) {
@@ -120,7 +123,7 @@ bool forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
         continue;
       }
       for (int64_t k = 0; k < K; ++k) {
-        finite &= output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out);
+        finite &= kernels.output(blk, s.m.data() + k * width, m_stride, bias != nullptr ? bias[k] : 0.0f, out);
         // out_t[l * out_positions + position] = out[position][l], then each image's rows into y.
         uk.transpose_panel(out, kLanes, out_positions, blk.lanes, out_t, out_positions);
         for (int64_t l = 0; l < blk.lanes; ++l) {
@@ -144,14 +147,12 @@ bool forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
 
 bool winograd_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
                                   bool flipped) {
-  const LaneKernels kernels = lane_kernels(active_isa());
-  return forward_image_lanes<F2x2>(p, x, w, bias, y, flipped, kernels.input, kernels.output);
+  return forward_image_lanes<F2x2>(p, x, w, bias, y, flipped);
 }
 
 bool winograd_f4_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias,
                                      float* y, bool flipped) {
-  const LaneKernels kernels = lane_kernels(active_isa());
-  return forward_image_lanes<F4x4>(p, x, w, bias, y, flipped, kernels.input_f4, kernels.output_f4);
+  return forward_image_lanes<F4x4>(p, x, w, bias, y, flipped);
 }
 
 namespace {
@@ -166,11 +167,8 @@ class ImageLaneBlocks {
     LaneBlock blk;
   };
   ImageLaneBlocks(const ConvParams& p, const MicroKernel<float>& uk, const float* dy, const float* x, int64_t block)
-      : p_(p), uk_(uk), dy_(dy), x_(x), blocking_(p, std::max<int64_t>(1, block / kLanes), F::kOut) {
-    const LaneKernels kernels = lane_kernels(uk.isa);
-    input_tile_ = F::kOut == 4 ? kernels.input_tile_f4 : kernels.input_tile;
-    grad_output_tile_ = F::kOut == 4 ? kernels.grad_output_tile_f4 : kernels.grad_output_tile;
-  }
+      : p_(p), uk_(uk), dy_(dy), x_(x), blocking_(p, std::max<int64_t>(1, block / kLanes), F::kOut),
+        kernels_(lane_kernels<F::kOut>(uk.isa)) {}
   int64_t blocks() const { return blocking_.blocks(); }
   int64_t begin_block(int64_t b, State& s) const {
     s.blk = blocking_.block(p_, b);
@@ -197,20 +195,18 @@ class ImageLaneBlocks {
     alignas(64) float lane_tiles[kMaxPanel][F::kXi][kLanes];
     for (int64_t panel = panel0; panel < panel1; ++panel) {
       const int64_t first = panel * out.width, count = std::min(out.width, out.extent - first);
-      for (int64_t i = 0; i < count && p.channels_last; i += kLanes) {  // NHWC: kLanes channels at a time
-        const int64_t cn = std::min<int64_t>(kLanes, count - i);
-        if (of_input)
+      const int64_t channels_at_once = p.channels_last ? kLanes : 1;  // NHWC: as in the forward
+      for (int64_t i = 0; i < count; i += channels_at_once) {
+        float* const region = regions.data() + i * region_size;
+        const int64_t cn = std::min(channels_at_once, count - i);
+        if (p.channels_last && of_input)
           transpose_region_nhwc(uk_, x_ + blk.n0 * p.HW() * p.C + first + i, p.HW() * p.C, p.W * p.C, p.C, blk.lanes,
-                                blk.h_lo, blk.h_hi, blk.w_lo, blk.w_hi, cn, regions.data() + i * region_size,
-                                region_size);
-        else
+                                blk.h_lo, blk.h_hi, blk.w_lo, blk.w_hi, cn, region, region_size);
+        else if (p.channels_last)
           transpose_region_nhwc(uk_, dy_ + blk.n0 * p.PQ() * p.K + first + i, p.PQ() * p.K, p.Q * p.K, p.K,
                                 blk.lanes, m * blk.th0, std::min(p.P, m * blk.th1), m * blk.tw0,
-                                std::min(p.Q, m * blk.tw1), cn, regions.data() + i * region_size, region_size);
-      }
-      for (int64_t i = 0; i < count && !p.channels_last; ++i) {
-        float* const region = regions.data() + i * region_size;
-        if (of_input)
+                                std::min(p.Q, m * blk.tw1), cn, region, region_size);
+        else if (of_input)
           transpose_region(uk_, x_ + (blk.n0 * p.C + first + i) * p.HW(), p.C * p.HW(), p.W, blk.lanes, blk.h_lo,
                            blk.h_hi, blk.w_lo, blk.w_hi, region, first + i + 1 < out.extent ? p.HW() : 0);
         else
@@ -222,7 +218,7 @@ class ImageLaneBlocks {
         for (int64_t tw = blk.tw0; tw < blk.tw1; ++tw, ++pos) {
           for (int64_t i = 0; i < count; ++i) {
             const float* region = regions.data() + i * region_size;
-            (of_input ? input_tile_ : grad_output_tile_)(blk, region, th, tw, &lane_tiles[i][0][0]);
+            (of_input ? kernels_.input_tile : kernels_.grad_output_tile)(blk, region, th, tw, &lane_tiles[i][0][0]);
           }
           out.store(lane_tiles, pos * blk.lanes, blk.lanes, first, count);
         }
@@ -234,8 +230,7 @@ class ImageLaneBlocks {
   const float* dy_;
   const float* x_;
   LaneBlocking blocking_;
-  decltype(LaneKernels::input_tile) input_tile_;
-  decltype(LaneKernels::grad_output_tile) grad_output_tile_;
+  LaneKernels kernels_;
 };
 
 }  // namespace

@@ -29,30 +29,27 @@ struct PackedRow {
   int64_t panel_stride, nr, plane_stride;
 };
 
+// The kernels for tiles of m x m outputs (m = 2: F(2x2, 3x3); m = 4: F(4x4, 3x3)), xi over the tile's
+// (m + 2)^2 transform-domain positions.
 struct LaneKernels {
   // V[xi] of every tile of the block for one channel, from its transposed input, into that channel's row.
   void (*input)(const LaneBlock& b, const float* in, const PackedRow& row);
   // The outputs of every tile of the block for one output channel, plus bias, from its row of M (m: plane 0 at
-  // column 0, planes m_stride apart) into out[((oh - 2 th0) * out_cols + ow - 2 tw0) * kLanes + l], out_cols =
-  // min(Q, 2 tw1) - 2 tw0. Returns whether they are all finite (see conv2d.cpp: Winograd spreads a NaN or an
+  // column 0, planes m_stride apart) into out[((oh - m th0) * out_cols + ow - m tw0) * kLanes + l], out_cols =
+  // min(Q, m tw1) - m tw0. Returns whether they are all finite (see conv2d.cpp: Winograd spreads a NaN or an
   // infinity over its whole tile, so a result that is not all finite is computed again by the GEMM).
   bool (*output)(const LaneBlock& b, const float* m, int64_t m_stride, float bias, float* out);
-  // The same two for F(4x4, 3x3) tiles (4 th0 and 4 tw0 for 2 th0 and 2 tw0).
-  void (*input_f4)(const LaneBlock& b, const float* in, const PackedRow& row);
-  bool (*output_f4)(const LaneBlock& b, const float* m, int64_t m_stride, float bias, float* out);
   // The weight gradient's transforms of tile (th, tw) into out[xi][kLanes]: of the block's input (as `input`), and
-  // of its m x m tile of dy (m = 2, or 4 for the _f4 pair), from dyt[((oh - m th0) * out_cols + ow - m tw0) *
-  // kLanes + l] = dy[n0 + l, k, oh, ow] (zeros past the output's edge).
+  // of its m x m tile of dy, from dyt[((oh - m th0) * out_cols + ow - m tw0) * kLanes + l] = dy[n0 + l, k, oh, ow]
+  // (zeros past the output's edge).
   void (*input_tile)(const LaneBlock& b, const float* in, int64_t th, int64_t tw, float* out);
   void (*grad_output_tile)(const LaneBlock& b, const float* dyt, int64_t th, int64_t tw, float* out);
-  // The same two for F(4x4, 3x3) tiles: out[36][kLanes], from 6x6 input and 4x4 dy tiles.
-  void (*input_tile_f4)(const LaneBlock& b, const float* in, int64_t th, int64_t tw, float* out);
-  void (*grad_output_tile_f4)(const LaneBlock& b, const float* dyt, int64_t th, int64_t tw, float* out);
 };
 
-LaneKernels lane_kernels(Isa isa);
-namespace scalar { LaneKernels lane_kernels(); }
-namespace avx2 { LaneKernels lane_kernels(); }
-namespace avx512 { LaneKernels lane_kernels(); }
+// Out: the output tile edge m (2 or 4); lane_kernels<Out>(isa) picks the ISA's set (image_lanes.cpp).
+template <int Out> LaneKernels lane_kernels(Isa isa);
+namespace scalar { template <int Out> LaneKernels lane_kernels(); }
+namespace avx2 { template <int Out> LaneKernels lane_kernels(); }
+namespace avx512 { template <int Out> LaneKernels lane_kernels(); }
 
 }  // namespace fastconv::cpu::winograd
