@@ -203,9 +203,9 @@ torch.library.register_autograd("fastconv::max_pool2d_grad", _max_pool2d_grad_ba
 def cpu_conv2d_algorithms(input, weight, stride=1, padding=0, dilation=1, groups=1):
     """The CPU algorithm each pass of this conv2d runs now, as {"forward", "grad_input", "grad_weight"}: one of
     none, depthwise, winograd_tile_lanes, winograd_image_lanes, winograd_f4_image_lanes, direct_few_outputs,
-    direct_few_taps, gemm, gemm_col2im, gemm_bf16_pairs; a stride-1 grad-input computed as a forward reads "flipped_forward:<algorithm>". Arguments as
-    torch.nn.functional.conv2d's (only the shapes, dtypes and memory formats of input and weight are read); the
-    choice depends on FASTCONV_WINOGRAD as the ops' does."""
+    direct_few_taps, gemm, gemm_col2im, gemm_bf16_pairs; a stride-1 grad-input computed as a forward reads
+    "flipped_forward:<algorithm>". Arguments as torch.nn.functional.conv2d's (only the shapes, dtypes and memory
+    formats of input and weight are read); the choice depends on FASTCONV_WINOGRAD as the ops' does."""
     from . import functional
 
     x = input if functional._batched(input, "conv2d") else input.unsqueeze(0)
