@@ -72,6 +72,7 @@ void forward_with(ConvAlgo algo, const ConvParams& p, const T* x, const T* w, co
   switch (algo) {
     case ConvAlgo::kNone: return;  // (no input channels: the binding fills the bias in)
     case ConvAlgo::kDepthwise: return depthwise_forward(p, x, w, bias, y);
+    case ConvAlgo::kGemmFewPixels: return gemm_forward_few_pixels(p, x, w, bias, y);
     case ConvAlgo::kGemm:
     case ConvAlgo::kGemmBf16Pairs:  // (float copies of the operands: the plain GEMM, bfloat16 products)
       return gemm_forward(p, x, w, bias, y);
@@ -147,6 +148,7 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
     case ConvAlgo::kNone: return;
     case ConvAlgo::kDepthwise: return depthwise_grad_weight(p, dy, x, dw);
     case ConvAlgo::kGemm: return gemm_grad_weight(p, dy, x, dw);
+    case ConvAlgo::kGemmFewPixels: return gemm_grad_weight_few_pixels(p, dy, x, dw);
     case ConvAlgo::kWinogradTileLanes:
     case ConvAlgo::kWinogradImageLanes:
     case ConvAlgo::kWinogradF4ImageLanes:

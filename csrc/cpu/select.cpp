@@ -4,6 +4,7 @@
 // forward                  condition                                          why
 //   none                   no output pixels or channels, or no input channels  nothing to sum
 //   depthwise              Cg == 1, groups > 1                                 a GEMM of reduction R*S is all edges
+//   gemm, few pixels       maps of <= 9 outputs, >= 1/4 of the taps padding    see few_pixels_fits
 //   winograd 4x4, images   as the next row, and f4_fits (maps of 4+ big tiles)  36 multiplies per 16 outputs, not 64
 //   winograd, image lanes  winograd_fits, N >= 8, C >= 16, K > 16              see image_lanes, winograd_fits
 //   winograd, tile lanes   winograd_fits: C, K >= 32                           4 multiplies per output, not 9
@@ -20,6 +21,7 @@
 // grad-weight
 //   none                   no images, output pixels or weights
 //   depthwise              Cg == 1, groups > 1
+//   gemm, few pixels       as the forward's row
 //   winograd 4x4, images   as the next row, and f4_fits
 //   winograd, image lanes  winograd_fits, N >= 8, C and K >= 32
 //   winograd, tile lanes   winograd_fits: C, K >= 32
@@ -35,6 +37,7 @@
 #include <cstring>
 
 #include "cpu/direct/direct.h"
+#include "cpu/gemm/conv_gemm.h"
 
 namespace fastconv::cpu {
 
@@ -101,6 +104,17 @@ bool winograd_fits(const ConvParams& p, Arithmetic arithmetic, bool forward) {
 
 bool is_depthwise(const ConvParams& p) { return p.Cg() == 1 && p.groups > 1; }
 
+// Maps of a few output pixels (the fast CIFAR net's 3x3) whose taps read much padding: a padded 3x3 kernel on a
+// 3x3 map has 49 of its 81 taps inside, which a GEMM per output pixel multiplies and the im2col GEMM (all 81) or
+// Winograd F(2x2, 3x3) (16 outputs computed for 9) do not skip. The GEMM's rows are images and its columns output
+// channels: under 8 images or 16 channels its tiles would be mostly empty. Not for bfloat16 products, whose NHWC
+// rows read channel pairs in place (bf16_pairs_fit).
+constexpr int64_t kFewPixelsMax = 9;
+bool few_pixels_fits(const ConvParams& p, Arithmetic arithmetic) {
+  return arithmetic != Arithmetic::kBf16Products && p.groups == 1 && p.PQ() <= kFewPixelsMax && p.RS() > 1 &&
+         p.N >= 8 && p.C >= 16 && p.K > kFewOutputsMax && 4 * taps_inside_count(p) <= 3 * p.PQ() * p.RS();
+}
+
 // Few output channels (the first layer's grad-input: 3 of 64; LeNet's layers): an 8-row register tile would stay
 // mostly empty and im2col packing would cost more than the multiplies. Each tap of an output row must be one
 // contiguous run of its padded input row (stride_w 1). channels_last problems come too: moving both sides to
@@ -137,6 +151,7 @@ const char* algo_name(ConvAlgo algo) {
     case ConvAlgo::kDirectFewOutputs: return "direct_few_outputs";
     case ConvAlgo::kDirectFewTaps: return "direct_few_taps";
     case ConvAlgo::kGemm: return "gemm";
+    case ConvAlgo::kGemmFewPixels: return "gemm_few_pixels";
     case ConvAlgo::kGemmCol2im: return "gemm_col2im";
     case ConvAlgo::kGemmBf16Pairs: return "gemm_bf16_pairs";
   }
@@ -155,6 +170,7 @@ ConvParams flipped_forward(const ConvParams& p) {
 ConvAlgo choose_forward(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N * p.PQ() == 0 || p.K == 0 || p.Cg() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
+  if (few_pixels_fits(p, arithmetic)) return ConvAlgo::kGemmFewPixels;
   if (winograd_fits(p, arithmetic, true)) return winograd_lanes(p);
   if (few_outputs_fits(p, arithmetic)) return ConvAlgo::kDirectFewOutputs;
   if (arithmetic == Arithmetic::kBf16Products && bf16_pairs_fit(p)) return ConvAlgo::kGemmBf16Pairs;
@@ -171,6 +187,7 @@ GradInputChoice choose_grad_input(const ConvParams& p, Arithmetic arithmetic) {
 ConvAlgo choose_grad_weight(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N == 0 || p.PQ() == 0 || p.K * p.Cg() * p.RS() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
+  if (few_pixels_fits(p, arithmetic)) return ConvAlgo::kGemmFewPixels;
   if (winograd_fits(p, arithmetic, false)) return winograd_lanes(p);
   if (few_taps_fits(p, arithmetic)) return ConvAlgo::kDirectFewTaps;
   return ConvAlgo::kGemm;

@@ -13,6 +13,7 @@ enum class ConvAlgo {
   kDirectFewOutputs,    // direct/: forward with few output channels, rows summed straight from padded input rows
   kDirectFewTaps,       // direct/: weight gradient with few taps, dy times shifted input in vector lanes
   kGemm,                // gemm/conv_gemm.cpp: implicit GEMM, im2col fused into the packing
+  kGemmFewPixels,       // gemm/few_pixels.cpp: one GEMM per output pixel over the taps inside the input
   kGemmCol2im,          // gemm/conv_gemm.cpp: strided grad-input, GEMM into columns scattered back (col2im)
   kGemmBf16Pairs,       // gemm/conv_gemm.cpp: NHWC bfloat16 read as pairs of channels, bfloat16 products
 };

@@ -221,9 +221,10 @@ def test_conv2d_winograd_matches_torch(case, layout, isa, monkeypatch, restore_n
 
 # (N, C, K, H, W, padding): batches of 8 or more take the image-lane Winograd forward (groups of 16 images;
 # a last group of 4, one of 1, a batch of 8 alone), blocks of whole tile rows and parts of one (a wide map), edge
-# tiles half outside, padding 0 and 2, a 2x2 map; the weight gradient takes lanes over images too. NHWC pixels
-# go 16 channels at a time: channel counts of 33, 35, 36 and 40 leave partial groups.
-IMAGE_LANE_CASES = [(20, 33, 35, 5, 6, 2), (17, 40, 36, 9, 4, 0), (8, 32, 32, 3, 70, 1), (16, 48, 64, 2, 2, 1),
+# tiles half outside, padding 0 and 2, a 2x2 map (unpadded: padded, it is gemm_few_pixels'); the weight gradient
+# takes lanes over images too. NHWC pixels go 16 channels at a time: channel counts of 33, 35, 36 and 40 leave
+# partial groups.
+IMAGE_LANE_CASES = [(20, 33, 35, 5, 6, 2), (17, 40, 36, 9, 4, 0), (8, 32, 32, 3, 70, 1), (16, 48, 64, 4, 4, 0),
                     (16, 64, 40, 8, 8, 1), (40, 33, 40, 4, 3, 1),  # 3 groups of images on a map of 2x2 tiles
                     (16, 256, 256, 8, 8, 1)]  # K x C large: grad-weight transforms panels and GEMMs over threads
 
@@ -343,6 +344,51 @@ def test_conv2d_winograd_non_finite_inputs_match_torch(algorithm, layout, isa, m
 
 
 # --- the direct paths for thin convs (few output channels forward, few taps grad-weight; NCHW float32) ------
+
+# --- one GEMM per output pixel on small maps --------------------------------------------------------------
+
+# (N, C, K, H, W, kernel, stride, padding, dilation): the fast CIFAR net's 3x3 map (grad-input flipped onto the
+# same map), images and channels that are not whole tiles or k blocks (13 images, 130 -> 140 channels), a 5x5
+# input at stride 2 (also with dilation 2), a 2x2 map, and a 1x1 map whose output reads a single tap.
+FEW_PIXEL_CASES = [(24, 64, 48, 3, 3, 3, 1, 1, 1), (13, 130, 140, 3, 3, 3, 1, 1, 1),
+                   (9, 20, 33, 5, 5, 3, 2, 1, 1), (17, 24, 40, 2, 2, 3, 1, 1, 1),
+                   (10, 32, 20, 5, 5, 3, 2, 2, 2), (8, 16, 17, 1, 1, 3, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", FEW_PIXEL_CASES, ids=[str(i) for i in range(len(FEW_PIXEL_CASES))])
+def test_conv2d_few_pixels_matches_torch(case, layout, dtype, isa, restore_num_threads):
+    """The per-pixel GEMMs (select.cpp: few_pixels_fits): the forward with bias, the grad-input (at stride 1 the
+    same GEMM on the flipped problem) and the per-tap weight gradient, against torch in float64; bitwise the same
+    for 1 and 2 threads (which block the images differently)."""
+    N, C, K, H, W, kernel, stride, padding, dilation = case
+    mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    gen = torch.Generator().manual_seed(N * C + K)
+    x = torch.randn(N, C, H, W, generator=gen, dtype=dtype).contiguous(memory_format=mf)
+    w = torch.randn(K, C, kernel, kernel, generator=gen, dtype=dtype).contiguous(memory_format=mf)
+    b = torch.randn(K, generator=gen, dtype=dtype)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation)
+    algorithms = fastconv._ops.cpu_conv2d_algorithms(x, w, **kwargs)
+    assert algorithms["forward"] == algorithms["grad_weight"] == "gemm_few_pixels"
+    args = ([stride] * 2, [padding] * 4, [dilation] * 2, 1)
+    ops = torch.ops.fastconv
+
+    def run():
+        y = ops.conv2d(x, w, b, *args)
+        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=dtype).contiguous(memory_format=mf)
+        return y, ops.conv2d_grad_input(gy, x, w, *args), ops.conv2d_grad_weight(gy, x, w, *args), gy
+
+    *results, gy = run()
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    expected = F.conv2d(xd, wd, b.double(), **kwargs)
+    expected_grads = torch.autograd.grad(expected, (xd, wd), gy.double())
+    tol = 2e-6 if dtype == torch.float32 else 1e-13
+    for got, want in zip(results, (expected, *expected_grads)):
+        assert got.dtype == dtype and got.is_contiguous(memory_format=mf)
+        torch.testing.assert_close(got.double(), want.detach(), rtol=0, atol=tol * want.abs().max().item())
+    torch.set_num_threads(1)
+    assert all(torch.equal(u, v) for u, v in zip(run()[:3], results))
 
 # (N, C, K, H, W, kernel, stride, padding, dilation): rows of several vectors with a partial last one, a
 # kernel wider than tall, stride in H only, dilation, negative effective padding in grad-input (kernel 1,

@@ -32,8 +32,14 @@ PROBLEMS = [
     ("fast_stem_2x2", 256, 3, 24, 32, 32, 2, 2, 1, 0, 1, 1, CL, torch.float32,
      "gemm", "flipped_forward:direct_few_outputs", "direct_few_taps"),
     ("fast_64_256", 256, 64, 256, 15, 15, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),
+    # a 3x3 map: one GEMM per output pixel over the 49 of 81 taps inside the input (under 8 images: Winograd)
+    ("fast_256_3x3", 256, 256, 256, 3, 3, 3, 3, 1, 1, 1, 1, None, torch.float32,
+     "gemm_few_pixels", "flipped_forward:gemm_few_pixels", "gemm_few_pixels"),
+    ("fast_256_3x3_cl", 256, 256, 256, 3, 3, 3, 3, 1, 1, 1, 1, CL, torch.float32,
+     "gemm_few_pixels", "flipped_forward:gemm_few_pixels", "gemm_few_pixels"),
+    ("3x3_map_batch4", 4, 256, 256, 3, 3, 3, 3, 1, 1, 1, 1, None, torch.float32, WT, f"flipped_forward:{WT}", WT),
+    ("3x3_map_no_padding", 64, 64, 64, 5, 5, 3, 3, 1, 0, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", W1),
     # F(4x4, 3x3) tiles only where they save a quarter of the multiplies and a map has 4 of them
-    ("fast_256_3x3", 256, 256, 256, 3, 3, 3, 3, 1, 1, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", W1),
     ("f4_saves_too_little_5x5", 64, 64, 64, 5, 5, 3, 3, 1, 1, 1, 1, None, torch.float32,
      W1, f"flipped_forward:{W1}", W1),
     ("f4_7x7", 64, 64, 64, 7, 7, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),

@@ -8,6 +8,12 @@
 namespace fastconv::cpu {
 
 template <typename T> void gemm_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y);
+// One GEMM per output pixel over the taps that read inside the input (few_pixels.cpp); groups 1.
+template <typename T> void gemm_forward_few_pixels(const ConvParams& p, const T* x, const T* w, const T* bias, T* y);
+// Its weight gradient: per tap, a GEMM over the images and output pixels whose tap reads inside the input.
+template <typename T> void gemm_grad_weight_few_pixels(const ConvParams& p, const T* dy, const T* x, T* dw);
+// How many (output pixel, tap) pairs read inside the input, of P * Q * R * S.
+int64_t taps_inside_count(const ConvParams& p);
 // NHWC, bfloat16 x and w (raw bits), Cg even, a CPU with bfloat16 products (select.cpp: kGemmBf16Pairs); float y.
 void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
 // Strided grad-input (col2im); dx is overwritten.
