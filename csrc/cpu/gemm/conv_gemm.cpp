@@ -297,7 +297,14 @@ namespace {
 template <typename T, typename In>
 inline void copy_widened(const In* src, int64_t n, T* dst) {
   if constexpr (std::is_same_v<In, T>) {
-    std::copy(src, src + n, dst);
+    // Packing calls this once per reduction row with n = a panel's width: fixed-size copies are inlined vector
+    // moves, where std::copy called memmove (a third of a 1x1 stride-2 NHWC weight gradient's time).
+    switch (n) {
+      case 8: std::memcpy(dst, src, 8 * sizeof(T)); break;
+      case 16: std::memcpy(dst, src, 16 * sizeof(T)); break;
+      case 32: std::memcpy(dst, src, 32 * sizeof(T)); break;
+      default: std::copy(src, src + n, dst);
+    }
   } else {
     static_assert(std::is_same_v<In, uint16_t> && std::is_same_v<T, float>, "bfloat16 bits into float only");
     for (int64_t i = 0; i < n; ++i) {
@@ -342,6 +349,7 @@ void grad_weight(const ConvParams& p, const In* dy, const In* x, T* dw) {
     PhasePlanes<T> planes;
     std::vector<T> tap_rows(nhwc ? 0 : static_cast<size_t>(uk.nr * uk.kc));  // one panel's im2col rows
     AlignedBuffer<T> dy_block;  // NCHW: one k block of dy, packed
+    std::vector<TapRun> taps;   // NHWC: the tap runs of a block of x's columns
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t chunk = t / tasks_per_chunk, task = t % tasks_per_chunk;
       const int64_t g = nhwc ? task / (mblocks * nblocks) : task / mblocks;
@@ -397,6 +405,9 @@ void grad_weight(const ConvParams& p, const In* dy, const In* x, T* dw) {
         }
       } else {
         const int64_t nb = task % nblocks, j0 = nb * nblock, jlen = std::min(nblock, N - j0);
+        // A reduction row (one pixel) is one run of dy's k and, per tap, runs of x's c. x packs row by row into
+        // every panel of the block, the pixel stepped rather than decoded: decoding it and its taps for every
+        // panel's row was much of the packing time of a 1x1 stride-2 layer's weight gradient.
         auto pack_dy = [&](T* dst, int64_t k0, int64_t klen, int64_t a0, int64_t alen) {
           pack_panels_by_row(dst, k0, klen, a0, alen, uk.mr, [&](T* out, int64_t kd, int64_t k, int64_t cnt) {
             copy_widened(dy + (pix0 + kd) * p.K + g * Kg + k, cnt, out);
@@ -404,20 +415,29 @@ void grad_weight(const ConvParams& p, const In* dy, const In* x, T* dw) {
           return static_cast<const T*>(dst);
         };
         auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
-          pack_panels_by_row(dst, k0, klen, b0, blen, uk.nr, [&](T* out, int64_t kd, int64_t m, int64_t cnt) {
-            const Pixel px = pixel_of(p, pix0 + kd);
-            for (int64_t i = 0; i < cnt;) {  // runs of consecutive channels of one tap
-              const Tap tap = tap_nhwc(p, m + i);
-              const int64_t run = std::min(cnt - i, p.Cg() - tap.c);
-              const int64_t h = p.in_row(px.p, tap.r), xw = p.in_col(px.q, tap.s);
-              if (p.in_bounds(h, xw)) {
-                copy_widened(x + p.input_offset(px.n, g * p.Cg() + tap.c, h, xw), run, out + i);
-              } else {
-                std::fill(out + i, out + i + run, T(0));
+          tap_runs_nhwc(p, b0, blen, taps);  // (taps split at panel edges below)
+          Pixel px = pixel_of(p, pix0 + k0);
+          for (int64_t kk = 0; kk < klen; ++kk) {
+            for (const TapRun& run : taps)
+              for (int64_t m = run.pos; m < run.pos + run.len;) {  // the part of the run in each panel
+                const int64_t len = std::min(run.pos + run.len - m, uk.nr - m % uk.nr);
+                T* out = dst + (m / uk.nr) * klen * uk.nr + kk * uk.nr + m % uk.nr;
+                const int64_t h = p.in_row(px.p, run.r), xw = p.in_col(px.q, run.s);
+                if (p.in_bounds(h, xw))
+                  copy_widened(x + p.input_offset(px.n, g * p.Cg() + run.c0 + m - run.pos, h, xw), len, out);
+                else
+                  std::fill(out, out + len, T(0));
+                m += len;
               }
-              i += run;
+            if (blen % uk.nr != 0) {  // the last panel's columns past the block
+              T* out = dst + (blen / uk.nr) * klen * uk.nr + kk * uk.nr;
+              std::fill(out + blen % uk.nr, out + uk.nr, T(0));
             }
-          });
+            if (++px.q == p.Q) {
+              px.q = 0;
+              if (++px.p == p.P) px.p = 0, ++px.n;
+            }
+          }
           return static_cast<const T*>(dst);
         };
         gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_dy, pack_x, c, OutputMap{red, red, 0}, false, buf);
