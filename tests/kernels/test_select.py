@@ -16,6 +16,8 @@ WT = "winograd_tile_lanes"
 PROBLEMS = [
     # ResNet-18 on CIFAR, batch 64
     ("resnet_stem", 64, 3, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32,
+     "direct_few_outputs", "flipped_forward:direct_few_outputs", "direct_few_taps"),
+    ("resnet_stem_cl", 64, 3, 64, 32, 32, 3, 3, 1, 1, 1, 1, CL, torch.float32,
      "gemm", "flipped_forward:direct_few_outputs", "direct_few_taps"),
     ("resnet_64", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),
     ("resnet_64_cl", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, CL, torch.float32, W4, f"flipped_forward:{W4}", W4),

@@ -237,10 +237,17 @@ void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx)
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t g = t / tasks_per_group, n0 = (t % tasks_per_group) * task_images;
       const int64_t n1 = std::min(p.N, n0 + task_images);
-      for (int64_t n = n0; n < n1; ++n)
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t h = 0; h < p.H; ++h)
-            for (int64_t x = 0; x < p.W; ++x) dx[p.input_offset(n, g * Cg + c, h, x)] = T(0);
+      for (int64_t n = n0; n < n1; ++n) {  // the group's part of the images: NCHW one run, NHWC one per pixel
+        if (!nhwc) {
+          T* first = dx + p.input_offset(n, g * Cg, 0, 0);
+          std::fill(first, first + Cg * p.HW(), T(0));
+        } else if (p.groups == 1) {
+          T* first = dx + p.input_offset(n, 0, 0, 0);
+          std::fill(first, first + p.HW() * p.C, T(0));
+        } else {
+          for (int64_t i = 0; i < p.HW(); ++i) std::fill_n(dx + (n * p.HW() + i) * p.C + g * Cg, Cg, T(0));
+        }
+      }
       for (int64_t j0 = n0 * PQ; j0 < n1 * PQ; j0 += col_block) {
         const int64_t jlen = std::min(col_block, n1 * PQ - j0), panels = round_up(jlen, dy_width);
         // dy of the block, packed once for all tap blocks (pixels j are global: j = n * PQ + pq).
