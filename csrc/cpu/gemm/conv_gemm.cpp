@@ -421,6 +421,13 @@ void grad_weight(const ConvParams& p, const In* dy, const In* x, T* dw) {
           });
           return static_cast<const T*>(dst);
         };
+        // dy's pixel rows hold mr output channels side by side already: the micro-kernel reads them in place
+        // (float dy, no bfloat16 products, whole tiles of channels).
+        const bool dy_in_place = kSameType && uk.bf16 == nullptr && uk.run_strided_a != nullptr && Kg % uk.mr == 0;
+        auto dy_rows = [&](T*, int64_t k0, int64_t, int64_t a0, int64_t) {
+          if constexpr (kSameType) return RowsInPlace<T>{dy + (pix0 + k0) * p.K + g * Kg + a0, p.K};
+          else return RowsInPlace<T>{nullptr, 0};
+        };
         auto pack_x = [&](T* dst, int64_t k0, int64_t klen, int64_t b0, int64_t blen) {
           tap_runs_nhwc(p, b0, blen, taps);  // (taps split at panel edges below)
           Pixel px = pixel_of(p, pix0 + k0);
@@ -447,7 +454,10 @@ void grad_weight(const ConvParams& p, const In* dy, const In* x, T* dw) {
           }
           return static_cast<const T*>(dst);
         };
-        gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_dy, pack_x, c, OutputMap{red, red, 0}, false, buf);
+        if (dy_in_place)
+          gemm_block(uk, m0, mlen, j0, jlen, pixels, dy_rows, pack_x, c, OutputMap{red, red, 0}, false, buf);
+        else
+          gemm_block(uk, m0, mlen, j0, jlen, pixels, pack_dy, pack_x, c, OutputMap{red, red, 0}, false, buf);
       }
     }
   });

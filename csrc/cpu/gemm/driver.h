@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -79,7 +80,16 @@ inline void run_pairs(const MicroKernel<T>& uk, int64_t klen, const uint16_t* a_
     uk.bf16->run_split((klen + 1) / 2, a_pairs, b_pairs, c, c_hi, ldc, accumulate);
 }
 
-// pack_a(dst, k0, klen, m0, mlen) -> pointer to ceil(mlen/mr) panels of klen x mr (m0 is a multiple of mc).
+// A's rows read in place (MicroKernel::run_strided_a): row i, reduction k at data[k * lda + i]. Every tile's
+// mr rows must lie inside the operand (callers use it where the row count is a multiple of mr).
+template <typename T>
+struct RowsInPlace {
+  const T* data;
+  int64_t lda;
+};
+
+// pack_a(dst, k0, klen, m0, mlen) -> pointer to ceil(mlen/mr) panels of klen x mr (m0 is a multiple of mc), or
+// RowsInPlace (float kernels without bfloat16 products only).
 // pack_b(dst, k0, klen, n0, nlen) -> pointer to ceil(nlen/nr) panels of klen x nr.
 // Either may return a pointer into pre-packed storage instead of writing dst.
 template <typename T, class PackA, class PackB>
@@ -100,15 +110,24 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
     const int64_t panel_pairs = round_up(klen, 2);  // bfloat16 values per column of a pair panel
     for (int64_t mb = m0; mb < m0 + mlen; mb += uk.mc) {
       const int64_t mblen = std::min(uk.mc, m0 + mlen - mb);
-      const T* a_block = pack_a(buf.a.data(), k0, klen, mb, mblen);
+      const auto a_operand = pack_a(buf.a.data(), k0, klen, mb, mblen);
+      constexpr bool kInPlace = std::is_same_v<std::decay_t<decltype(a_operand)>, RowsInPlace<T>>;
+      const T* a_block = nullptr;
+      int64_t lda = mr;
+      if constexpr (kInPlace)
+        a_block = a_operand.data, lda = a_operand.lda;
+      else
+        a_block = a_operand;
       const uint16_t* a_pairs = nullptr;
-      if constexpr (std::is_same_v<T, float>)
+      if constexpr (kInPlace) {
+        if (pairs || uk.run_strided_a == nullptr)
+          throw std::logic_error("fastconv: rows in place need a float kernel without bfloat16 products");
+      } else if constexpr (std::is_same_v<T, float>) {
         if (pairs) a_pairs = block_to_pairs(*uk.bf16, a_block, klen, mblen, mr, buf.a_pairs);
+      }
       for (int64_t jr = 0; jr < nlen; jr += nr) {
         const int64_t ncols = std::min<int64_t>(nr, nlen - jr);
         const int64_t j = n0 + jr;
-        // Straight into C when the tile is whole and its columns are contiguous (or two contiguous halves);
-        // else via a small tile buffer.
         const bool cols_contiguous = ncols == nr && map.contiguous_cols(j, nr);
         const bool halves_contiguous =
             ncols == nr && map.contiguous_cols(j, nr / 2) && map.contiguous_cols(j + nr / 2, nr / 2);
@@ -116,30 +135,23 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
         const uint16_t* b_pair_panel = pairs ? b_pairs + (jr / nr) * panel_pairs * nr : nullptr;
         for (int64_t ir = 0; ir < mblen; ir += mr) {
           const int64_t nrows = std::min<int64_t>(mr, mblen - ir);
-          const T* a_panel = a_block + (ir / mr) * klen * mr;
+          const T* a_panel = kInPlace ? a_block + ir : a_block + (ir / mr) * klen * mr;
           const uint16_t* a_pair_panel = pairs ? a_pairs + (ir / mr) * panel_pairs * mr : nullptr;
-          T* c_tile = c + map.offset(mb + ir, j);
-          if (cols_contiguous && nrows == mr) {
-            if (pairs)
-              run_pairs(uk, klen, a_pair_panel, b_pair_panel, c_tile, c_tile + nr / 2, map.row_stride, acc);
-            else
-              uk.run(klen, a_panel, b_panel, c_tile, map.row_stride, acc);
-            continue;
-          }
-          if (halves_contiguous && nrows == mr) {
-            T* c_hi = c + map.offset(mb + ir, j + nr / 2);
-            if (pairs)
-              run_pairs(uk, klen, a_pair_panel, b_pair_panel, c_tile, c_hi, map.row_stride, acc);
-            else
-              uk.run_split(klen, a_panel, b_panel, c_tile, c_hi, map.row_stride, acc);
-            continue;
-          }
-          // Edge or segment-crossing tile: column offsets once per tile (no division per element).
+          // Straight into C when the tile is whole and its columns are contiguous (or two contiguous halves);
+          // else into a small tile buffer, added to C below.
+          const bool whole = nrows == mr && (cols_contiguous || halves_contiguous);
           T* tile = buf.tile.data();
-          if (pairs)
-            run_pairs(uk, klen, a_pair_panel, b_pair_panel, tile, tile + nr / 2, nr, false);
+          T* out = whole ? c + map.offset(mb + ir, j) : tile;
+          T* out_hi = whole ? c + map.offset(mb + ir, j + nr / 2) : tile + nr / 2;
+          const int64_t ldc = whole ? map.row_stride : nr;
+          if (kInPlace)
+            uk.run_strided_a(klen, a_panel, lda, b_panel, out, out_hi, ldc, whole && acc);
+          else if (pairs)
+            run_pairs(uk, klen, a_pair_panel, b_pair_panel, out, out_hi, ldc, whole && acc);
           else
-            uk.run(klen, a_panel, b_panel, tile, nr, false);
+            uk.run_split(klen, a_panel, b_panel, out, out_hi, ldc, whole && acc);
+          if (whole) continue;
+          // Edge or segment-crossing tile: column offsets once per tile (no division per element).
           int64_t* col_offset = buf.col_offset.data();
           map.column_offsets(j, ncols, col_offset);
           for (int64_t i = 0; i < nrows; ++i) {

@@ -18,8 +18,8 @@ MicroKernel<double> micro_kernel<double>(Isa isa) {
 
 MicroKernel<float> pair_element_kernel() {
   MicroKernel<float> uk = avx512::kernel_f32();
-  uk.run = avx512_bf16::pairs_as_elements();
   uk.run_split = avx512_bf16::pairs_as_elements_split();
+  uk.run_strided_a = nullptr;  // (the float kernel's: no pair version)
   return uk;
 }
 

@@ -11,12 +11,17 @@
 
 namespace fastconv::cpu {
 
-template <typename T>
-using MicroKernelFn = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
-// The same with the tile's right half (columns NR/2..NR) at c_hi instead of c + NR/2: lets one tile span two
-// images of an NCHW batch whose pixel count is a multiple of NR/2 (ResNet's 4x4 maps with NR = 32).
+// The tile's right half (columns NR/2..NR) goes to c_hi, c + NR/2 for a plain row-major tile: that lets one tile
+// span two images of an NCHW batch whose pixel count is a multiple of NR/2 (ResNet's 4x4 maps with NR = 32).
 template <typename T>
 using MicroKernelSplitFn = void (*)(int64_t kc, const T* a, const T* b, T* c, T* c_hi, int64_t ldc, bool accumulate);
+
+// The split kernel with A read in place: row i of the tile at a[k * lda + i] (lda >= MR), not from a packed panel
+// (MR apart): for operands whose reduction rows already hold the tile's MR values side by side (NHWC dy in the
+// weight gradient).
+template <typename T>
+using MicroKernelStridedAFn = void (*)(int64_t kc, const T* a, int64_t lda, const T* b, T* c, T* c_hi, int64_t ldc,
+                                       bool accumulate);
 
 // dst[k * width + i] = src[i * ld + k] for i < rows <= width, k < klen; zeros in rows [rows, width): a panel
 // packed from rows that are contiguous along the reduction (NCHW weights, NCHW grad-weight's dy and im2col
@@ -41,9 +46,9 @@ struct MicroKernel {
   Isa isa;
   int mr, nr;                // register tile
   int64_t mc, kc, nc;        // cache blocking: A block mc x kc in L2, B micro-panel kc x nr in L1
-  MicroKernelFn<T> run;
   MicroKernelSplitFn<T> run_split;
   TransposeFn<T> transpose_panel;
+  MicroKernelStridedAFn<T> run_strided_a = nullptr;
   const Bf16Pairs* bf16 = nullptr;  // set: multiply in bfloat16 (float kernels on a CPU that has it, when asked)
 };
 
@@ -56,7 +61,6 @@ namespace avx2 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64
 namespace avx512 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
 namespace avx512_bf16 {
 const Bf16Pairs* pairs_8x32();
-MicroKernelFn<float> pairs_as_elements();
 MicroKernelSplitFn<float> pairs_as_elements_split();
 }  // namespace avx512_bf16
 

@@ -40,12 +40,12 @@ struct VecF64 {
 
 // The classic Haswell 6 x 16: 12 ymm accumulators + 2 B registers + 1 broadcast of the 16 available.
 MicroKernel<float> kernel_f32() {
-  return {Isa::kAvx2, 6, 16, 144, 256, 2048, &micro_kernel<VecF32, 6, 2>, &micro_kernel_split<VecF32, 6, 2>,
-          &transpose_panel_f32};
+  return {Isa::kAvx2, 6, 16, 144, 256, 2048,
+          &micro_kernel_split<VecF32, 6, 2>, &transpose_panel_f32, &micro_kernel_strided_a<VecF32, 6, 2>};
 }
 MicroKernel<double> kernel_f64() {
-  return {Isa::kAvx2, 6, 8, 96, 256, 2048, &micro_kernel<VecF64, 6, 2>, &micro_kernel_split<VecF64, 6, 2>,
-          &transpose_panel_generic<double>};
+  return {Isa::kAvx2, 6, 8, 96, 256, 2048,
+          &micro_kernel_split<VecF64, 6, 2>, &transpose_panel_generic<double>, &micro_kernel_strided_a<VecF64, 6, 2>};
 }
 
 }  // namespace fastconv::cpu::avx2

@@ -42,12 +42,12 @@ struct VecF64 {
 // channel count ResNet uses, so NCHW tiles over output channels carry no padding. kc = 128: the B micro-panel
 // (128 x 32 floats, 16 KiB) keeps half of a 32 KiB L1 free for the A panels streaming past it (256 filled it).
 MicroKernel<float> kernel_f32() {
-  return {Isa::kAvx512, 8, 32, 256, 128, 2048, &micro_kernel<VecF32, 8, 2>, &micro_kernel_split<VecF32, 8, 2>,
-          &transpose_panel_f32};
+  return {Isa::kAvx512, 8, 32, 256, 128, 2048,
+          &micro_kernel_split<VecF32, 8, 2>, &transpose_panel_f32, &micro_kernel_strided_a<VecF32, 8, 2>};
 }
 MicroKernel<double> kernel_f64() {
-  return {Isa::kAvx512, 8, 16, 128, 256, 2048, &micro_kernel<VecF64, 8, 2>, &micro_kernel_split<VecF64, 8, 2>,
-          &transpose_panel_generic<double>};
+  return {Isa::kAvx512, 8, 16, 128, 256, 2048,
+          &micro_kernel_split<VecF64, 8, 2>, &transpose_panel_generic<double>, &micro_kernel_strided_a<VecF64, 8, 2>};
 }
 
 }  // namespace fastconv::cpu::avx512

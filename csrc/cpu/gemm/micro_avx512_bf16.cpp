@@ -66,14 +66,10 @@ void pairs_as_elements_split_8x32(int64_t kc, const float* a, const float* b, fl
   pairs_kernel_8x32(kc, reinterpret_cast<const uint16_t*>(a), reinterpret_cast<const uint16_t*>(b), c, c_hi, ldc,
                     accumulate);
 }
-void pairs_as_elements_8x32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
-  pairs_as_elements_split_8x32(kc, a, b, c, c + 16, ldc, accumulate);
-}
 
 }  // namespace
 
 const Bf16Pairs* pairs_8x32() { return &kPairs8x32; }
-MicroKernelFn<float> pairs_as_elements() { return &pairs_as_elements_8x32; }
 MicroKernelSplitFn<float> pairs_as_elements_split() { return &pairs_as_elements_split_8x32; }
 
 }  // namespace fastconv::cpu::avx512_bf16
