@@ -4,7 +4,7 @@
 // forward                  condition                                          why
 //   none                   no output pixels or channels, or no input channels  nothing to sum
 //   depthwise              Cg == 1, groups > 1                                 a GEMM of reduction R*S is all edges
-//   gemm, few pixels       maps of <= 9 outputs, >= 1/4 of the taps padding    see few_pixels_fits
+//   gemm, few pixels       <= 9 outputs, >= 1/4 of taps in padding, float    see few_pixels_fits
 //   winograd 4x4, images   as the next row, and f4_fits (maps of 4+ big tiles)  36 multiplies per 16 outputs, not 64
 //   winograd, image lanes  winograd_fits, N >= 8, C >= 16, K > 16              see image_lanes, winograd_fits
 //   winograd, tile lanes   winograd_fits: C, K >= 32                           4 multiplies per output, not 9
@@ -108,11 +108,13 @@ bool is_depthwise(const ConvParams& p) { return p.Cg() == 1 && p.groups > 1; }
 // 3x3 map has 49 of its 81 taps inside, which a GEMM per output pixel multiplies and the im2col GEMM (all 81) or
 // Winograd F(2x2, 3x3) (16 outputs computed for 9) do not skip. The GEMM's rows are images and its columns output
 // channels: under 8 images or 16 channels its tiles would be mostly empty. Not for bfloat16 products, whose NHWC
-// rows read channel pairs in place (bf16_pairs_fit).
+// rows read channel pairs in place (bf16_pairs_fit). Groups 1 only, and an input map no larger than the pixels the
+// taps could read (its NCHW copies are whole maps: a 3x3 output at stride 500 would copy a 1001x1001 input).
 constexpr int64_t kFewPixelsMax = 9;
 bool few_pixels_fits(const ConvParams& p, Arithmetic arithmetic) {
   return arithmetic != Arithmetic::kBf16Products && p.groups == 1 && p.PQ() <= kFewPixelsMax && p.RS() > 1 &&
-         p.N >= 8 && p.C >= 16 && p.K > kFewOutputsMax && 4 * taps_inside_count(p) <= 3 * p.PQ() * p.RS();
+         p.N >= 8 && p.C >= 16 && p.K > kFewOutputsMax && p.HW() <= p.PQ() * p.RS() &&
+         4 * taps_inside_count(p) <= 3 * p.PQ() * p.RS();
 }
 
 // Few output channels (the first layer's grad-input: 3 of 64; LeNet's layers): an 8-row register tile would stay

@@ -352,7 +352,8 @@ def test_conv2d_winograd_non_finite_inputs_match_torch(algorithm, layout, isa, m
 # input at stride 2 (also with dilation 2), a 2x2 map, and a 1x1 map whose output reads a single tap.
 FEW_PIXEL_CASES = [(24, 64, 48, 3, 3, 3, 1, 1, 1), (13, 130, 140, 3, 3, 3, 1, 1, 1),
                    (9, 20, 33, 5, 5, 3, 2, 1, 1), (17, 24, 40, 2, 2, 3, 1, 1, 1),
-                   (10, 32, 20, 5, 5, 3, 2, 2, 2), (8, 16, 17, 1, 1, 3, 1, 1, 1)]
+                   (10, 32, 20, 5, 5, 3, 2, 2, 2), (8, 16, 17, 1, 1, 3, 1, 1, 1),
+                   (8, 16, 17, 1, 1, 2, 2, 2, 1)]  # output pixel (0, 0) reads no tap; taps r, s = 0 read no pixel
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

@@ -41,6 +41,8 @@ PROBLEMS = [
      "gemm_few_pixels", "flipped_forward:gemm_few_pixels", "gemm_few_pixels"),
     ("3x3_map_batch4", 4, 256, 256, 3, 3, 3, 3, 1, 1, 1, 1, None, torch.float32, WT, f"flipped_forward:{WT}", WT),
     ("3x3_map_no_padding", 64, 64, 64, 5, 5, 3, 3, 1, 0, 1, 1, None, torch.float32, W1, f"flipped_forward:{W1}", W1),
+    ("3x3_map_of_a_large_input", 8, 16, 32, 41, 41, 3, 3, 20, 1, 1, 1, None, torch.float32,
+     "gemm", "gemm_col2im", "gemm"),
     # F(4x4, 3x3) tiles only where they save a quarter of the multiplies and a map has 4 of them
     ("f4_saves_too_little_5x5", 64, 64, 64, 5, 5, 3, 3, 1, 1, 1, 1, None, torch.float32,
      W1, f"flipped_forward:{W1}", W1),

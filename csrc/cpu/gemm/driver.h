@@ -88,8 +88,8 @@ struct RowsInPlace {
   int64_t lda;
 };
 
-// pack_a(dst, k0, klen, m0, mlen) -> pointer to ceil(mlen/mr) panels of klen x mr (m0 is a multiple of mc), or
-// RowsInPlace (float kernels without bfloat16 products only).
+// pack_a(dst, k0, klen, m0, mlen) -> pointer to ceil(mlen/mr) panels of klen x mr (m0: the block's first row,
+// mc rows after the previous one), or RowsInPlace (float kernels without bfloat16 products only).
 // pack_b(dst, k0, klen, n0, nlen) -> pointer to ceil(nlen/nr) panels of klen x nr.
 // Either may return a pointer into pre-packed storage instead of writing dst.
 template <typename T, class PackA, class PackB>
@@ -120,7 +120,7 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
         a_block = a_operand;
       const uint16_t* a_pairs = nullptr;
       if constexpr (kInPlace) {
-        if (pairs || uk.run_strided_a == nullptr)
+        if (pairs || uk.run_strided_a == nullptr || uk.mc % mr != 0)  // (whole tiles of rows in every m block)
           throw std::logic_error("fastconv: rows in place need a float kernel without bfloat16 products");
       } else if constexpr (std::is_same_v<T, float>) {
         if (pairs) a_pairs = block_to_pairs(*uk.bf16, a_block, klen, mblen, mr, buf.a_pairs);

@@ -97,7 +97,8 @@ void gemm_forward_few_pixels(const ConvParams& p, const T* x, const T* w, const 
       });
     });
 
-  // Enough tasks (pixel x block of images) that two threads get equal shares of the 9 pixels of a 3x3 map.
+  // About 8 tasks (pixel x block of images) per thread: with one per pixel, 2 threads would split a 3x3 map's 9
+  // pixels 5 to 4.
   const int64_t image_blocks = std::min(ceil_div(8 * num_threads(), PQ), ceil_div(p.N, int64_t{uk.mr}));
   const int64_t block = round_up(ceil_div(p.N, image_blocks), uk.mr), blocks = ceil_div(p.N, block);
 
@@ -146,8 +147,8 @@ void gemm_forward_few_pixels(const ConvParams& p, const T* x, const T* w, const 
 
 // dW[k, c, r, s] = sum over images and the output pixels whose tap (r, s) reads inside the input of
 // dy[n, k, p, q] * x[n, c, h(p, r), w(q, s)]: per tap, a GEMM of rows k, columns c, reduction (pixel, image),
-// both operands packed from NHWC rows (copies of NCHW tensors: small maps make small copies). Tasks are
-// (tap, block of c); every entry sums its reduction in one fixed order.
+// both operands packed from NHWC rows (copies of NCHW tensors: select.cpp keeps the input map small too). Tasks are
+// (tap, block of k, block of c); every entry sums its reduction in one fixed order.
 template <typename T>
 void gemm_grad_weight_few_pixels(const ConvParams& p, const T* dy, const T* x, T* dw) {
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());

@@ -1,7 +1,8 @@
 // The register-blocked GEMM micro-kernels, one per ISA, and nothing else (BLIS-style).
 //
 // Contract: C[MR x NR] (=, or += when accumulate) sum_k A[k][0..MR) * B[k][0..NR), with A and B packed
-// panels (A: kc x MR, B: kc x NR, both k-major, zero-padded at edges) and C row-major with row stride ldc.
+// panels (A: kc x MR, B: kc x NR, both k-major, zero-padded at edges; run_strided_a: A's rows k lda apart, read
+// in place) and C row-major with row stride ldc.
 // The blocked loops and packing that feed it live in driver.h; the kernels themselves in micro_<isa>.cpp,
 // each compiled for its ISA through `#pragma GCC target`, and chosen at run time from cpuid.
 #pragma once
