@@ -8,7 +8,7 @@
 //   winograd 4x4, images   as the next row, and f4_fits (maps of 4+ big tiles)  36 multiplies per 16 outputs, not 64
 //   winograd, image lanes  winograd_fits, N >= 8, C >= 16, K > 16              see image_lanes, winograd_fits
 //   winograd, tile lanes   winograd_fits: C, K >= 32                           4 multiplies per output, not 9
-//   direct, few outputs    float, groups 1, K <= 16 (or NCHW C <= 4), sw 1      8-row GEMM tiles mostly empty
+//   direct, few outputs    float, groups 1, K <= 16 or C <= 4, stride_w 1    8-row GEMM tiles mostly empty
 //   gemm, bfloat16 pairs   bfloat16 products, NHWC, Cg even                    see bf16_pairs_fit
 //   gemm                   everything else
 //
@@ -121,11 +121,11 @@ bool few_pixels_fits(const ConvParams& p, Arithmetic arithmetic) {
 // mostly empty and im2col packing would cost more than the multiplies. Each tap of an output row must be one
 // contiguous run of its padded input row (stride_w 1). channels_last problems come too: moving both sides to
 // NCHW and back costs far less than the NHWC GEMM loses on a tile with a handful of columns.
-// Image inputs (C <= 4: the first layer's forward, 3 -> 64) in NCHW too, whatever K: the GEMM's reduction of 27
-// stores its tiles every 27 steps and packs a padded im2col, 2.6 against 1.8 ms for ResNet-18's first layer at
-// batch 64 (Zen 4). In NHWC the NCHW copy of 64 output channels would cost more than that (7 ms).
+// Image inputs (C <= 4: the first layer's forward, 3 -> 64) too, whatever K: the GEMM's reduction of 27 stores
+// its tiles every 27 steps and packs a padded im2col, 2.6 against 1.8 ms for ResNet-18's first layer at batch 64
+// (Zen 4). channels_last ones run in place, pixel by pixel (an NCHW copy of 64 output channels cost 7 ms).
 bool few_outputs_fits(const ConvParams& p, Arithmetic arithmetic) {
-  const bool thin = p.K <= kFewOutputsMax || (p.C <= 4 && !p.channels_last);
+  const bool thin = p.K <= kFewOutputsMax || p.C <= 4;
   return arithmetic != Arithmetic::kDouble && p.groups == 1 && thin && p.stride_w == 1 && p.padded_extents_small();
 }
 

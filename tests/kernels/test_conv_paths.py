@@ -395,23 +395,25 @@ def test_conv2d_few_pixels_matches_torch(case, layout, dtype, isa, restore_num_t
 # kernel wider than tall, stride in H only, dilation, negative effective padding in grad-input (kernel 1,
 # padding 1), enough 64-wide rows that the weight gradient goes over the images in several cache batches, and
 # images large enough that it pads them one slice at a time (and the forward pads fewer rows than an image),
-# a first-layer-like conv (K > 16: an image input, its NCHW forward is direct too; in channels_last only its
-# weight gradient and grad-input are) whose channels_last copies go through NCHW in slices of 2, 2 and 1 images,
-# and large images with stride_h 2 (the weight gradient's row path, one image per slice).
+# a first-layer-like conv (K > 16: an image input, its forward is direct too, in channels_last pixel by pixel in
+# place) whose channels_last copies go through NCHW in slices of 2, 2 and 1 images, large images with stride_h 2
+# (the weight gradient's row path, one image per slice), and image inputs to 40 and 70 channels (the channels_last
+# forward's blocks of 3 vectors, and of 4 then 1).
 THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1),
               (2, 5, 7, 19, 33, (3, 5), (2, 1), (1, 2), 1),
               (2, 4, 6, 21, 40, 3, 1, 2, 2), (2, 3, 9, 12, 20, 1, 1, 1, 1), (12, 2, 5, 64, 64, 3, 1, 1, 1),
               (3, 1, 2, 1100, 1100, 3, 1, 1, 1), (5, 3, 24, 120, 120, 3, 1, 1, 1),
               (3, 1, 2, 1100, 1100, 3, (2, 1), 1, 1),
-              (3, 3, 40, 17, 19, 3, 1, 1, 1)]
+              (3, 3, 40, 17, 19, 3, 1, 1, 1), (2, 3, 70, 9, 11, 3, 1, 1, 1)]
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("case", THIN_CASES, ids=[str(i) for i in range(len(THIN_CASES))])
 def test_conv2d_thin_direct_paths_match_torch(case, layout, isa):
-    """Forward (K <= 16 output channels: the direct row kernel), grad-input (its forward conv has C output
-    channels) and grad-weight (C * R * S <= 160 taps: the direct row-sum kernel) against torch in float64;
-    channels_last through NCHW copies, results in torch's memory format."""
+    """Forward (K <= 16 output channels or C <= 4 input channels: the direct row kernel; channels_last image
+    inputs pixel by pixel in place), grad-input (its forward conv has C output channels) and grad-weight
+    (C * R * S <= 160 taps: the direct row-sum kernel) against torch in float64; other channels_last problems
+    through NCHW copies, results in torch's memory format."""
     N, C, K, H, W, kernel, stride, padding, dilation = case
     gen = torch.Generator().manual_seed(N * C * K)
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel

@@ -18,7 +18,7 @@ PROBLEMS = [
     ("resnet_stem", 64, 3, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32,
      "direct_few_outputs", "flipped_forward:direct_few_outputs", "direct_few_taps"),
     ("resnet_stem_cl", 64, 3, 64, 32, 32, 3, 3, 1, 1, 1, 1, CL, torch.float32,
-     "gemm", "flipped_forward:direct_few_outputs", "direct_few_taps"),
+     "direct_few_outputs", "flipped_forward:direct_few_outputs", "direct_few_taps"),
     ("resnet_64", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),
     ("resnet_64_cl", 64, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, CL, torch.float32, W4, f"flipped_forward:{W4}", W4),
     ("resnet_64_batch4", 4, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, WT, f"flipped_forward:{WT}", WT),
@@ -32,7 +32,7 @@ PROBLEMS = [
      "direct_few_outputs", "flipped_forward:direct_few_outputs", "direct_few_taps"),
     # the fast recipe's 2x2 whitening-sized stem and a wide 3x3 block
     ("fast_stem_2x2", 256, 3, 24, 32, 32, 2, 2, 1, 0, 1, 1, CL, torch.float32,
-     "gemm", "flipped_forward:direct_few_outputs", "direct_few_taps"),
+     "direct_few_outputs", "flipped_forward:direct_few_outputs", "direct_few_taps"),
     ("fast_64_256", 256, 64, 256, 15, 15, 3, 3, 1, 1, 1, 1, None, torch.float32, W4, f"flipped_forward:{W4}", W4),
     # a 3x3 map: one GEMM per output pixel over the 49 of 81 taps inside the input (under 8 images: Winograd)
     ("fast_256_3x3", 256, 256, 256, 3, 3, 3, 3, 1, 1, 1, 1, None, torch.float32,

@@ -201,6 +201,21 @@ void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, 
 }
 
 void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+  if (p.channels_last && p.C <= 4) {  // an image input: in place, pixel by pixel (no NCHW copy of a wide y)
+    const int64_t kpad = round_up(p.K, 16), taps = p.R * p.S * p.C;
+    std::vector<float> wt(static_cast<size_t>(taps * kpad), 0.0f), bias_padded(static_cast<size_t>(kpad), 0.0f);
+    for (int64_t k = 0; k < p.K; ++k) {
+      for (int64_t r = 0; r < p.R; ++r)
+        for (int64_t s = 0; s < p.S; ++s)
+          for (int64_t c = 0; c < p.C; ++c) wt[((r * p.S + s) * p.C + c) * kpad + k] = w[p.weight_offset(k, c, r, s)];
+      if (bias != nullptr) bias_padded[k] = bias[k];
+    }
+    const ImageRowsNhwc image_rows = direct_kernels(active_isa()).image_rows_nhwc;
+    parallel_for(0, p.N * p.P, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) image_rows(p, x, wt.data(), kpad, bias_padded.data(), y, t / p.P, t % p.P);
+    });
+    return;
+  }
   if (p.channels_last) {  // through NCHW copies of x and y
     std::vector<float> wt(static_cast<size_t>(p.K * p.C * p.R * p.S));
     copy_weights(p, w, as_nchw(p), wt.data());

@@ -47,12 +47,18 @@ using FewTapsGradWeight = void (*)(const ConvParams& p, const float* x, int64_t 
 using FewTapsGradWeightPlanes = void (*)(const ConvParams& p, const float* planes, const float* dy, int64_t k0,
                                         int64_t n0, int64_t n1, double* sums);
 using FewTapsGradWeightFinish = void (*)(const ConvParams& p, const double* sums, int64_t k0, float* dw);
+// channels_last forward of an image input (C <= 4), any K: output row op of image n, every pixel's K channels
+// (contiguous in y) in vector registers, from wt[(r * S + s) * C + c][k] (rows kpad floats apart, kpad a multiple
+// of 64 bytes, zeros past K) and bias[k] (kpad floats, zeros when the conv has none).
+using ImageRowsNhwc = void (*)(const ConvParams& p, const float* x, const float* wt, int64_t kpad, const float* bias,
+                               float* y, int64_t n, int64_t op);
 
 struct DirectKernels {
   FewOutputsRows forward_rows;
   FewTapsGradWeight grad_weight;
   FewTapsGradWeightPlanes grad_weight_planes;
   FewTapsGradWeightFinish grad_weight_finish;
+  ImageRowsNhwc image_rows_nhwc;
   int64_t wgrad_channels;  // output channels per grad_weight call (its accumulators fill the registers)
   int64_t lanes;           // floats per vector
   int64_t wgrad_sums(const ConvParams& p) const { return p.C * p.R * p.S * wgrad_channels * lanes; }
