@@ -1,14 +1,17 @@
-// Direct (GEMM-free) conv2d kernels for thin NCHW float convs, where a GEMM's register tile would stay mostly
-// empty and its im2col packing would cost more than the multiplies:
-// - forward with few output channels (K <= kFewOutputsMax): the first layer's grad-input (3 channels out of 64),
-//   LeNet's layers. Each output row accumulates straight from padded copies of the input rows, vectorised
-//   along the row.
+// Direct (GEMM-free) conv2d kernels for thin float convs, where a GEMM's register tile would stay mostly empty and
+// its im2col packing would cost more than the multiplies:
+// - forward with few output channels (K <= kFewOutputsMax) or an image input (C <= 4): the first layer's
+//   grad-input (3 channels out of 64) and forward, LeNet's layers. NCHW: each output row accumulates straight from
+//   padded copies of the input rows, vectorised along the row. channels_last image inputs: each output pixel's
+//   channels in vector registers, in place (image_rows_nhwc).
 // - weight gradient with few taps (C * R * S <= kFewTapsMax): the first layer's, LeNet's. dy times the
 //   shifted input, summed in vector lanes: for stride 1 over whole planes (each image's input copied once per
-//   column shift s, so every tap is one contiguous run), else row by row from padded input rows.
-// Both need column stride 1 (a tap of a row is one contiguous run). Thin channels_last problems go through NCHW
-// copies (no NHWC direct kernel yet; the copies cost far less than the NHWC GEMM loses on them). The inner
-// loops are compiled once per ISA (rows_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
+//   column shift s, so every tap is one contiguous run), else row by row from padded input rows. channels_last
+//   image inputs to over kFewOutputsMax channels: dy's pixel rows read in place, a vector of channels at a time
+//   (image_grad_weight_nhwc).
+// The NCHW kernels need column stride 1 (a tap of a row is one contiguous run). Other thin channels_last problems
+// go through NCHW copies (the copies cost far less than the NHWC GEMM loses on them). The inner loops are compiled
+// once per ISA (rows_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
 #pragma once
 #include <cstdint>
 
@@ -52,6 +55,9 @@ using FewTapsGradWeightFinish = void (*)(const ConvParams& p, const double* sums
 // of 64 bytes, zeros past K) and bias[k] (kpad floats, zeros when the conv has none).
 using ImageRowsNhwc = void (*)(const ConvParams& p, const float* x, const float* wt, int64_t kpad, const float* bias,
                                float* y, int64_t n, int64_t op);
+// channels_last weight gradient of an image input (C <= 4): for output channels k0 .. k0 + lanes, sums of dy times
+// each tap's input over every pixel, added to sums[tap * lanes + l] (double; tap = (r * S + s) * C + c).
+using ImageGradWeightNhwc = void (*)(const ConvParams& p, const float* dy, const float* x, int64_t k0, double* sums);
 
 struct DirectKernels {
   FewOutputsRows forward_rows;
@@ -59,6 +65,7 @@ struct DirectKernels {
   FewTapsGradWeightPlanes grad_weight_planes;
   FewTapsGradWeightFinish grad_weight_finish;
   ImageRowsNhwc image_rows_nhwc;
+  ImageGradWeightNhwc image_grad_weight_nhwc;
   int64_t wgrad_channels;  // output channels per grad_weight call (its accumulators fill the registers)
   int64_t lanes;           // floats per vector
   int64_t wgrad_sums(const ConvParams& p) const { return p.C * p.R * p.S * wgrad_channels * lanes; }
