@@ -219,7 +219,9 @@ void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, 
 }
 
 void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
-  if (p.channels_last && p.C <= 4) {  // an image input: in place, pixel by pixel (no NCHW copy of a wide y)
+  // An image input to more than a few channels: in place, pixel by pixel (no NCHW copy of a wide y). With a few
+  // channels most vector lanes would idle: LeNet's 3->6 layer is faster through the copies below.
+  if (p.channels_last && p.C <= 4 && p.K > kFewOutputsMax) {
     const int64_t kpad = round_up(p.K, 16), taps = p.R * p.S * p.C;
     std::vector<float> wt(static_cast<size_t>(taps * kpad), 0.0f), bias_padded(static_cast<size_t>(kpad), 0.0f);
     for (int64_t k = 0; k < p.K; ++k) {

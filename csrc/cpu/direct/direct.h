@@ -2,8 +2,8 @@
 // its im2col packing would cost more than the multiplies:
 // - forward with few output channels (K <= kFewOutputsMax) or an image input (C <= 4): the first layer's
 //   grad-input (3 channels out of 64) and forward, LeNet's layers. NCHW: each output row accumulates straight from
-//   padded copies of the input rows, vectorised along the row. channels_last image inputs: each output pixel's
-//   channels in vector registers, in place (image_rows_nhwc).
+//   padded copies of the input rows, vectorised along the row. channels_last image inputs to over
+//   kFewOutputsMax channels: each output pixel's channels in vector registers, in place (image_rows_nhwc).
 // - weight gradient with few taps (C * R * S <= kFewTapsMax): the first layer's, LeNet's. dy times the
 //   shifted input, summed in vector lanes: for stride 1 over whole planes (each image's input copied once per
 //   column shift s, so every tap is one contiguous run), else row by row from padded input rows. channels_last
