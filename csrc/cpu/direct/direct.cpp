@@ -175,7 +175,7 @@ void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, 
   // An image input to more than a few channels: read in place, a vector of output channels per task (its dy is
   // too wide to copy: the fast CIFAR net's whitening layer 3.5-3.9 -> 2.5 ms, ResNet-18's first layer 5.6 -> 2.8;
   // with a few channels, one task and its passes over 75 taps ran 4x slower than the NCHW copies below).
-  if (p.channels_last && p.C <= 4 && p.K > kFewOutputsMax) {
+  if (nhwc_image_input(p)) {
     const int64_t taps = p.C * p.R * p.S, lanes = kernels.lanes, tasks = ceil_div(p.K, lanes);
     parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
       std::vector<double> sums(static_cast<size_t>(taps * lanes));
@@ -221,7 +221,7 @@ void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, 
 void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
   // An image input to more than a few channels: in place, pixel by pixel (no NCHW copy of a wide y). With a few
   // channels most vector lanes would idle: LeNet's 3->6 layer is faster through the copies below.
-  if (p.channels_last && p.C <= 4 && p.K > kFewOutputsMax) {
+  if (nhwc_image_input(p)) {
     const int64_t kpad = round_up(p.K, 16), taps = p.R * p.S * p.C;
     std::vector<float> wt(static_cast<size_t>(taps * kpad), 0.0f), bias_padded(static_cast<size_t>(kpad), 0.0f);
     for (int64_t k = 0; k < p.K; ++k) {

@@ -76,6 +76,10 @@ inline int64_t few_outputs_columns(const ConvParams& p) { return round_up(p.Q, 3
 inline int64_t padded_row_width(const ConvParams& p) { return few_outputs_columns(p) + (p.S - 1) * p.dil_w; }
 inline int64_t shifted_plane_size(const ConvParams& p) { return (p.P + (p.R - 1) * p.dil_h) * p.Q; }
 
+// channels_last image inputs to more than a few channels: the forward and weight gradient read them in place
+// (image_rows_nhwc, image_grad_weight_nhwc), where an NCHW copy of their wide y or dy would cost more than the sums.
+inline bool nhwc_image_input(const ConvParams& p) { return p.channels_last && p.C <= 4 && p.K > kFewOutputsMax; }
+
 void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
 void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw);
 
