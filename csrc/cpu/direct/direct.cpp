@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "cpu/layout.h"
 #include "cpu/memory.h"
 #include "cpu/parallel.h"
 
@@ -105,26 +106,6 @@ void grad_weight_from_rows(const ConvParams& p, const float* dy, const float* x,
                             sums + g * kernels.wgrad_sums(p));
     });
   }
-}
-
-// [n][a][b] -> [n][b][a] for N matrices of A x B: NHWC <-> NCHW with (A, B) = (HW, C) or (C, HW).
-void transpose_images(const float* src, float* dst, int64_t N, int64_t A, int64_t B) {
-  constexpr int64_t kBlock = 32;  // rows of s per task: its stores to d are runs of 32 floats, whole lines
-  const int64_t a_blocks = ceil_div(A, kBlock);
-  parallel_for(0, N * a_blocks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = t / a_blocks, a0 = (t % a_blocks) * kBlock, a1 = std::min(A, a0 + kBlock);
-      // Local restrict pointers and sizes: through the lambda's captures, the compiled loop loaded and stored
-      // its pointers in memory around every element.
-      const float* __restrict s = src + n * A * B;
-      float* __restrict d = dst + n * A * B;
-      const int64_t a_len = a1 - a0, rows = A, cols = B;
-      // Writes run along a: with b in the inner loop, 32 stores per row of s went to addresses A floats apart,
-      // for A = H * W a multiple of 4 KiB - one L1 set, evicted before the next row filled their lines.
-      for (int64_t b = 0; b < cols; ++b)
-        for (int64_t i = 0; i < a_len; ++i) d[b * rows + a0 + i] = s[(a0 + i) * cols + b];
-    }
-  });
 }
 
 // The NCHW twin of a channels_last problem.

@@ -25,6 +25,7 @@
 #include "cpu/gemm/conv_gemm.h"
 #include "cpu/gemm/driver.h"
 #include "cpu/gemm/im2col.h"
+#include "cpu/layout.h"
 #include "cpu/parallel.h"
 
 namespace fastconv::cpu {
@@ -47,13 +48,6 @@ TapRange taps_inside(const ConvParams& p, int64_t op, int64_t oq) {
   t.s_lo = first_inside(p.in_col(oq, 0), p.dil_w, p.W, p.S);
   for (t.s_hi = t.s_lo; t.s_hi < p.S && p.in_col(oq, t.s_hi) < p.W; ++t.s_hi) {}
   return t;
-}
-
-// One image's planes (channels x pixels) as pixels x channels.
-template <typename T>
-void to_nhwc(const T* planes, int64_t channels, int64_t pixels, T* out) {
-  for (int64_t c = 0; c < channels; ++c)
-    for (int64_t i = 0; i < pixels; ++i) out[i * channels + c] = planes[c * pixels + i];
 }
 
 }  // namespace
@@ -82,9 +76,7 @@ void gemm_forward_few_pixels(const ConvParams& p, const T* x, const T* w, const 
   std::vector<T> x_nhwc;
   if (!nhwc) {
     x_nhwc.resize(static_cast<size_t>(p.N * HW * C));
-    parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) to_nhwc(x + n * C * HW, C, HW, x_nhwc.data() + n * HW * C);
-    });
+    transpose_images(x, x_nhwc.data(), p.N, C, HW);
   }
   const T* pixels = nhwc ? x : x_nhwc.data();  // x as (n, h, w, c)
 
@@ -158,12 +150,8 @@ void gemm_grad_weight_few_pixels(const ConvParams& p, const T* dy, const T* x, T
   if (!nhwc) {
     dy_nhwc.resize(static_cast<size_t>(p.N * PQ * K));
     x_nhwc.resize(static_cast<size_t>(p.N * HW * C));
-    parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) {
-        to_nhwc(dy + n * K * PQ, K, PQ, dy_nhwc.data() + n * PQ * K);
-        to_nhwc(x + n * C * HW, C, HW, x_nhwc.data() + n * HW * C);
-      }
-    });
+    transpose_images(dy, dy_nhwc.data(), p.N, K, PQ);
+    transpose_images(x, x_nhwc.data(), p.N, C, HW);
   }
   const T* dy_rows = nhwc ? dy : dy_nhwc.data();  // (n, p, q, k)
   const T* x_rows = nhwc ? x : x_nhwc.data();     // (n, h, w, c)
