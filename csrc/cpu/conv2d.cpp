@@ -42,6 +42,10 @@ bool is_winograd(ConvAlgo algo) {
          algo == ConvAlgo::kWinogradF4ImageLanes;
 }
 
+bool is_winograd_image_lanes(ConvAlgo algo) {
+  return algo == ConvAlgo::kWinogradImageLanes || algo == ConvAlgo::kWinogradF4ImageLanes;
+}
+
 // The forward of Winograd kind `algo` (flipped: of the grad-input's flipped problem, reading w flipped in place),
 // and its weight gradient; each returns whether its result is all finite.
 bool winograd_forward(ConvAlgo algo, const ConvParams& p, const float* x, const float* w, const float* bias,
@@ -198,6 +202,51 @@ void conv2d_grad_weight_bf16(const ConvParams& p, const uint16_t* dy, const uint
     throw std::logic_error("fastconv: no bfloat16 in-place weight gradient for this problem");
   std::fill(dw, dw + p.K * p.Cg() * p.RS(), 0.0f);
   gemm_grad_weight_bf16_nhwc(p, dy, x, dw);
+}
+
+bool conv2d_forward_winograd_bf16_applies(const ConvParams& p, Arithmetic arithmetic) {
+  return is_winograd_image_lanes(choose_forward(p, arithmetic));
+}
+
+bool conv2d_grad_input_winograd_bf16_applies(const ConvParams& p, Arithmetic arithmetic) {
+  const GradInputChoice choice = choose_grad_input(p, arithmetic);
+  return choice.as_flipped_forward && is_winograd_image_lanes(choice.algo);
+}
+
+bool conv2d_grad_weight_winograd_bf16_applies(const ConvParams& p, Arithmetic arithmetic) {
+  return is_winograd_image_lanes(choose_grad_weight(p, arithmetic));
+}
+
+bool conv2d_forward_winograd_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* x, const float* w,
+                                  const float* bias, uint16_t* y) {
+  const ConvAlgo algo = choose_forward(p, arithmetic);
+  if (!is_winograd_image_lanes(algo)) throw std::logic_error("fastconv: no bfloat16 Winograd forward for this problem");
+  const ScopedBf16Products float_products(false);
+  return algo == ConvAlgo::kWinogradF4ImageLanes ? winograd_f4_forward_image_lanes(p, x, w, bias, y, false)
+                                                 : winograd_forward_image_lanes(p, x, w, bias, y, false);
+}
+
+bool conv2d_grad_input_winograd_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy, const float* w,
+                                     uint16_t* dx) {
+  const GradInputChoice choice = choose_grad_input(p, arithmetic);
+  if (!choice.as_flipped_forward || !is_winograd_image_lanes(choice.algo))
+    throw std::logic_error("fastconv: no bfloat16 Winograd grad-input for this problem");
+  const ConvParams fwd = flipped_forward(p);
+  const ScopedBf16Products float_products(false);
+  return choice.algo == ConvAlgo::kWinogradF4ImageLanes
+             ? winograd_f4_forward_image_lanes(fwd, dy, w, nullptr, dx, true)
+             : winograd_forward_image_lanes(fwd, dy, w, nullptr, dx, true);
+}
+
+bool conv2d_grad_weight_winograd_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy,
+                                      const uint16_t* x, float* dw) {
+  const ConvAlgo algo = choose_grad_weight(p, arithmetic);
+  if (!is_winograd_image_lanes(algo))
+    throw std::logic_error("fastconv: no bfloat16 Winograd weight gradient for this problem");
+  std::fill(dw, dw + p.K * p.Cg() * p.RS(), 0.0f);
+  const ScopedBf16Products float_products(false);
+  return algo == ConvAlgo::kWinogradF4ImageLanes ? winograd_f4_grad_weight_image_lanes(p, dy, x, dw)
+                                                 : winograd_grad_weight_image_lanes(p, dy, x, dw);
 }
 
 template <typename T>

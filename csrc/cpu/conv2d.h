@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "conv_params.h"
+#include "cpu/select.h"
 
 namespace fastconv::cpu {
 
@@ -21,5 +22,19 @@ bool conv2d_grad_weight_bf16_applies(const ConvParams& p);
 void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
 void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx);
 void conv2d_grad_weight_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw);
+
+// bfloat16 tensors on the image-lane Winograd paths (the algorithm select.cpp picks for `arithmetic`): x and dy
+// read in place, the forward's and grad-input's outputs written as bfloat16 (rounded once, from float sums);
+// weights, bias and the weight gradient float. Each returns whether its result is all finite: when it is not,
+// the binding computes it again on float copies (winograd.h says why).
+bool conv2d_forward_winograd_bf16_applies(const ConvParams& p, Arithmetic arithmetic);
+bool conv2d_grad_input_winograd_bf16_applies(const ConvParams& p, Arithmetic arithmetic);
+bool conv2d_grad_weight_winograd_bf16_applies(const ConvParams& p, Arithmetic arithmetic);
+bool conv2d_forward_winograd_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* x, const float* w,
+                                  const float* bias, uint16_t* y);
+bool conv2d_grad_input_winograd_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy, const float* w,
+                                     uint16_t* dx);
+bool conv2d_grad_weight_winograd_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy,
+                                      const uint16_t* x, float* dw);
 
 }  // namespace fastconv::cpu

@@ -1,5 +1,6 @@
 // CPU binding: validate (op_checks.h), make inputs dense in the layout torch would pick, allocate, run the
-// kernel on raw pointers. float16 / bfloat16 are computed in float32 and rounded once at the end.
+// kernel on raw pointers. float16 / bfloat16 are computed in float32 and rounded once at the end, except where a
+// kernel reads bfloat16 in place: the bfloat16-pair GEMMs, the image-lane Winograd paths and max_pool2d.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -45,6 +46,17 @@ at::Tensor aligned_bf16(const at::Tensor& t, at::MemoryFormat fmt) {
 const uint16_t* bf16_bits(const at::Tensor& t) {
   return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
 }
+uint16_t* mutable_bf16_bits(at::Tensor& t) { return reinterpret_cast<uint16_t*>(t.mutable_data_ptr<at::BFloat16>()); }
+
+bool both_bf16(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16;
+}
+
+// How the kernels multiply operands a and b (select.h).
+Arithmetic arithmetic_of(const at::Tensor& a, const at::Tensor& b) {
+  if (compute_type(a.scalar_type()) != at::kFloat) return Arithmetic::kDouble;
+  return bf16_products_for(a, b) ? Arithmetic::kBf16Products : Arithmetic::kFloat;
+}
 
 // A fresh output for the kernel to fill (memory.h says why it is advised).
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
@@ -73,6 +85,13 @@ at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight, const st
                         y.mutable_data_ptr<float>());
     return finish(y, input.scalar_type());
   }
+  if (both_bf16(input, weight) && conv2d_forward_winograd_bf16_applies(p, arithmetic_of(input, weight))) {
+    const at::Tensor xb = input.contiguous(fmt), w = kernel_input(weight, fmt);
+    at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, xb.options().memory_format(fmt));
+    if (conv2d_forward_winograd_bf16(p, arithmetic_of(input, weight), bf16_bits(xb), w.const_data_ptr<float>(),
+                                     has_bias ? b.const_data_ptr<float>() : nullptr, mutable_bf16_bits(y)))
+      return y;
+  }  // (not all finite: computed again below, on float copies)
   const at::Tensor x = kernel_input(input, fmt), w = kernel_input(weight, fmt);
   at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, x.options().memory_format(fmt));
   if (p.Cg() == 0) return finish(fill_empty_reduction(y, b), input.scalar_type());
@@ -98,6 +117,13 @@ at::Tensor conv2d_grad_input_op(const at::Tensor& grad_output, const at::Tensor&
     conv2d_grad_input_bf16(p, bf16_bits(dyb), bf16_bits(wb), dx.mutable_data_ptr<float>());
     return finish(dx, input.scalar_type());
   }
+  if (both_bf16(grad_output, weight) && conv2d_grad_input_winograd_bf16_applies(p, arithmetic_of(grad_output, weight))) {
+    const at::Tensor dyb = grad_output.contiguous(fmt), w = kernel_input(weight, fmt);
+    at::Tensor dx = empty_output(input.sizes(), dyb.options().memory_format(fmt));
+    if (conv2d_grad_input_winograd_bf16(p, arithmetic_of(grad_output, weight), bf16_bits(dyb),
+                                        w.const_data_ptr<float>(), mutable_bf16_bits(dx)))
+      return dx;
+  }
   const at::Tensor dy = kernel_input(grad_output, fmt), w = kernel_input(weight, fmt);
   at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));
   const ScopedBf16Products products(bf16_products_for(grad_output, weight));
@@ -121,6 +147,13 @@ at::Tensor conv2d_grad_weight_op(const at::Tensor& grad_output, const at::Tensor
     const ScopedBf16Products products(true);
     conv2d_grad_weight_bf16(p, bf16_bits(dyb), bf16_bits(xb), dw.mutable_data_ptr<float>());
     return finish(dw, weight.scalar_type());
+  }
+  if (both_bf16(grad_output, input) && conv2d_grad_weight_winograd_bf16_applies(p, arithmetic_of(grad_output, input))) {
+    const at::Tensor dyb = grad_output.contiguous(fmt), xb = input.contiguous(fmt);
+    at::Tensor dw = at::empty(weight.sizes(), dyb.options().dtype(at::kFloat).memory_format(fmt));
+    if (conv2d_grad_weight_winograd_bf16(p, arithmetic_of(grad_output, input), bf16_bits(dyb), bf16_bits(xb),
+                                         dw.mutable_data_ptr<float>()))
+      return finish(dw, weight.scalar_type());
   }
   const at::Tensor dy = kernel_input(grad_output, fmt), x = kernel_input(input, fmt);
   at::Tensor dw = at::empty(weight.sizes(), dy.options().memory_format(fmt));
@@ -152,6 +185,13 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_op(const at::Tensor& input, at::In
   const PoolParams p = make_pool_params(input, kernel_size, stride, padding, dilation, ceil_mode);
   check_cpu(input, "input");
   const auto fmt = pool_memory_format(p);
+  if (input.scalar_type() == at::kBFloat16) {  // pooled as its bits (compared as float: exact), no float copies
+    const at::Tensor x = input.contiguous(fmt);
+    at::Tensor y = empty_output({p.N, p.C, p.P, p.Q}, x.options().memory_format(fmt));
+    at::Tensor indices = empty_output({p.N, p.C, p.P, p.Q}, x.options().dtype(at::kLong).memory_format(fmt));
+    max_pool2d_forward<uint16_t>(p, bf16_bits(x), mutable_bf16_bits(y), indices.mutable_data_ptr<int64_t>());
+    return {y, indices};
+  }
   const at::Tensor x = kernel_input(input, fmt);
   at::Tensor y = empty_output({p.N, p.C, p.P, p.Q}, x.options().memory_format(fmt));
   at::Tensor indices = empty_output({p.N, p.C, p.P, p.Q}, x.options().dtype(at::kLong).memory_format(fmt));
@@ -166,6 +206,12 @@ at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& i
   const PoolParams p = make_pool_grad_params(grad_output, input, indices);
   check_cpu(input, "input");
   const auto fmt = pool_memory_format(p);
+  if (both_bf16(grad_output, input)) {  // summed in bfloat16 as torch sums it (maxpool2d.cpp: accumulate)
+    const at::Tensor dy = grad_output.contiguous(fmt), idx = indices.contiguous(fmt);
+    at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));
+    max_pool2d_backward<uint16_t>(p, bf16_bits(dy), idx.const_data_ptr<int64_t>(), mutable_bf16_bits(dx));
+    return dx;
+  }
   const at::Tensor dy = kernel_input(grad_output, fmt), idx = indices.contiguous(fmt);
   at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));  // the kernel zeroes it
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "fastconv_max_pool2d_grad", [&] {
@@ -180,9 +226,7 @@ at::Tensor max_pool2d_grad_op(const at::Tensor& grad_output, const at::Tensor& i
 std::vector<std::string> conv2d_algorithms_op(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
                                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const ConvParams p = make_conv_params(input, weight, stride, padding, dilation, groups);
-  const Arithmetic arithmetic = compute_type(input.scalar_type()) != at::kFloat ? Arithmetic::kDouble
-                                 : bf16_products_for(input, weight)            ? Arithmetic::kBf16Products
-                                                                               : Arithmetic::kFloat;
+  const Arithmetic arithmetic = arithmetic_of(input, weight);
   const GradInputChoice grad_input = choose_grad_input(p, arithmetic);
   return {algo_name(choose_forward(p, arithmetic)),
           std::string(grad_input.as_flipped_forward ? "flipped_forward:" : "") + algo_name(grad_input.algo),

@@ -41,7 +41,7 @@ def _assert_same(expected, got, exact_grad=True):
 # value of every other at least once) rather than the full product, 20x fewer cases. The ISAs are this CPU's.
 GRID_FACTORS = {
     "config": list(range(len(CONFIGS))),
-    "dtype": [torch.float32, torch.float64],
+    "dtype": [torch.float32, torch.float64, torch.bfloat16],
     "values": ["distinct", "ties", "special"],
     "layout": ["contiguous", "channels_last", "transposed"],
     "isa": available_isas(),
@@ -171,6 +171,23 @@ def test_max_pool2d_gradcheck(kwargs, layout):
     fn = lambda t: max_pool2d(t, **kwargs)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("values", ["distinct", "ties", "special"])
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+                                    dict(kernel_size=(2, 3), stride=1, padding=(1, 1), dilation=(2, 1))],
+                         ids=["k2", "k3s2p1ceil", "dilated"])
+def test_max_pool2d_bfloat16_in_place(kwargs, values, layout, isa):
+    """bfloat16 is pooled as its own bits, compared as float (exact): values, indices and layout equal torch's, and
+    the backward, where overlapping windows sum several gradients into one element, rounds each sum to bfloat16 in
+    the same order torch does, so it is bitwise torch's too. 40 channels and 37-pixel rows: whole vectors and a
+    tail, in both layouts' vector kernels."""
+    x = pool_input(2, 40, 9, 37, torch.float32, values, layout, seed=17).bfloat16()
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected, got = _pool_both(x, kwargs)
+    _assert_same(expected, got)
 
 
 def test_max_pool2d_reduced_precision():

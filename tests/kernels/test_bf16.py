@@ -131,3 +131,68 @@ def test_bf16_pairs_take_views_at_odd_offsets(monkeypatch):
     dy = torch.randn(N * H * W * K + 1, generator=g).bfloat16()[1:].view(N, H, W, K).permute(0, 3, 1, 2)
     dx = ops.conv2d_grad_input(dy, x, w, *args)
     assert torch.equal(dx, ops.conv2d_grad_input(dy.clone(memory_format=torch.channels_last), x, w, *args))
+
+
+# (id, N, C, K, H, W, layout, FASTCONV_WINOGRAD, forward algorithm under bfloat16 products): the image-lane Winograd
+# paths, which read bfloat16 x and dy in place and write bfloat16 outputs. Maps and batches that are not whole
+# tiles or lane groups.
+WINOGRAD_IN_PLACE = [
+    ("f2_nchw", 19, 32, 40, 6, 7, torch.contiguous_format, "2", "winograd_image_lanes"),
+    ("f4_nchw", 17, 40, 36, 13, 11, torch.contiguous_format, None, "winograd_f4_image_lanes"),
+    ("f4_nhwc", 17, 40, 36, 13, 11, torch.channels_last, None, "winograd_f4_image_lanes"),
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_IN_PLACE, ids=[c[0] for c in WINOGRAD_IN_PLACE])
+def test_bf16_winograd_in_place_equals_float_rounded_once(case, isa_bf16, monkeypatch):
+    """bfloat16 tensors on the image-lane Winograd paths are widened as they are read and the outputs rounded as they
+    are written: bitwise what the float32 path gives for the same (widened) values, rounded to bfloat16 once, on
+    every ISA (forward with bias, grad-input, grad-weight); outputs in the input's layout."""
+    _, N, C, K, H, W, fmt, winograd, algorithm = case
+    if winograd is not None:
+        monkeypatch.setenv("FASTCONV_WINOGRAD", winograd)
+    g = torch.Generator().manual_seed(N + C)
+    x = torch.randn(N, C, H, W, generator=g).bfloat16().contiguous(memory_format=fmt)
+    w = (torch.randn(K, C, 3, 3, generator=g) / (9 * C) ** 0.5).bfloat16().contiguous(memory_format=fmt)
+    b = torch.randn(K, generator=g).bfloat16()
+    dy = torch.randn(N, K, H, W, generator=g).bfloat16().contiguous(memory_format=fmt)
+    if isa_bf16 == "avx512_bf16" or fmt == torch.contiguous_format:
+        assert cpu_conv2d_algorithms(x, w, 1, 1)["forward"] == algorithm
+    args = ([1, 1], [1] * 4, [1, 1], 1)
+    got = (ops.conv2d(x, w, b, *args), ops.conv2d_grad_input(dy, x, w, *args), ops.conv2d_grad_weight(dy, x, w, *args))
+    xf, wf, dyf = x.float(), w.float(), dy.float()
+    want = (ops.conv2d(xf, wf, b.float(), *args), ops.conv2d_grad_input(dyf, xf, wf, *args),
+            ops.conv2d_grad_weight(dyf, xf, wf, *args))
+    for got_t, want_t, name in zip(got, want, ("forward", "grad_input", "grad_weight")):
+        assert got_t.dtype == torch.bfloat16 and got_t.is_contiguous(memory_format=fmt), name
+        assert torch.equal(got_t, want_t.bfloat16()), name
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_bf16_winograd_in_place_non_finite_and_odd_views(layout, isa_bf16):
+    """A NaN or an infinity in bfloat16 x or dy reaches the outputs torch's direct sums give it to (the in-place path
+    finds its result not all finite and the float copies compute it again); and views that start at an odd
+    element read the same as fresh copies."""
+    g = torch.Generator().manual_seed(11)
+    N, C, K, H = 16, 32, 40, 12
+    base = torch.randn(N * C * H * H + 1, generator=g).bfloat16()
+    x = base[1:].view(N, H, H, C).permute(0, 3, 1, 2) if layout == torch.channels_last else base[1:].view(N, C, H, H)
+    assert x.data_ptr() % 4 == 2
+    w = (torch.randn(K, C, 3, 3, generator=g) / 17).bfloat16().contiguous(memory_format=layout)
+    dy = torch.randn(N, K, H, H, generator=g).bfloat16().contiguous(memory_format=layout)
+    assert cpu_conv2d_algorithms(x, w, 1, 1)["forward"].startswith("winograd")
+    args = ([1, 1], [1] * 4, [1, 1], 1)
+    fresh = x.clone(memory_format=layout)
+    assert torch.equal(ops.conv2d(x, w, None, *args), ops.conv2d(fresh, w, None, *args))
+    assert torch.equal(ops.conv2d_grad_weight(dy, x, w, *args), ops.conv2d_grad_weight(dy, fresh, w, *args))
+    x, dy = fresh, dy.clone(memory_format=layout)
+    x[1, 5, 6, 6], x[0, 2, 0, 9], dy[1, 7, 4, 11], dy[0, 3, 0, 0] = float("inf"), float("nan"), float("-inf"), float("nan")
+    got = (ops.conv2d(x, w, None, *args), ops.conv2d_grad_input(dy, x, w, *args), ops.conv2d_grad_weight(dy, x, w, *args))
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    expected = F.conv2d(xd, wd, padding=1)
+    wanted = (expected.detach(), *torch.autograd.grad(expected, (xd, wd), dy.double()))
+    for got_t, want, name in zip(got, wanted, ("out", "dx", "dw")):
+        assert torch.equal(torch.isnan(got_t), torch.isnan(want)), name
+        assert torch.equal(torch.isinf(got_t), torch.isinf(want)), name
+        finite = torch.isfinite(want)
+        torch.testing.assert_close(got_t.double()[finite], want[finite], rtol=2e-2, atol=2e-2 * want[finite].abs().max().item())

@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/bf16_bits.h"
 #include "cpu/gemm/driver.h"
 #include "cpu/gemm/im2col.h"
 #include "cpu/gemm/phase_planes.h"
@@ -314,10 +315,7 @@ inline void copy_widened(const In* src, int64_t n, T* dst) {
     }
   } else {
     static_assert(std::is_same_v<In, uint16_t> && std::is_same_v<T, float>, "bfloat16 bits into float only");
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t bits = uint32_t{src[i]} << 16;
-      std::memcpy(dst + i, &bits, sizeof(bits));
-    }
+    widen_run(src, n, dst);
   }
 }
 

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <climits>
 #include <limits>
+#include <type_traits>
 #include <vector>
+
+#include "cpu/bf16_bits.h"
 
 #include "cpu/parallel.h"
 #include "cpu/pool/rows.h"
@@ -21,9 +24,9 @@ T lowest() {
   return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
 }
 
-template <typename T, typename Pos>
-PoolRowKernels<T, Pos> row_kernels(Isa isa) {
-  return pick_for_isa(isa, &scalar::pool_rows<T, Pos>, &avx2::pool_rows<T, Pos>, &avx512::pool_rows<T, Pos>);
+template <typename S, typename Pos>
+PoolRowKernels<S, Pos> row_kernels(Isa isa) {
+  return pick_for_isa(isa, &scalar::pool_rows<S, Pos>, &avx2::pool_rows<S, Pos>, &avx512::pool_rows<S, Pos>);
 }
 
 // NHWC with fewer channels than a vector: the NHWC row kernel would do every channel as a scalar tail, so
@@ -39,16 +42,18 @@ bool pools_through_planes(const PoolParams& p) {
          4 * p.N >= num_threads() && padded_rows_fit(p);
 }
 
-template <typename T, typename Pos>
-void forward_through_planes(const PoolParams& p, const PoolRowKernels<T, Pos>& rows, const T* x, T* y,
+// S: the element type (rows.h; uint16_t: bfloat16 bits), T the type it is compared in.
+template <typename S, typename Pos, typename T = pool_compute_t<S>>
+void forward_through_planes(const PoolParams& p, const PoolRowKernels<S, Pos>& rows, const S* x, S* y,
                             int64_t* indices) {
   const int64_t C = p.C, HW = p.HW(), PQ = p.PQ();
   parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
-    std::vector<T> planes(C * HW), out(C * PQ), best(padded_columns(p)), padded(padded_rows_size(p));
+    std::vector<S> planes(C * HW), out(C * PQ);
+    std::vector<T> best(padded_columns(p)), padded(padded_rows_size(p));
     std::vector<int64_t> idx(C * PQ);
     std::vector<Pos> best_pos(best.size());
     for (int64_t n = n0; n < n1; ++n) {
-      const T* image = x + n * HW * C;
+      const S* image = x + n * HW * C;
       for (int64_t i = 0; i < HW; ++i)
         for (int64_t c = 0; c < C; ++c) planes[c * HW + i] = image[i * C + c];
       for (int64_t c = 0; c < C; ++c)
@@ -56,7 +61,7 @@ void forward_through_planes(const PoolParams& p, const PoolRowKernels<T, Pos>& r
           rows.nchw_rows(p, planes.data() + c * HW, op, std::min(op + kPoolRowBlock, p.P), lowest<T>(),
                          out.data() + c * PQ + op * p.Q, idx.data() + c * PQ + op * p.Q, best.data(),
                          best_pos.data(), padded.data());
-      T* y_image = y + n * PQ * C;
+      S* y_image = y + n * PQ * C;
       int64_t* idx_image = indices + n * PQ * C;
       for (int64_t i = 0; i < PQ; ++i)
         for (int64_t c = 0; c < C; ++c) y_image[i * C + c] = out[c * PQ + i], idx_image[i * C + c] = idx[c * PQ + i];
@@ -65,16 +70,16 @@ void forward_through_planes(const PoolParams& p, const PoolRowKernels<T, Pos>& r
 }
 
 // Tasks over (plane or image, output row) ranges; each row is written by exactly one task.
-template <typename T, typename Pos>
-void forward_rows(const PoolParams& p, const T* x, T* y, int64_t* indices) {
-  const PoolRowKernels<T, Pos> rows = row_kernels<T, Pos>(active_isa());
+template <typename S, typename Pos, typename T = pool_compute_t<S>>
+void forward_rows(const PoolParams& p, const S* x, S* y, int64_t* indices) {
+  const PoolRowKernels<S, Pos> rows = row_kernels<S, Pos>(active_isa());
   if (pools_through_planes(p)) return forward_through_planes(p, rows, x, y, indices);
   if (!p.channels_last && !padded_rows_fit(p)) {  // an NCHW plane is an NHWC image of one channel
     PoolParams planes_as_images = p;
     planes_as_images.N = p.N * p.C;
     planes_as_images.C = 1;
     planes_as_images.channels_last = true;
-    return forward_rows<T, Pos>(planes_as_images, x, y, indices);
+    return forward_rows<S, Pos>(planes_as_images, x, y, indices);
   }
   const int64_t planes = p.channels_last ? p.N : p.N * p.C;
   const int64_t in_plane = p.channels_last ? p.HW() * p.C : p.HW(), out_row = p.channels_last ? p.Q * p.C : p.Q;
@@ -100,15 +105,29 @@ void forward_rows(const PoolParams& p, const T* x, T* y, int64_t* indices) {
 
 }  // namespace
 
-template <typename T>
-void max_pool2d_forward(const PoolParams& p, const T* x, T* y, int64_t* indices) {
+template <typename S>
+void max_pool2d_forward(const PoolParams& p, const S* x, S* y, int64_t* indices) {
   if (p.N * p.C * p.P * p.Q == 0) return;
   // 32-bit positions while the plane allows: same lane width as float, so the compare-and-blend vectorises.
   if (p.HW() <= INT32_MAX)
-    forward_rows<T, int32_t>(p, x, y, indices);
+    forward_rows<S, int32_t>(p, x, y, indices);
   else
-    forward_rows<T, int64_t>(p, x, y, indices);
+    forward_rows<S, int64_t>(p, x, y, indices);
 }
+
+namespace {
+
+// dst += g, in the tensor's type: bfloat16 (its bits) adds in float and rounds to nearest even each time, as
+// torch's bfloat16 backward does, so where windows overlap the sums round as torch's do, in the same order.
+template <typename T>
+inline void accumulate(T& dst, T g) {
+  if constexpr (std::is_same_v<T, uint16_t>)
+    dst = round_to_bf16(widen_bf16(dst) + widen_bf16(g));
+  else
+    dst += g;
+}
+
+}  // namespace
 
 template <typename T>
 void max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indices, T* dx) {
@@ -125,7 +144,7 @@ void max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indice
         T* out = dx + plane * HW;
         std::fill(out, out + HW, T(0));
         for (int64_t o = 0; o < p.PQ(); ++o)
-          if (in_plane(idx[o])) out[idx[o]] += g[o];
+          if (in_plane(idx[o])) accumulate(out[idx[o]], g[o]);
       }
     });
     return;
@@ -143,11 +162,11 @@ void max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indice
         bool all_in_plane = true;  // one vectorised range check per pixel, then an unchecked scatter
         for (int64_t c = 0; c < C; ++c) all_in_plane &= in_plane(idx[c]);
         if (all_in_plane) {
-          for (int64_t c = 0; c < C; ++c) image[idx[c] * C + c] += g[c];
+          for (int64_t c = 0; c < C; ++c) accumulate(image[idx[c] * C + c], g[c]);
           continue;
         }
         for (int64_t c = 0; c < C; ++c)
-          if (in_plane(idx[c])) image[idx[c] * C + c] += g[c];
+          if (in_plane(idx[c])) accumulate(image[idx[c] * C + c], g[c]);
       }
     }
   });
@@ -158,6 +177,7 @@ void max_pool2d_backward(const PoolParams& p, const T* dy, const int64_t* indice
   template void max_pool2d_backward<T>(const PoolParams&, const T*, const int64_t*, T*);
 FASTCONV_INSTANTIATE(float)
 FASTCONV_INSTANTIATE(double)
+FASTCONV_INSTANTIATE(uint16_t)  // bfloat16 bits
 FASTCONV_INSTANTIATE(uint8_t)
 FASTCONV_INSTANTIATE(int8_t)
 FASTCONV_INSTANTIATE(int16_t)

@@ -14,15 +14,30 @@
 
 namespace fastconv::cpu {
 
-// Scratch, per thread: best / best_pos of max(padded_columns(p), C) entries each, padded of
-// padded_rows_size(p) entries.
-template <typename T, typename Pos>
+// The type a tensor of S is compared in: S itself, but float for bfloat16, stored as its raw bits (uint16_t).
+// Widening bfloat16 is exact and a max is one of its inputs, so pooling bfloat16 this way is exact: the output is
+// the input element's own bits.
+template <typename S>
+struct PoolCompute {
+  using type = S;
+};
+template <>
+struct PoolCompute<uint16_t> {
+  using type = float;
+};
+template <typename S>
+using pool_compute_t = typename PoolCompute<S>::type;
+
+// S: the tensors' element type. Scratch, per thread, in the compare type T: best / best_pos of
+// max(padded_columns(p), C) entries each, padded of padded_rows_size(p) entries.
+template <typename S, typename Pos>
 struct PoolRowKernels {
+  using T = pool_compute_t<S>;
   // Output rows [op0, op1) of one NCHW plane, at most kPoolRowBlock of them: out and idx of (op1 - op0) * Q.
-  void (*nchw_rows)(const PoolParams& p, const T* plane, int64_t op0, int64_t op1, T lowest, T* out,
+  void (*nchw_rows)(const PoolParams& p, const S* plane, int64_t op0, int64_t op1, T lowest, S* out,
                     int64_t* idx, T* best, Pos* best_pos, T* padded);
   // Output row op of one NHWC image: out[0..Q*C) and idx[0..Q*C).
-  void (*nhwc_row)(const PoolParams& p, const T* image, int64_t op, T lowest, T* out, int64_t* idx, T* best,
+  void (*nhwc_row)(const PoolParams& p, const S* image, int64_t op, T lowest, S* out, int64_t* idx, T* best,
                    Pos* best_pos);
 };
 

@@ -10,8 +10,10 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "conv_params.h"
+#include "cpu/bf16_bits.h"
 #include "cpu/gemm/driver.h"
 #include "cpu/memory.h"
 #include "cpu/parallel.h"
@@ -212,38 +214,60 @@ struct LaneBlocking {
 // of a group's images, each position one vector over the images. The same region `next` further on (the next
 // channel's) is prefetched: the reads hop between `lanes` images, which no hardware prefetcher follows, and
 // waiting on them took a quarter of the weight gradient's time.
-inline void transpose_region(const MicroKernel<float>& uk, const float* plane, int64_t image_stride, int64_t row,
-                             int64_t lanes, int64_t r_lo, int64_t r_hi, int64_t c_lo, int64_t c_hi, float* dst,
-                             int64_t next) {
+// In: float, or bfloat16 bits (uint16_t), widened run by run into a small buffer as they are read: bfloat16
+// tensors are transformed in place, with no float copy of the whole tensor (the binding's copy and the rounding
+// of the float output cost ~15% of the fast CIFAR net's bfloat16 training step, page faults and all).
+template <typename In>
+void transpose_region(const MicroKernel<float>& uk, const In* plane, int64_t image_stride, int64_t row,
+                      int64_t lanes, int64_t r_lo, int64_t r_hi, int64_t c_lo, int64_t c_hi, float* dst,
+                      int64_t next) {
   if (r_lo >= r_hi || c_lo >= c_hi) return;
   const int64_t cols = c_hi - c_lo;
-  if (cols == row) {  // whole rows: one run
-    uk.transpose_panel(plane + r_lo * row, image_stride, lanes, (r_hi - r_lo) * row, dst, kLanes);
-  } else {
-    for (int64_t r = r_lo; r < r_hi; ++r)
-      uk.transpose_panel(plane + r * row + c_lo, image_stride, lanes, cols, dst + (r - r_lo) * cols * kLanes, kLanes);
+  // Runs of `run` values, `runs` of them, each transposed from `lanes` images at once.
+  const bool whole_rows = cols == row;
+  const int64_t run = whole_rows ? (r_hi - r_lo) * row : cols, runs = whole_rows ? 1 : r_hi - r_lo;
+  for (int64_t i = 0; i < runs; ++i) {
+    const int64_t r = whole_rows ? r_lo : r_lo + i;
+    const In* first = plane + r * row + c_lo;
+    float* out = dst + i * cols * kLanes;
+    if constexpr (std::is_same_v<In, float>) {
+      uk.transpose_panel(first, image_stride, lanes, run, out, kLanes);
+    } else {
+      thread_local AlignedBuffer<float> wide;
+      wide.reserve(kLanes * run);
+      for (int64_t l = 0; l < lanes; ++l) widen_run(first + l * image_stride, run, wide.data() + l * run);
+      uk.transpose_panel(wide.data(), run, lanes, run, out, kLanes);
+    }
   }
   if (next == 0) return;
   for (int64_t l = 0; l < lanes; ++l)
     for (int64_t r = r_lo; r < r_hi; ++r) {
       const char* first = reinterpret_cast<const char*>(plane + next + l * image_stride + r * row + c_lo);
-      for (int64_t b = 0; b < cols * int64_t{sizeof(float)}; b += 64) __builtin_prefetch(first + b);
-      __builtin_prefetch(first + cols * sizeof(float) - 1);
+      for (int64_t b = 0; b < cols * int64_t{sizeof(In)}; b += 64) __builtin_prefetch(first + b);
+      __builtin_prefetch(first + cols * sizeof(In) - 1);
     }
 }
 
 // The NHWC counterpart of transpose_region for channels c0 .. c0 + cn (cn <= kLanes) at once: channel c0 + i's
 // region into dst + i * region_stride, laid out as transpose_region lays out one NCHW channel's. `pixels` is the
 // group's first image at channel c0 (x + n0 * image_stride + c0); a pixel's channels are contiguous, so each
-// position is one lanes x cn register transpose (images x channels), spread over the cn regions.
-inline void transpose_region_nhwc(const MicroKernel<float>& uk, const float* pixels, int64_t image_stride,
-                                  int64_t row, int64_t pixel, int64_t lanes, int64_t r_lo, int64_t r_hi,
-                                  int64_t c_lo, int64_t c_hi, int64_t cn, float* dst, int64_t region_stride) {
+// position is one lanes x cn register transpose (images x channels), spread over the cn regions. In: as above.
+template <typename In>
+void transpose_region_nhwc(const MicroKernel<float>& uk, const In* pixels, int64_t image_stride, int64_t row,
+                           int64_t pixel, int64_t lanes, int64_t r_lo, int64_t r_hi, int64_t c_lo, int64_t c_hi,
+                           int64_t cn, float* dst, int64_t region_stride) {
   alignas(64) float lane_vectors[kLanes * kLanes];  // [channel][lane]
+  alignas(64) float wide[kLanes * kLanes];          // [lane][channel], widened bfloat16
   const int64_t cols = c_hi - c_lo;
   for (int64_t r = r_lo; r < r_hi; ++r)
     for (int64_t c = c_lo; c < c_hi; ++c) {
-      uk.transpose_panel(pixels + r * row + c * pixel, image_stride, lanes, cn, lane_vectors, kLanes);
+      const In* first = pixels + r * row + c * pixel;
+      if constexpr (std::is_same_v<In, float>) {
+        uk.transpose_panel(first, image_stride, lanes, cn, lane_vectors, kLanes);
+      } else {
+        for (int64_t l = 0; l < lanes; ++l) widen_run(first + l * image_stride, cn, wide + l * kLanes);
+        uk.transpose_panel(wide, kLanes, lanes, cn, lane_vectors, kLanes);
+      }
       float* at = dst + ((r - r_lo) * cols + c - c_lo) * kLanes;
       for (int64_t i = 0; i < cn; ++i)
         std::memcpy(at + i * region_stride, lane_vectors + i * kLanes, sizeof(float) * kLanes);

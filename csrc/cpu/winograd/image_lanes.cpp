@@ -45,9 +45,11 @@ LaneKernels winograd::lane_kernels(Isa isa) {
 
 namespace {
 
-// F: F2x2 or F4x4 (common.h). Returns whether every output is finite (winograd.h).
-template <class F>
-bool forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+// F: F2x2 or F4x4 (common.h). In / Out: float, or bfloat16 bits (uint16_t) read widened and written rounded
+// (bf16_bits.h), the products in float either way. Returns whether every output is finite (winograd.h), checked
+// before any rounding.
+template <class F, typename In, typename Out>
+bool forward_image_lanes(const ConvParams& p, const In* x, const float* w, const float* bias, Out* y,
                          bool flipped) {
   constexpr int64_t e = F::kOut;
   const Isa isa = active_isa();
@@ -116,8 +118,7 @@ bool forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
             for (int64_t c = 0; c < out_cols; ++c) {
               uk.transpose_panel(out + (r * out_cols + c) * kLanes, out_region, kn, blk.lanes, lane_vectors, kLanes);
               for (int64_t l = 0; l < blk.lanes; ++l)
-                std::memcpy(y + (((n0 + l) * p.P + oh0 + r) * p.Q + ow0 + c) * K + k0, lane_vectors + l * kLanes,
-                            sizeof(float) * kn);
+                store_run(lane_vectors + l * kLanes, kn, y + (((n0 + l) * p.P + oh0 + r) * p.Q + ow0 + c) * K + k0);
             }
         }
         continue;
@@ -127,13 +128,12 @@ bool forward_image_lanes(const ConvParams& p, const float* x, const float* w, co
         // out_t[l * out_positions + position] = out[position][l], then each image's rows into y.
         uk.transpose_panel(out, kLanes, out_positions, blk.lanes, out_t, out_positions);
         for (int64_t l = 0; l < blk.lanes; ++l) {
-          float* dst = y + ((n0 + l) * K + k) * p.PQ() + oh0 * p.Q + ow0;
+          Out* dst = y + ((n0 + l) * K + k) * p.PQ() + oh0 * p.Q + ow0;
           const float* row = out_t + l * out_positions;
           if (out_cols == p.Q) {
-            std::memcpy(dst, row, out_positions * sizeof(float));
+            store_run(row, out_positions, dst);
           } else {
-            for (int64_t r = 0; r < out_rows; ++r)
-              std::memcpy(dst + r * p.Q, row + r * out_cols, out_cols * sizeof(float));
+            for (int64_t r = 0; r < out_rows; ++r) store_run(row + r * out_cols, out_cols, dst + r * p.Q);
           }
         }
       }
@@ -149,9 +149,17 @@ bool winograd_forward_image_lanes(const ConvParams& p, const float* x, const flo
                                   bool flipped) {
   return forward_image_lanes<F2x2>(p, x, w, bias, y, flipped);
 }
+bool winograd_forward_image_lanes(const ConvParams& p, const uint16_t* x, const float* w, const float* bias,
+                                  uint16_t* y, bool flipped) {
+  return forward_image_lanes<F2x2>(p, x, w, bias, y, flipped);
+}
 
 bool winograd_f4_forward_image_lanes(const ConvParams& p, const float* x, const float* w, const float* bias,
                                      float* y, bool flipped) {
+  return forward_image_lanes<F4x4>(p, x, w, bias, y, flipped);
+}
+bool winograd_f4_forward_image_lanes(const ConvParams& p, const uint16_t* x, const float* w, const float* bias,
+                                     uint16_t* y, bool flipped) {
   return forward_image_lanes<F4x4>(p, x, w, bias, y, flipped);
 }
 
@@ -159,14 +167,14 @@ namespace {
 
 // The weight gradient's image-lane strategy (grad_weight.h): block b is LaneBlocking's block b, its reduction rows
 // (position, image). It sums the tiles in another order than the tile-lane strategy, so the two differ in
-// rounding. F: F2x2 or F4x4.
-template <class F>
+// rounding. F: F2x2 or F4x4; In: float, or bfloat16 bits read widened.
+template <class F, typename In>
 class ImageLaneBlocks {
  public:
   struct State {
     LaneBlock blk;
   };
-  ImageLaneBlocks(const ConvParams& p, const MicroKernel<float>& uk, const float* dy, const float* x, int64_t block)
+  ImageLaneBlocks(const ConvParams& p, const MicroKernel<float>& uk, const In* dy, const In* x, int64_t block)
       : p_(p), uk_(uk), dy_(dy), x_(x), blocking_(p, std::max<int64_t>(1, block / kLanes), F::kOut),
         kernels_(lane_kernels<F::kOut>(uk.isa)) {}
   int64_t blocks() const { return blocking_.blocks(); }
@@ -227,22 +235,36 @@ class ImageLaneBlocks {
 
   const ConvParams& p_;
   const MicroKernel<float>& uk_;
-  const float* dy_;
-  const float* x_;
+  const In* dy_;
+  const In* x_;
   LaneBlocking blocking_;
   LaneKernels kernels_;
 };
 
 }  // namespace
 
-bool winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
+namespace {
+
+template <class F, typename In>
+bool grad_weight_image_lanes(const ConvParams& p, const In* dy, const In* x, float* dw) {
   const MicroKernel<float> uk = micro_kernel<float>(active_isa());
-  return grad_weight_blocks<F2x2>(p, uk, ImageLaneBlocks<F2x2>(p, uk, dy, x, uk.kc), dw);
+  return grad_weight_blocks<F>(p, uk, ImageLaneBlocks<F, In>(p, uk, dy, x, uk.kc), dw);
+}
+
+}  // namespace
+
+bool winograd_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
+  return grad_weight_image_lanes<F2x2>(p, dy, x, dw);
+}
+bool winograd_grad_weight_image_lanes(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw) {
+  return grad_weight_image_lanes<F2x2>(p, dy, x, dw);
 }
 
 bool winograd_f4_grad_weight_image_lanes(const ConvParams& p, const float* dy, const float* x, float* dw) {
-  const MicroKernel<float> uk = micro_kernel<float>(active_isa());
-  return grad_weight_blocks<F4x4>(p, uk, ImageLaneBlocks<F4x4>(p, uk, dy, x, uk.kc), dw);
+  return grad_weight_image_lanes<F4x4>(p, dy, x, dw);
+}
+bool winograd_f4_grad_weight_image_lanes(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw) {
+  return grad_weight_image_lanes<F4x4>(p, dy, x, dw);
 }
 
 }  // namespace fastconv::cpu
