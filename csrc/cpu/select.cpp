@@ -23,7 +23,7 @@
 //   depthwise              Cg == 1, groups > 1
 //   gemm, few pixels       as the forward's row
 //   winograd 4x4, images   as the next row, and f4_fits
-//   winograd, image lanes  winograd_fits, N >= 8, C and K >= 32
+//   winograd, image lanes  winograd_fits, N >= 8, C >= 16, K > 16
 //   winograd, tile lanes   winograd_fits: C, K >= 32
 //   direct, few taps       float, groups 1, stride_w 1, S <= 5, C*R*S <= 160   see few_taps_fits
 //   gemm                   everything else
@@ -75,13 +75,14 @@ ConvAlgo winograd_lanes(const ConvParams& p) {
   return f4_fits(p) ? ConvAlgo::kWinogradF4ImageLanes : ConvAlgo::kWinogradImageLanes;
 }
 
-// Below ~32 channels on either side, Winograd's transforms cost more than the multiplies they save - except the
-// image-lane forward (and so the stride-1 grad-input), whose transforms are whole vectors: from 16 channels in
-// and over kFewOutputsMax out (at or under it the direct kernel is as fast) it beats the GEMM, 1.3-1.5x forward
-// and 1.4-2.3x grad-input on the fast CIFAR net's 24->64 layer at 31x31 (Zen 4; 1.1-1.7x on other 16-31-channel
-// shapes). Its weight gradient was 0.9x the GEMM's there: 32 stays for it. Maps under 2x2 outputs would be all
-// edge tiles. FASTCONV_WINOGRAD=0 turns it off (read at every call, as FASTCONV_ISA is), for tests of the paths
-// behind it and for comparisons.
+// Below ~32 channels on either side, Winograd's transforms cost more than the multiplies they save - except in
+// the image lanes, whose transforms are whole vectors: from 16 channels in and over kFewOutputsMax out (at or
+// under it the direct kernel is as fast) they beat the GEMM, 1.3-1.5x forward and 1.4-2.3x grad-input on the fast
+// CIFAR net's 24->64 layer at 31x31 (Zen 4; 1.1-1.7x on other 16-31-channel shapes), and the weight gradient
+// 1.1-2.9x the GEMM or the few-taps kernel on 16-24 -> 32-64 channels at 16x16 to 31x31, batch 64 and 256,
+// float32 and bfloat16, either layout (1.0x on two bfloat16 NHWC shapes; Zen 4). Maps under 2x2 outputs would
+// be all edge tiles. FASTCONV_WINOGRAD=0 turns it off (read at every call, as FASTCONV_ISA is), for tests of the
+// paths behind it and for comparisons.
 //
 // bfloat16 operands: Winograd multiplies its transformed tiles in float32 (rounded to bfloat16 they would err by
 // ~1.5% of the output's scale), so it competes with the GEMM's bfloat16 products, twice the float rate, which
@@ -90,14 +91,14 @@ ConvAlgo winograd_lanes(const ConvParams& p) {
 // 64-256, with 64->256 @15 and 24->64 @31 at 0.93x and 0.87x, whose float copies of the outputs cost most;
 // F(2x2, 3x3) 0.7-0.9x; Zen 4, fwd+bwd).
 constexpr int64_t kWinogradMinChannels = 32;
-constexpr int64_t kImageLanesForwardMinChannels = 16;
-bool winograd_fits(const ConvParams& p, Arithmetic arithmetic, bool forward) {
+constexpr int64_t kImageLanesMinChannels = 16;
+bool winograd_fits(const ConvParams& p, Arithmetic arithmetic) {
   if (arithmetic == Arithmetic::kDouble || winograd_setting_is("0")) return false;
   if (arithmetic == Arithmetic::kBf16Products && p.channels_last &&
       winograd_lanes(p) != ConvAlgo::kWinogradF4ImageLanes)
     return false;
   const int64_t min_channels =
-      forward && image_lanes(p) && p.K > kFewOutputsMax ? kImageLanesForwardMinChannels : kWinogradMinChannels;
+      image_lanes(p) && p.K > kFewOutputsMax ? kImageLanesMinChannels : kWinogradMinChannels;
   return p.groups == 1 && p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 &&
          p.dil_w == 1 && p.C >= min_channels && p.K >= min_channels && p.P >= 2 && p.Q >= 2;
 }
@@ -177,7 +178,7 @@ ConvAlgo choose_forward(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N * p.PQ() == 0 || p.K == 0 || p.Cg() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
   if (few_pixels_fits(p, arithmetic)) return ConvAlgo::kGemmFewPixels;
-  if (winograd_fits(p, arithmetic, true)) return winograd_lanes(p);
+  if (winograd_fits(p, arithmetic)) return winograd_lanes(p);
   if (few_outputs_fits(p, arithmetic)) return ConvAlgo::kDirectFewOutputs;
   if (arithmetic == Arithmetic::kBf16Products && bf16_pairs_fit(p)) return ConvAlgo::kGemmBf16Pairs;
   return ConvAlgo::kGemm;
@@ -194,7 +195,7 @@ ConvAlgo choose_grad_weight(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N == 0 || p.PQ() == 0 || p.K * p.Cg() * p.RS() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
   if (few_pixels_fits(p, arithmetic)) return ConvAlgo::kGemmFewPixels;
-  if (winograd_fits(p, arithmetic, false)) return winograd_lanes(p);
+  if (winograd_fits(p, arithmetic)) return winograd_lanes(p);
   if (few_taps_fits(p, arithmetic)) return ConvAlgo::kDirectFewTaps;
   return ConvAlgo::kGemm;
 }

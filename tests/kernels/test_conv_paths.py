@@ -267,8 +267,8 @@ def test_conv2d_winograd_image_lanes_match_tile_lanes(case, layout, isa, monkeyp
 
 # (N, C, K, H, W, padding): NCHW batches whose maps select.cpp gives F(4x4, 3x3) tiles: odd and even maps with
 # edge tiles partly outside, a last group of 4 images and one of 1, padding 2 and 0 (the grad-input's flipped
-# problem then pads 0 or 2; padding 3 makes it -1), a wide map (blocks of part of a tile row), the 16-channel minimum (its other passes
-# are thin: the direct kernels'), and a K x C large enough for the weight gradient's planes in parallel.
+# problem then pads 0 or 2; padding 3 makes it -1), a wide map (blocks of part of a tile row), the 16-channel minimum (its
+# grad-input is thin: the direct kernel's), and a K x C large enough for the weight gradient's planes in parallel.
 F4_CASES = [(16, 32, 40, 7, 9, 1), (20, 33, 35, 12, 10, 2), (17, 40, 36, 9, 8, 0), (8, 32, 32, 8, 70, 1),
             (16, 16, 24, 12, 12, 1), (16, 256, 256, 8, 8, 1),
             (16, 32, 40, 8, 9, 3)]  # padding 3: the grad-input's flipped problem pads -1
@@ -286,11 +286,11 @@ def test_conv2d_winograd_f4_matches_torch(case, layout, isa, restore_num_threads
     gen = torch.Generator().manual_seed(N + C + K)
     x, w, b = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, 3, 3, generator=gen), torch.randn(K, generator=gen)
     x, w = x.contiguous(memory_format=mf), w.contiguous(memory_format=mf)
-    thin = C <= 16  # its grad-input has 16 outputs and its weight gradient 144 taps: thin kernels' (select.cpp)
+    thin = C <= 16  # its grad-input has 16 outputs: the thin kernel's (select.cpp)
     assert fastconv._ops.cpu_conv2d_algorithms(x, w, 1, pad) == {
         "forward": "winograd_f4_image_lanes",
         "grad_input": "flipped_forward:" + ("direct_few_outputs" if thin else "winograd_f4_image_lanes"),
-        "grad_weight": ("direct_few_taps" if layout == "contiguous" else "gemm") if thin else "winograd_f4_image_lanes"}
+        "grad_weight": "winograd_f4_image_lanes"}
     args = ([1, 1], [pad] * 4, [1, 1], 1)
     ops = torch.ops.fastconv
     gy = torch.randn(N, K, H + 2 * pad - 2, W + 2 * pad - 2, generator=gen).contiguous(memory_format=mf)
