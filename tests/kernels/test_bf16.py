@@ -28,6 +28,8 @@ PROBLEMS = [
     ("winograd_images", 16, 64, 64, 4, 4, 3, 1, 1, 1, False, "winograd_image_lanes"),
     ("winograd_f4_images", 16, 64, 64, 8, 8, 3, 1, 1, 1, False, "winograd_f4_image_lanes"),
     ("direct_few_outputs", 4, 16, 8, 12, 12, 3, 1, 1, 1, False, "direct_few_outputs"),
+    ("few_pixels", 9, 32, 40, 3, 3, 3, 1, 1, 1, False, "gemm_few_pixels"),
+    ("few_pixels_nhwc", 9, 32, 40, 3, 3, 3, 1, 1, 1, True, "gemm_few_pixels"),
     ("depthwise", 4, 16, 16, 10, 10, 3, 1, 1, 16, False, "depthwise"),
 ]
 
