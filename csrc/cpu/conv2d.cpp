@@ -96,17 +96,27 @@ void forward_with(ConvAlgo algo, const ConvParams& p, const T* x, const T* w, co
 }
 
 // Weights of p rotated by 180 degrees with k <-> c swapped, in the layout of flipped_forward(p)'s weights.
+// Blocks of kBlock x kBlock (k, c) pairs, per group: NCHW reads each k's run of kBlock * R * S values and writes
+// each c's run of kBlock * R * S; NHWC moves one tap's kBlock x kBlock matrix at a time. Element by element, k
+// outermost, the reads or the writes strode K or C apart (~4 ms of 512->512 channels' grad-input at 4x4).
 template <typename T>
 std::vector<T> flip_weights(const ConvParams& p, const ConvParams& flipped_p, const T* w) {
-  std::vector<T> flipped(static_cast<size_t>(p.K * p.Cg() * p.RS()));
-  parallel_for(0, p.K, 1, [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) {
-      const int64_t g = k / p.Kg(), kk = k % p.Kg();
-      for (int64_t c = 0; c < p.Cg(); ++c)
-        for (int64_t r = 0; r < p.R; ++r)
-          for (int64_t s = 0; s < p.S; ++s)
-            flipped[flipped_p.weight_offset(g * p.Cg() + c, kk, p.R - 1 - r, p.S - 1 - s)] =
-                w[p.weight_offset(k, c, r, s)];
+  constexpr int64_t kBlock = 16;
+  const int64_t Kg = p.Kg(), Cg = p.Cg(), RS = p.RS();
+  std::vector<T> flipped(static_cast<size_t>(p.K * Cg * RS));
+  const int64_t k_blocks = ceil_div(Kg, kBlock), c_blocks = ceil_div(Cg, kBlock);
+  parallel_for(0, p.groups * k_blocks * c_blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t g = t / (k_blocks * c_blocks), kb = t / c_blocks % k_blocks, cb = t % c_blocks;
+      const int64_t k0 = kb * kBlock, k1 = std::min(Kg, k0 + kBlock);
+      const int64_t c0 = cb * kBlock, c1 = std::min(Cg, c0 + kBlock);
+      for (int64_t tap = 0; tap < RS; ++tap) {
+        const int64_t r = tap / p.S, s = tap % p.S;
+        for (int64_t kk = k0; kk < k1; ++kk)
+          for (int64_t c = c0; c < c1; ++c)
+            flipped[flipped_p.weight_offset(g * Cg + c, kk, p.R - 1 - r, p.S - 1 - s)] =
+                w[p.weight_offset(g * Kg + kk, c, r, s)];
+      }
     }
   });
   return flipped;
