@@ -4,7 +4,7 @@
 // forward                  condition                                          why
 //   none                   no output pixels or channels, or no input channels  nothing to sum
 //   depthwise              Cg == 1, groups > 1                                 a GEMM of reduction R*S is all edges
-//   gemm, few pixels       <= 9 outputs, >= 1/4 of taps in padding          see few_pixels_fits
+//   gemm, few pixels       <= 9 outputs (16: bf16), >= 1/4 of taps padding  see few_pixels_fits
 //   winograd 4x4, images   as the next row, and f4_fits (maps of 4+ big tiles)  36 multiplies per 16 outputs, not 64
 //   winograd, image lanes  winograd_fits, N >= 8, C >= 16, K > 16              see image_lanes, winograd_fits
 //   winograd, tile lanes   winograd_fits: C, K >= 32                           4 multiplies per output, not 9
@@ -111,11 +111,16 @@ bool is_depthwise(const ConvParams& p) { return p.Cg() == 1 && p.groups > 1; }
 // channels: under 8 images or 16 channels its tiles would be mostly empty. With bfloat16 products too (on float
 // copies, small on such maps): against Winograd's float products (NCHW) 1.0-1.7x per pass, against the pair GEMM
 // (NHWC) 1.2x at batch 256 and 0.85-1.4x at batch 64 (fwd + grad-input + grad-weight 1.0x there; the fast CIFAR
-// net's 256 and ResNet's 512 channels, Zen 4). Groups 1 only, and an input map no larger than the pixels the taps
-// could read (its NCHW copies are whole maps: a 3x3 output at stride 500 would copy a 1001x1001 input).
-constexpr int64_t kFewPixelsMax = 9;
-bool few_pixels_fits(const ConvParams& p) {
-  return p.groups == 1 && p.PQ() <= kFewPixelsMax && p.RS() > 1 &&
+// net's 256 and ResNet's 512 channels, Zen 4). With bfloat16 products also maps of 16 outputs (ResNet's 4x4: 100
+// of 144 taps inside), where float32 keeps Winograd F(2x2, 3x3), 64 multiplies to the GEMM's 100 (0.55-0.95x
+// per pass); at bfloat16's double rate the GEMM wins: fwd + grad-input + grad-weight 1.05-1.1x NHWC, 1.0x NCHW
+// (512 channels, batch 64 and 128, Zen 4; the weight gradient 1.1-1.3x, the NCHW grad-input 0.75-0.86x). Groups 1
+// only, and an input map no larger than the pixels the taps could read (its NCHW copies are whole maps: a 3x3
+// output at stride 500 would copy a 1001x1001 input).
+constexpr int64_t kFewPixelsMax = 9, kFewPixelsMaxBf16 = 16;
+bool few_pixels_fits(const ConvParams& p, Arithmetic arithmetic) {
+  const int64_t max_pixels = arithmetic == Arithmetic::kBf16Products ? kFewPixelsMaxBf16 : kFewPixelsMax;
+  return p.groups == 1 && p.PQ() <= max_pixels && p.RS() > 1 &&
          p.N >= 8 && p.C >= 16 && p.K > kFewOutputsMax && p.HW() <= p.PQ() * p.RS() &&
          4 * taps_inside_count(p) <= 3 * p.PQ() * p.RS();
 }
@@ -179,7 +184,7 @@ ConvParams flipped_forward(const ConvParams& p) {
 ConvAlgo choose_forward(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N * p.PQ() == 0 || p.K == 0 || p.Cg() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
-  if (few_pixels_fits(p)) return ConvAlgo::kGemmFewPixels;
+  if (few_pixels_fits(p, arithmetic)) return ConvAlgo::kGemmFewPixels;
   if (winograd_fits(p, arithmetic)) return winograd_lanes(p);
   if (few_outputs_fits(p, arithmetic)) return ConvAlgo::kDirectFewOutputs;
   if (arithmetic == Arithmetic::kBf16Products && bf16_pairs_fit(p)) return ConvAlgo::kGemmBf16Pairs;
@@ -196,7 +201,7 @@ GradInputChoice choose_grad_input(const ConvParams& p, Arithmetic arithmetic) {
 ConvAlgo choose_grad_weight(const ConvParams& p, Arithmetic arithmetic) {
   if (p.N == 0 || p.PQ() == 0 || p.K * p.Cg() * p.RS() == 0) return ConvAlgo::kNone;
   if (is_depthwise(p)) return ConvAlgo::kDepthwise;
-  if (few_pixels_fits(p)) return ConvAlgo::kGemmFewPixels;
+  if (few_pixels_fits(p, arithmetic)) return ConvAlgo::kGemmFewPixels;
   if (winograd_fits(p, arithmetic)) return winograd_lanes(p);
   if (few_taps_fits(p, arithmetic)) return ConvAlgo::kDirectFewTaps;
   return ConvAlgo::kGemm;

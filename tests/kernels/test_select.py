@@ -68,11 +68,14 @@ PROBLEMS = [
     ("empty_batch", 0, 64, 64, 32, 32, 3, 3, 1, 1, 1, 1, None, torch.float32, "none", "none", "none"),
 ]
 if "avx512_bf16" in fastconv.cpu_info()[1]:  # bfloat16 products: in NHWC they beat float Winograd but for 4x4 tiles
-    PROBLEMS.append(("bfloat16_nhwc_products", 64, 256, 256, 4, 4, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
+    PROBLEMS.append(("bfloat16_nhwc_products", 64, 256, 256, 5, 5, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
                      "gemm_bf16_pairs", "flipped_forward:gemm_bf16_pairs", "gemm"))
+    for fmt in (None, CL):  # maps of 16 outputs skip their padded taps (float32 keeps Winograd there)
+        PROBLEMS.append((f"bfloat16_4x4_few_pixels_{'nhwc' if fmt else 'nchw'}", 64, 512, 512, 4, 4, 3, 3, 1, 1, 1, 1,
+                         fmt, torch.bfloat16, "gemm_few_pixels", "flipped_forward:gemm_few_pixels", "gemm_few_pixels"))
     PROBLEMS.append(("bfloat16_nhwc_f4_tiles", 256, 64, 64, 15, 15, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
                      W4, f"flipped_forward:{W4}", W4))
-    PROBLEMS.append(("bfloat16_nhwc_odd_channels", 8, 25, 64, 4, 4, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
+    PROBLEMS.append(("bfloat16_nhwc_odd_channels", 8, 25, 64, 5, 5, 3, 3, 1, 1, 1, 1, CL, torch.bfloat16,
                      "gemm", "flipped_forward:gemm_bf16_pairs", "gemm"))
 
 
