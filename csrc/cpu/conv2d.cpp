@@ -259,6 +259,19 @@ bool conv2d_grad_weight_winograd_bf16(const ConvParams& p, Arithmetic arithmetic
                                                  : winograd_grad_weight_image_lanes(p, dy, x, dw);
 }
 
+bool conv2d_grad_input_col2im_bf16_applies(const ConvParams& p, Arithmetic arithmetic) {
+  const GradInputChoice choice = choose_grad_input(p, arithmetic);
+  return p.groups == 1 && !choice.as_flipped_forward && choice.algo == ConvAlgo::kGemmCol2im;
+}
+
+void conv2d_grad_input_col2im_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy, const float* w,
+                                   uint16_t* dx) {
+  if (!conv2d_grad_input_col2im_bf16_applies(p, arithmetic))
+    throw std::logic_error("fastconv: no bfloat16 col2im grad-input for this problem");
+  const ScopedBf16Products products(arithmetic == Arithmetic::kBf16Products);
+  gemm_grad_input_col2im_bf16(p, dy, w, dx);
+}
+
 template <typename T>
 void conv2d_grad_bias(const ConvParams& p, const T* dy, T* db) {
   const int64_t PQ = p.PQ();

@@ -36,5 +36,9 @@ bool conv2d_grad_input_winograd_bf16(const ConvParams& p, Arithmetic arithmetic,
                                      uint16_t* dx);
 bool conv2d_grad_weight_winograd_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy,
                                       const uint16_t* x, float* dw);
+// The strided grad-input (col2im) likewise, groups 1: bfloat16 dy read in place, bfloat16 dx written; float w.
+bool conv2d_grad_input_col2im_bf16_applies(const ConvParams& p, Arithmetic arithmetic);
+void conv2d_grad_input_col2im_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy, const float* w,
+                                   uint16_t* dx);
 
 }  // namespace fastconv::cpu

@@ -124,6 +124,13 @@ at::Tensor conv2d_grad_input_op(const at::Tensor& grad_output, const at::Tensor&
                                         w.const_data_ptr<float>(), mutable_bf16_bits(dx)))
       return dx;
   }
+  if (both_bf16(grad_output, weight) && conv2d_grad_input_col2im_bf16_applies(p, arithmetic_of(grad_output, weight))) {
+    const at::Tensor dyb = grad_output.contiguous(fmt), w = kernel_input(weight, fmt);
+    at::Tensor dx = empty_output(input.sizes(), dyb.options().memory_format(fmt));
+    conv2d_grad_input_col2im_bf16(p, arithmetic_of(grad_output, weight), bf16_bits(dyb), w.const_data_ptr<float>(),
+                                  mutable_bf16_bits(dx));
+    return dx;
+  }
   const at::Tensor dy = kernel_input(grad_output, fmt), w = kernel_input(weight, fmt);
   at::Tensor dx = empty_output(input.sizes(), dy.options().memory_format(fmt));
   const ScopedBf16Products products(bf16_products_for(grad_output, weight));

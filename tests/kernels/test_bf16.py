@@ -199,3 +199,34 @@ def test_bf16_winograd_in_place_non_finite_and_odd_views(layout, isa_bf16):
         assert torch.equal(torch.isinf(got_t), torch.isinf(want)), name
         finite = torch.isfinite(want)
         torch.testing.assert_close(got_t.double()[finite], want[finite], rtol=2e-2, atol=2e-2 * want[finite].abs().max().item())
+
+
+# (N, C, K, H, kernel, stride, groups): strided grad-inputs (col2im): 3x3 and 1x1 at stride 2, maps whose tasks hold
+# one image (16x16 outputs) or several (3x3 outputs), and a grouped one (float copies, as before).
+COL2IM_CASES = [(5, 24, 40, 32, 3, 2, 1), (18, 32, 48, 6, 3, 2, 1), (6, 32, 24, 15, 1, 2, 1), (4, 32, 48, 9, 3, 2, 2)]
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", COL2IM_CASES, ids=[str(i) for i in range(len(COL2IM_CASES))])
+def test_bf16_col2im_grad_input_in_place(case, layout, isa_bf16):
+    """The strided grad-input reads bfloat16 dy in place (widened as packed) and sums dx in float per task, rounded
+    into bfloat16 once: without bfloat16 products bitwise the float path rounded once; with them (avx512_bf16)
+    within bfloat16 rounding of float64."""
+    N, C, K, H, k, stride, groups = case
+    g = torch.Generator().manual_seed(N * C + k)
+    x = torch.randn(N, C, H, H, generator=g).bfloat16().contiguous(memory_format=layout)
+    w = (torch.randn(K, C // groups, k, k, generator=g) / (C * k * k / groups) ** 0.5).bfloat16().contiguous(
+        memory_format=layout)
+    pad = k // 2
+    P = (H + 2 * pad - k) // stride + 1
+    dy = torch.randn(N, K, P, P, generator=g).bfloat16().contiguous(memory_format=layout)
+    args = ([stride, stride], [pad] * 4, [1, 1], groups)
+    assert cpu_conv2d_algorithms(x, w, stride, pad, 1, groups)["grad_input"] == "gemm_col2im"
+    dx = ops.conv2d_grad_input(dy, x, w, *args)
+    assert dx.dtype == torch.bfloat16 and dx.is_contiguous(memory_format=layout)
+    if isa_bf16 != "avx512_bf16":
+        assert torch.equal(dx, ops.conv2d_grad_input(dy.float(), x.float(), w.float(), *args).bfloat16())
+    else:
+        xd, wd = x.double().requires_grad_(), w.double()
+        (ref,) = torch.autograd.grad(F.conv2d(xd, wd, None, stride, pad, 1, groups), xd, dy.double())
+        assert _max_rel_error(dx, ref) < 1.6e-2

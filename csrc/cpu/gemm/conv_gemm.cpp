@@ -159,11 +159,31 @@ void gemm_forward_with(const MicroKernel<T>& uk, const ConvParams& p, const T* x
 
 namespace {
 
+// n values of an operand as the compute type T: a copy, or bfloat16 bits widened to float (exact) as they are
+// packed, so a bfloat16 tensor is never widened whole.
+template <typename T, typename In>
+inline void copy_widened(const In* src, int64_t n, T* dst) {
+  if constexpr (std::is_same_v<In, T>) {
+    // Packing calls this once per reduction row with n = a panel's width: fixed-size copies are inlined vector
+    // moves, where std::copy called memmove (a third of a 1x1 stride-2 NHWC weight gradient's time).
+    switch (n) {
+      case 8: std::memcpy(dst, src, 8 * sizeof(T)); break;
+      case 16: std::memcpy(dst, src, 16 * sizeof(T)); break;
+      case 32: std::memcpy(dst, src, 32 * sizeof(T)); break;
+      default: std::copy(src, src + n, dst);
+    }
+  } else {
+    static_assert(std::is_same_v<In, uint16_t> && std::is_same_v<T, float>, "bfloat16 bits into float only");
+    widen_run(src, n, dst);
+  }
+}
+
 // col2im, NCHW: cols[m - m0][pixel] (taps m0..m0+mlen) added onto the input pixels the taps read;
-// dx_group points at channel 0 of the group in image 0.
+// dx_group points at channel 0 of the group in image `first_image` (the images of dx_group's buffer).
 template <typename T>
 void scatter_columns_nchw(const ConvParams& p, const std::vector<Tap>& taps, int64_t m0, int64_t mlen,
-                          const PixelRuns& runs, const T* cols, int64_t ld, T* dx_group) {
+                          const PixelRuns& runs, const T* cols, int64_t ld, T* dx_group, int64_t first_image) {
+  const int64_t base = first_image * p.C * p.HW();
   for (int64_t m = m0; m < m0 + mlen; ++m) {
     const Tap tap = taps[m];
     T* channel = dx_group + tap.c * p.HW();
@@ -173,30 +193,29 @@ void scatter_columns_nchw(const ConvParams& p, const std::vector<Tap>& taps, int
       if (static_cast<uint64_t>(h) >= static_cast<uint64_t>(p.H)) continue;
       const T* src = cols + (m - m0) * ld + run.pos;
       const ColumnWindow& win = runs.windows[r * p.S + tap.s];
-      T* row = channel + run.image_offset + h * p.W;
+      T* row = channel + (run.image_offset - base) + h * p.W;
       for (int64_t i = win.lo; i < win.hi; ++i) row[win.w0 + i * p.stride_w] += src[i];
     }
   }
 }
 
 // col2im, NHWC: cols[pixel][tap - m0] over the tap runs of one tap block; dx_group points at the group's
-// first channel in image 0.
+// first channel in image `first_image`.
 template <typename T>
 void scatter_columns_nhwc(const ConvParams& p, const std::vector<TapRun>& tap_runs, const PixelRuns& runs,
-                          const T* cols, int64_t ld, T* dx_group) {
+                          const T* cols, int64_t ld, T* dx_group, int64_t first_image) {
+  const int64_t base = first_image * p.C * p.HW();
   for (const PixelRun& run : runs.runs)
     for (int64_t i = 0; i < run.len; ++i) {
       const T* src = cols + (run.pos + i) * ld;
       for (const TapRun& tr : tap_runs) {
         const int64_t h = p.in_row(run.p, tr.r), xw = p.in_col(run.q0 + i, tr.s);
         if (!p.in_bounds(h, xw)) continue;
-        T* dst = dx_group + run.image_offset + p.input_offset(0, tr.c0, h, xw);
+        T* dst = dx_group + (run.image_offset - base) + p.input_offset(0, tr.c0, h, xw);
         for (int64_t c = 0; c < tr.len; ++c) dst[c] += src[tr.pos + c];
       }
     }
 }
-
-}  // namespace
 
 // Stride > 1: cols = W^T dy (taps x output pixels), block by block, each block scattered into dx (col2im) right
 // after its GEMM. A task owns whole images of one group, so the scatter needs no atomics; small images go
@@ -204,8 +223,13 @@ void scatter_columns_nhwc(const ConvParams& p, const std::vector<TapRun>& tap_ru
 // memory again for every image (ResNet's 4x4 maps). The adds into a dx element come from its own image only,
 // in an order fixed by the shape (column blocks are whole images or fixed slices of one), so results do not
 // depend on how images are grouped into tasks, nor on the thread count.
-template <typename T>
-void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
+// In / Out: T, or (float T, groups 1) bfloat16 bits: dy widened as it is packed, and dx summed in a float buffer
+// of the task's images, rounded into dx once they are done, so neither has a float copy of its whole tensor.
+template <typename T, typename In, typename Out>
+void col2im_grad_input(const ConvParams& p, const In* dy, const T* w, Out* dx) {
+  constexpr bool kInPlace = std::is_same_v<Out, T>;
+  static_assert(kInPlace || (std::is_same_v<T, float> && std::is_same_v<Out, uint16_t>), "float into bfloat16");
+  if (!kInPlace && p.groups != 1) throw std::logic_error("fastconv: bfloat16 col2im needs groups == 1");
   const MicroKernel<T> uk = micro_kernel<T>(active_isa());
   const int64_t Kg = p.Kg(), Cg = p.Cg(), red = Cg * p.RS(), PQ = p.PQ();
   const bool nhwc = p.channels_last;
@@ -235,18 +259,28 @@ void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx)
     std::vector<TapRun> tap_runs;  // NHWC taps (r, s, c) of a tap block, as channel runs
     std::vector<T> cols(static_cast<size_t>(tap_block * col_block));
     std::vector<T> dy_packed(static_cast<size_t>(round_up(col_block, dy_width) * Kg));
+    std::vector<T> dx_images(kInPlace ? 0 : static_cast<size_t>(task_images * p.C * p.HW()));
+    std::vector<T> dy_rows(kInPlace || !nhwc ? 0 : static_cast<size_t>(dy_width * uk.kc));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t g = t / tasks_per_group, n0 = (t % tasks_per_group) * task_images;
       const int64_t n1 = std::min(p.N, n0 + task_images);
+      // Where the scatter sums: dx itself (from image 0), or the task's float buffer (from image n0).
+      T* sums = nullptr;
+      int64_t first_image = 0;
+      if constexpr (kInPlace) {
+        sums = dx;
+      } else {
+        sums = dx_images.data(), first_image = n0;
+      }
       for (int64_t n = n0; n < n1; ++n) {  // the group's part of the images: NCHW one run, NHWC one per pixel
+        T* image = sums + (n - first_image) * p.C * p.HW();
         if (!nhwc) {
-          T* first = dx + p.input_offset(n, g * Cg, 0, 0);
+          T* first = image + g * Cg * p.HW();
           std::fill(first, first + Cg * p.HW(), T(0));
         } else if (p.groups == 1) {
-          T* first = dx + p.input_offset(n, 0, 0, 0);
-          std::fill(first, first + p.HW() * p.C, T(0));
+          std::fill(image, image + p.HW() * p.C, T(0));
         } else {
-          for (int64_t i = 0; i < p.HW(); ++i) std::fill_n(dx + (n * p.HW() + i) * p.C + g * Cg, Cg, T(0));
+          for (int64_t i = 0; i < p.HW(); ++i) std::fill_n(image + i * p.C + g * Cg, Cg, T(0));
         }
       }
       for (int64_t j0 = n0 * PQ; j0 < n1 * PQ; j0 += col_block) {
@@ -258,14 +292,20 @@ void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx)
           if (!nhwc) {
             pack_panels_by_row(dst, k0, klen, j0, jlen, dy_width, [&](T* out, int64_t k, int64_t j, int64_t cnt) {
               for_runs_in_images(PQ, j, cnt, [&](int64_t n, int64_t pq, int64_t i, int64_t len) {
-                const T* src = dy + (n * p.K + g * Kg + k) * PQ + pq;
-                std::copy(src, src + len, out + i);
+                copy_widened(dy + (n * p.K + g * Kg + k) * PQ + pq, len, out + i);
               });
             });
           } else {
-            for (int64_t pos = 0; pos < jlen; pos += dy_width)  // pixels are p.K apart in dy
-              uk.transpose_panel(dy + (j0 + pos) * p.K + g * Kg + k0, p.K, std::min(dy_width, jlen - pos), klen,
-                                 dst + pos * klen, dy_width);
+            for (int64_t pos = 0; pos < jlen; pos += dy_width) {  // pixels are p.K apart in dy
+              const int64_t rows = std::min(dy_width, jlen - pos);
+              const In* first = dy + (j0 + pos) * p.K + g * Kg + k0;
+              if constexpr (std::is_same_v<In, T>) {
+                uk.transpose_panel(first, p.K, rows, klen, dst + pos * klen, dy_width);
+              } else {  // each pixel's klen channels widened, then transposed as a dense rows x klen block
+                for (int64_t i = 0; i < rows; ++i) copy_widened(first + i * p.K, klen, dy_rows.data() + i * klen);
+                uk.transpose_panel(dy_rows.data(), klen, rows, klen, dst + pos * klen, dy_width);
+              }
+            }
           }
         }
         auto dy_block = [&](T*, int64_t k0, int64_t klen, int64_t start, int64_t) {
@@ -281,7 +321,7 @@ void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx)
                   return prepacked_at(packed[g], red, uk.mr, k0, klen, mb);
                 },
                 dy_block, cols.data(), OutputMap{jlen, jlen, 0, m0, j0}, false, buf);
-            scatter_columns_nchw(p, taps, m0, mlen, runs, cols.data(), jlen, dx + g * Cg * p.HW());
+            scatter_columns_nchw(p, taps, m0, mlen, runs, cols.data(), jlen, sums + g * Cg * p.HW(), first_image);
           } else {  // cols[pixel][tap] = sum_k dy[n][pixel][k] W[k][tap]
             gemm_block(
                 uk, j0, jlen, m0, mlen, Kg, dy_block,
@@ -290,34 +330,28 @@ void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx)
                 },
                 cols.data(), OutputMap{mlen, mlen, 0, j0, m0}, false, buf);
             tap_runs_nhwc(p, m0, mlen, tap_runs);
-            scatter_columns_nhwc(p, tap_runs, runs, cols.data(), mlen, dx + g * Cg);
+            scatter_columns_nhwc(p, tap_runs, runs, cols.data(), mlen, sums + g * Cg, first_image);
           }
         }
       }
+      if constexpr (!kInPlace)  // groups 1: the task's images are one run in either layout
+        store_run(sums, (n1 - n0) * p.C * p.HW(), dx + n0 * p.C * p.HW());
     }
   });
 }
 
-namespace {
+}  // namespace
 
-// n values of an operand as the compute type T: a copy, or bfloat16 bits widened to float (exact) as they are
-// packed, so a bfloat16 tensor is never widened whole.
-template <typename T, typename In>
-inline void copy_widened(const In* src, int64_t n, T* dst) {
-  if constexpr (std::is_same_v<In, T>) {
-    // Packing calls this once per reduction row with n = a panel's width: fixed-size copies are inlined vector
-    // moves, where std::copy called memmove (a third of a 1x1 stride-2 NHWC weight gradient's time).
-    switch (n) {
-      case 8: std::memcpy(dst, src, 8 * sizeof(T)); break;
-      case 16: std::memcpy(dst, src, 16 * sizeof(T)); break;
-      case 32: std::memcpy(dst, src, 32 * sizeof(T)); break;
-      default: std::copy(src, src + n, dst);
-    }
-  } else {
-    static_assert(std::is_same_v<In, uint16_t> && std::is_same_v<T, float>, "bfloat16 bits into float only");
-    widen_run(src, n, dst);
-  }
+template <typename T>
+void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx) {
+  col2im_grad_input(p, dy, w, dx);
 }
+
+void gemm_grad_input_col2im_bf16(const ConvParams& p, const uint16_t* dy, const float* w, uint16_t* dx) {
+  col2im_grad_input(p, dy, w, dx);
+}
+
+namespace {
 
 // dW[k][tap] = sum_pixels dy[k][pixel] * im2col(x)[pixel][tap], M = k, N = taps, reduction = pixels.
 // NCHW: dy rows and im2col rows are both contiguous along the pixels: each packs by transposition (micro.h).

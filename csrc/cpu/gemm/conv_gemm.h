@@ -18,6 +18,9 @@ int64_t taps_inside_count(const ConvParams& p);
 void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
 // Strided grad-input (col2im); dx is overwritten.
 template <typename T> void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx);
+// The same with bfloat16 dy and dx (raw bits), float w, groups 1: dy widened as it is packed, dx rounded from float
+// sums of each task's images (products as the calling thread's bf16_products() says).
+void gemm_grad_input_col2im_bf16(const ConvParams& p, const uint16_t* dy, const float* w, uint16_t* dx);
 template <typename T> void gemm_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw);
 // NHWC, bfloat16 dy and x (raw bits), read in place and widened as they are packed; float dw (zeroed by caller).
 void gemm_grad_weight_bf16_nhwc(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw);
