@@ -1,6 +1,7 @@
 // bfloat16 values as their raw 16 bits, for the kernels that read bfloat16 tensors in place: widening to float is
-// exact (the bits are a float's upper half), narrowing rounds to nearest even as c10::BFloat16 does, so a result
-// written here is the one torch's .to(torch.bfloat16) of the float result would give.
+// exact (the bits are a float's upper half), narrowing rounds to nearest even as c10::BFloat16 does, so a finite
+// result written here is the one torch's .to(torch.bfloat16) of the float result would give (a NaN is 0x7FC0,
+// c10's scalar NaN; ATen's vectorised conversion writes another NaN pattern).
 #pragma once
 
 #include <cstdint>

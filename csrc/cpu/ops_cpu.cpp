@@ -1,6 +1,7 @@
 // CPU binding: validate (op_checks.h), make inputs dense in the layout torch would pick, allocate, run the
 // kernel on raw pointers. float16 / bfloat16 are computed in float32 and rounded once at the end, except where a
-// kernel reads bfloat16 in place: the bfloat16-pair GEMMs, the image-lane Winograd paths and max_pool2d.
+// kernel reads bfloat16 in place: the bfloat16-pair GEMMs, the image-lane Winograd paths, the strided
+// grad-input (col2im) and max_pool2d (whose backward rounds each add, as torch's).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

@@ -85,11 +85,11 @@ ConvAlgo winograd_lanes(const ConvParams& p) {
 // paths behind it and for comparisons.
 //
 // bfloat16 operands: Winograd multiplies its transformed tiles in float32 (rounded to bfloat16 they would err by
-// ~1.5% of the output's scale), so it competes with the GEMM's bfloat16 products, twice the float rate, which
-// in NHWC read bfloat16 in place while Winograd reads float copies. In NCHW Winograd's image lanes win; in NHWC
-// only F(4x4, 3x3) does (1.1-1.3x on the 15x15 to 7x7 layers of the fast CIFAR net and ResNet-18 at batch
-// 64-256, with 64->256 @15 and 24->64 @31 at 0.93x and 0.87x, whose float copies of the outputs cost most;
-// F(2x2, 3x3) 0.7-0.9x; Zen 4, fwd+bwd).
+// ~1.5% of the output's scale), so it competes with the GEMM's bfloat16 products, twice the float rate. In NCHW
+// Winograd's image lanes win; in NHWC only F(4x4, 3x3) does: 1.1-1.3x on the 15x15 to 7x7 layers of the fast
+// CIFAR net and ResNet-18 at batch 64-256, F(2x2, 3x3) 0.7-0.9x (Zen 4, fwd+bwd), measured when the image lanes
+// still read and wrote float copies of bfloat16 tensors; since they read them in place (image_lanes.cpp) F(4x4)
+// gained ~20% more, F(2x2) was not measured again (on our nets its maps now take gemm_few_pixels).
 constexpr int64_t kWinogradMinChannels = 32;
 constexpr int64_t kImageLanesMinChannels = 16;
 bool winograd_fits(const ConvParams& p, Arithmetic arithmetic) {
