@@ -178,13 +178,30 @@ void conv2d_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw) {
   no_kernel(algo, "grad-weight");
 }
 
+namespace {
+
+// The forwards that read NHWC bfloat16 channel pairs in place: the pair GEMM, and the few-pixel GEMMs where the
+// channels pair up (groups 1).
+bool reads_pairs(const ConvParams& p, ConvAlgo algo) {
+  return algo == ConvAlgo::kGemmBf16Pairs ||
+         (algo == ConvAlgo::kGemmFewPixels && p.channels_last && p.groups == 1 && p.C % 2 == 0);
+}
+
+void forward_bf16_pairs(const ConvParams& p, ConvAlgo algo, const uint16_t* x, const uint16_t* w, const float* bias,
+                        float* y) {
+  if (algo == ConvAlgo::kGemmFewPixels) return gemm_forward_few_pixels_bf16_pairs(p, x, w, bias, y);
+  gemm_forward_bf16_pairs(p, x, w, bias, y);
+}
+
+}  // namespace
+
 bool conv2d_forward_bf16_applies(const ConvParams& p) {
-  return has_bf16_products(active_isa()) && choose_forward(p, Arithmetic::kBf16Products) == ConvAlgo::kGemmBf16Pairs;
+  return has_bf16_products(active_isa()) && reads_pairs(p, choose_forward(p, Arithmetic::kBf16Products));
 }
 
 bool conv2d_grad_input_bf16_applies(const ConvParams& p) {
   const GradInputChoice choice = choose_grad_input(p, Arithmetic::kBf16Products);
-  return has_bf16_products(active_isa()) && choice.as_flipped_forward && choice.algo == ConvAlgo::kGemmBf16Pairs;
+  return has_bf16_products(active_isa()) && choice.as_flipped_forward && reads_pairs(flipped_forward(p), choice.algo);
 }
 
 // The NHWC GEMM weight gradient reads bfloat16 dy and x in place, widening them as it packs (its reduction runs
@@ -196,7 +213,7 @@ bool conv2d_grad_weight_bf16_applies(const ConvParams& p) {
 
 void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
   if (!conv2d_forward_bf16_applies(p)) throw std::logic_error("fastconv: no bfloat16 pair forward for this problem");
-  gemm_forward_bf16_pairs(p, x, w, bias, y);
+  forward_bf16_pairs(p, choose_forward(p, Arithmetic::kBf16Products), x, w, bias, y);
 }
 
 void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx) {
@@ -204,7 +221,7 @@ void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint1
     throw std::logic_error("fastconv: no bfloat16 pair grad-input for this problem");
   const ConvParams fwd = flipped_forward(p);
   const std::vector<uint16_t> flipped = flip_weights(p, fwd, w);
-  gemm_forward_bf16_pairs(fwd, dy, flipped.data(), nullptr, dx);
+  forward_bf16_pairs(fwd, choose_grad_input(p, Arithmetic::kBf16Products).algo, dy, flipped.data(), nullptr, dx);
 }
 
 void conv2d_grad_weight_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw) {

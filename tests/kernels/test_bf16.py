@@ -31,6 +31,7 @@ PROBLEMS = [
     ("direct_few_outputs", 4, 16, 8, 12, 12, 3, 1, 1, 1, False, "direct_few_outputs"),
     ("few_pixels", 9, 32, 40, 3, 3, 3, 1, 1, 1, False, "gemm_few_pixels"),
     ("few_pixels_nhwc", 9, 32, 40, 3, 3, 3, 1, 1, 1, True, "gemm_few_pixels"),
+    ("few_pixels_nhwc_odd_channels", 9, 25, 40, 3, 3, 3, 1, 1, 1, True, "gemm_few_pixels"),  # (float copies)
     ("depthwise", 4, 16, 16, 10, 10, 3, 1, 1, 16, False, "depthwise"),
 ]
 

@@ -10,6 +10,9 @@ namespace fastconv::cpu {
 template <typename T> void gemm_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T* y);
 // One GEMM per output pixel over the taps that read inside the input (few_pixels.cpp); groups 1.
 template <typename T> void gemm_forward_few_pixels(const ConvParams& p, const T* x, const T* w, const T* bias, T* y);
+// The same on NHWC bfloat16 x and w (raw bits), C even, groups 1, as pairs of channels (bfloat16 products); float y.
+void gemm_forward_few_pixels_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias,
+                                        float* y);
 // Its weight gradient: per tap, a GEMM over the images and output pixels whose tap reads inside the input.
 template <typename T> void gemm_grad_weight_few_pixels(const ConvParams& p, const T* dy, const T* x, T* dw);
 // How many (output pixel, tap) pairs read inside the input, of P * Q * R * S.
