@@ -72,7 +72,10 @@ def evaluate(checkpoint: Dict[str, Any], images: torch.Tensor, labels: torch.Ten
     keep, labels = select_classes(labels, class_names, names)
     x = normalize(images[keep], meta.get("mean", CIFAR10_MEAN), meta.get("std", CIFAR10_STD))
     level = int(meta.get("tta_level", 0)) if tta_level is None else tta_level
-    logits = predict(model, x, level, batch_size=batch_size, progress=progress)
+    # As the run evaluated it: a recipe trained under bfloat16 autocast (and channels_last) predicts that way too.
+    recipe = checkpoint.get("recipe") or {}
+    logits = predict(model, x, level, batch_size=batch_size, bfloat16=bool(recipe.get("bfloat16", False)),
+                     channels_last=bool(recipe.get("channels_last", False)), progress=progress)
     report = evaluate_logits(logits, labels, names)
     report["tta_level"] = level
     return report

@@ -29,9 +29,14 @@ def data(tmp_path_factory):
     return write_synthetic_cifar10(tmp_path_factory.mktemp("cifar"), num_train=200, num_test=60)
 
 
-def test_fast_recipe_checkpoint_gives_the_runs_own_report(data, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bf16_channels_last"])
+def test_fast_recipe_checkpoint_gives_the_runs_own_report(precision, data, tmp_path):
+    """The same accuracy, confusion matrix and (to the bit) loss as the run's own final evaluation; a run under
+    bfloat16 autocast in channels_last is evaluated that way too."""
     train, test = CIFAR10(data, train=True), CIFAR10(data, train=False)
-    recipe = fast_cifar.FastCifarRecipe(epochs=2, batch_size=32, widths=(8, 16, 16), seed=1)
+    low = precision != "float32"
+    recipe = fast_cifar.FastCifarRecipe(epochs=2, batch_size=32, widths=(8, 16, 16), seed=1, bfloat16=low,
+                                        channels_last=low)
     model, _, result = fast_cifar.train(recipe, train.data, torch.tensor(train.targets), test.data,
                                         torch.tensor(test.targets), class_names=test.classes, progress=False)
     path = save_checkpoint(fast_cifar.checkpoint(model, recipe, 10, test.classes), tmp_path / "model.pt")
@@ -40,6 +45,7 @@ def test_fast_recipe_checkpoint_gives_the_runs_own_report(data, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["accuracy"] == result["test"]["accuracy"] and report["tta_level"] == 2
     assert report["confusion_matrix"] == result["test"]["confusion_matrix"]
+    assert report["loss"] == result["test"]["loss"]
     assert f"test accuracy {result['test']['accuracy']:.4f}" in r.stdout and "precision" in r.stdout
 
 
