@@ -70,13 +70,17 @@ void gemm_forward(const ConvParams& p, const T* x, const T* w, const T* bias, T*
 // NHWC bfloat16: a pair of adjacent channels is one 32-bit element of a problem with half the channels, so the
 // NHWC im2col rows and weight panels the packers write (moving 32-bit values, never computing with them) are
 // already the bfloat16 pairs vdpbf16ps multiplies: nothing is widened to float or converted.
-void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
+ConvParams channel_pair_problem(const ConvParams& p, const uint16_t* x, const uint16_t* w) {
   if (!p.channels_last || p.Cg() % 2 != 0 || reinterpret_cast<uintptr_t>(x) % 4 != 0 ||
       reinterpret_cast<uintptr_t>(w) % 4 != 0)
     throw std::logic_error("fastconv: bfloat16 pairs need NHWC, an even channel count per group, aligned data");
   ConvParams pairs = p;
   pairs.C = p.C / 2;
-  gemm_forward_with(pair_element_kernel(), pairs, reinterpret_cast<const float*>(x),
+  return pairs;
+}
+
+void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
+  gemm_forward_with(pair_element_kernel(), channel_pair_problem(p, x, w), reinterpret_cast<const float*>(x),
                     reinterpret_cast<const float*>(w), bias, y);
 }
 

@@ -17,6 +17,10 @@ void gemm_forward_few_pixels_bf16_pairs(const ConvParams& p, const uint16_t* x, 
 template <typename T> void gemm_grad_weight_few_pixels(const ConvParams& p, const T* dy, const T* x, T* dw);
 // How many (output pixel, tap) pairs read inside the input, of P * Q * R * S.
 int64_t taps_inside_count(const ConvParams& p);
+// NHWC bfloat16 read as channel pairs: the problem with half the channels, each 32-bit element a pair of adjacent
+// channels, which the float packers move and the pair-element kernel (micro.h) multiplies; throws unless NHWC, Cg
+// even, x and w 4-byte aligned.
+ConvParams channel_pair_problem(const ConvParams& p, const uint16_t* x, const uint16_t* w);
 // NHWC, bfloat16 x and w (raw bits), Cg even, a CPU with bfloat16 products (select.cpp: kGemmBf16Pairs); float y.
 void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
 // Strided grad-input (col2im); dx is overwritten.

@@ -154,12 +154,8 @@ void gemm_forward_few_pixels(const ConvParams& p, const T* x, const T* w, const 
 // fifth of the float-copy path's time on 512 channels at 4x4).
 void gemm_forward_few_pixels_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias,
                                         float* y) {
-  if (!p.channels_last || p.C % 2 != 0 || p.groups != 1 || reinterpret_cast<uintptr_t>(x) % 4 != 0 ||
-      reinterpret_cast<uintptr_t>(w) % 4 != 0)
-    throw std::logic_error("fastconv: few-pixel bfloat16 pairs need NHWC, an even channel count, aligned data");
-  ConvParams pairs = p;
-  pairs.C = p.C / 2;
-  forward_few_pixels_with(pair_element_kernel(), pairs, reinterpret_cast<const float*>(x),
+  if (p.groups != 1) throw std::logic_error("fastconv: the few-pixel GEMMs take groups == 1");
+  forward_few_pixels_with(pair_element_kernel(), channel_pair_problem(p, x, w), reinterpret_cast<const float*>(x),
                           reinterpret_cast<const float*>(w), bias, y);
 }
 
