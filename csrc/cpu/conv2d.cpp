@@ -276,6 +276,28 @@ bool conv2d_grad_weight_winograd_bf16(const ConvParams& p, Arithmetic arithmetic
                                                  : winograd_grad_weight_image_lanes(p, dy, x, dw);
 }
 
+bool conv2d_forward_image_bf16_applies(const ConvParams& p, Arithmetic arithmetic) {
+  return choose_forward(p, arithmetic) == ConvAlgo::kDirectFewOutputs && nhwc_image_input(p);
+}
+
+bool conv2d_grad_weight_image_bf16_applies(const ConvParams& p, Arithmetic arithmetic) {
+  return choose_grad_weight(p, arithmetic) == ConvAlgo::kDirectFewTaps && nhwc_image_input(p);
+}
+
+void conv2d_forward_image_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* x, const float* w,
+                               const float* bias, uint16_t* y) {
+  if (!conv2d_forward_image_bf16_applies(p, arithmetic))
+    throw std::logic_error("fastconv: no bfloat16 image-input forward for this problem");
+  few_outputs_forward_bf16(p, x, w, bias, y);
+}
+
+void conv2d_grad_weight_image_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy, const uint16_t* x,
+                                   float* dw) {
+  if (!conv2d_grad_weight_image_bf16_applies(p, arithmetic))
+    throw std::logic_error("fastconv: no bfloat16 image-input weight gradient for this problem");
+  few_taps_grad_weight_bf16(p, dy, x, dw);
+}
+
 bool conv2d_grad_input_col2im_bf16_applies(const ConvParams& p, Arithmetic arithmetic) {
   const GradInputChoice choice = choose_grad_input(p, arithmetic);
   return p.groups == 1 && !choice.as_flipped_forward && choice.algo == ConvAlgo::kGemmCol2im;

@@ -36,6 +36,14 @@ bool conv2d_grad_input_winograd_bf16(const ConvParams& p, Arithmetic arithmetic,
                                      uint16_t* dx);
 bool conv2d_grad_weight_winograd_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy,
                                       const uint16_t* x, float* dw);
+// channels_last image inputs (the first layer: 3 channels to over 16) on the direct kernels likewise: the forward
+// reads bfloat16 x and writes bfloat16 y, the weight gradient reads bfloat16 dy and x; float w, bias and dw.
+bool conv2d_forward_image_bf16_applies(const ConvParams& p, Arithmetic arithmetic);
+bool conv2d_grad_weight_image_bf16_applies(const ConvParams& p, Arithmetic arithmetic);
+void conv2d_forward_image_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* x, const float* w,
+                               const float* bias, uint16_t* y);
+void conv2d_grad_weight_image_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy, const uint16_t* x,
+                                   float* dw);
 // The strided grad-input (col2im) likewise, groups 1: bfloat16 dy read in place, bfloat16 dx written; float w.
 bool conv2d_grad_input_col2im_bf16_applies(const ConvParams& p, Arithmetic arithmetic);
 void conv2d_grad_input_col2im_bf16(const ConvParams& p, Arithmetic arithmetic, const uint16_t* dy, const float* w,

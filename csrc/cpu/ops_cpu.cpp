@@ -1,7 +1,8 @@
 // CPU binding: validate (op_checks.h), make inputs dense in the layout torch would pick, allocate, run the
 // kernel on raw pointers. float16 / bfloat16 are computed in float32 and rounded once at the end, except where a
 // kernel reads bfloat16 in place: the bfloat16-pair GEMMs, the image-lane Winograd paths, the strided
-// grad-input (col2im) and max_pool2d (whose backward rounds each add, as torch's).
+// grad-input (col2im), the channels_last image-input (first layer) kernels and max_pool2d (whose backward rounds
+// each add, as torch's).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -93,6 +94,13 @@ at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight, const st
                                      has_bias ? b.const_data_ptr<float>() : nullptr, mutable_bf16_bits(y)))
       return y;
   }  // (not all finite: computed again below, on float copies)
+  if (both_bf16(input, weight) && conv2d_forward_image_bf16_applies(p, arithmetic_of(input, weight))) {
+    const at::Tensor xb = input.contiguous(fmt), w = kernel_input(weight, fmt);
+    at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, xb.options().memory_format(fmt));
+    conv2d_forward_image_bf16(p, arithmetic_of(input, weight), bf16_bits(xb), w.const_data_ptr<float>(),
+                              has_bias ? b.const_data_ptr<float>() : nullptr, mutable_bf16_bits(y));
+    return y;
+  }
   const at::Tensor x = kernel_input(input, fmt), w = kernel_input(weight, fmt);
   at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, x.options().memory_format(fmt));
   if (p.Cg() == 0) return finish(fill_empty_reduction(y, b), input.scalar_type());
@@ -162,6 +170,13 @@ at::Tensor conv2d_grad_weight_op(const at::Tensor& grad_output, const at::Tensor
     if (conv2d_grad_weight_winograd_bf16(p, arithmetic_of(grad_output, input), bf16_bits(dyb), bf16_bits(xb),
                                          dw.mutable_data_ptr<float>()))
       return finish(dw, weight.scalar_type());
+  }
+  if (both_bf16(grad_output, input) && conv2d_grad_weight_image_bf16_applies(p, arithmetic_of(grad_output, input))) {
+    const at::Tensor dyb = grad_output.contiguous(fmt), xb = input.contiguous(fmt);
+    at::Tensor dw = at::empty(weight.sizes(), dyb.options().dtype(at::kFloat).memory_format(fmt));
+    conv2d_grad_weight_image_bf16(p, arithmetic_of(grad_output, input), bf16_bits(dyb), bf16_bits(xb),
+                                  dw.mutable_data_ptr<float>());
+    return finish(dw, weight.scalar_type());
   }
   const at::Tensor dy = kernel_input(grad_output, fmt), x = kernel_input(input, fmt);
   at::Tensor dw = at::empty(weight.sizes(), dy.options().memory_format(fmt));

@@ -238,3 +238,35 @@ def test_bf16_col2im_grad_input_in_place(case, layout, threads, isa_bf16, restor
         xd, wd = x.double().requires_grad_(), w.double()
         (ref,) = torch.autograd.grad(F.conv2d(xd, wd, None, stride, pad, 1, groups), xd, dy.double())
         assert _max_rel_error(dx, ref) < 1.6e-2
+
+
+# (N, C, K, H, W, kernel, padding): channels_last image inputs to over 16 channels (the fast CIFAR net's whitening
+# layer, ResNet's 3x3 first layer, a 5x5 one on 4 channels): output channels that are not whole vectors and rows
+# that are not whole pixel groups.
+IMAGE_INPUT_CASES = [(5, 3, 24, 13, 11, 2, 0), (3, 3, 40, 9, 10, 3, 1), (2, 4, 17, 12, 13, 5, 2)]
+
+
+@pytest.mark.parametrize("case", IMAGE_INPUT_CASES, ids=[str(i) for i in range(len(IMAGE_INPUT_CASES))])
+def test_bf16_image_input_nhwc_in_place(case, isa_bf16):
+    """channels_last bfloat16 image inputs on the direct kernels read x and dy in place (widened) and write y
+    rounded once: bitwise the float path on the same values, y and dW rounded to bfloat16 once, on every ISA;
+    a view at an odd element offset reads as a fresh copy."""
+    N, C, K, H, W, k, pad = case
+    g = torch.Generator().manual_seed(K + k)
+    base = torch.randn(N * H * W * C + 1, generator=g).bfloat16()
+    x = base[1:].view(N, H, W, C).permute(0, 3, 1, 2)  # channels_last, at an odd element offset
+    w = (torch.randn(K, C, k, k, generator=g) / (C * k * k) ** 0.5).bfloat16().contiguous(memory_format=torch.channels_last)
+    b = torch.randn(K, generator=g).bfloat16()
+    dy = torch.randn(N, K, H + 2 * pad - k + 1, W + 2 * pad - k + 1, generator=g).bfloat16()
+    dy = dy.contiguous(memory_format=torch.channels_last)
+    algorithms = cpu_conv2d_algorithms(x, w, 1, pad)
+    assert (algorithms["forward"], algorithms["grad_weight"]) == ("direct_few_outputs", "direct_few_taps")
+    args = ([1, 1], [pad] * 4, [1, 1], 1)
+    y, dw = ops.conv2d(x, w, b, *args), ops.conv2d_grad_weight(dy, x, w, *args)
+    assert y.dtype == dw.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    xf, wf = x.float(), w.float()
+    assert torch.equal(y, ops.conv2d(xf, wf, b.float(), *args).bfloat16())
+    assert torch.equal(dw, ops.conv2d_grad_weight(dy.float(), xf, wf, *args).bfloat16())
+    fresh = x.clone(memory_format=torch.channels_last)
+    assert torch.equal(y, ops.conv2d(fresh, w, b, *args))
+    assert torch.equal(dw, ops.conv2d_grad_weight(dy, fresh, w, *args))

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/layout.h"
@@ -142,6 +144,56 @@ void copy_weights(const ConvParams& from, const float* src, const ConvParams& to
         for (int64_t s = 0; s < from.S; ++s) dst[to.weight_offset(k, c, r, s)] = src[from.weight_offset(k, c, r, s)];
 }
 
+// An image input to more than a few channels (nhwc_image_input): read in place, a vector of output channels per
+// task (its dy is too wide to copy: the fast CIFAR net's whitening layer 3.5-3.9 -> 2.5 ms, ResNet-18's first
+// layer 5.6 -> 2.8; with a few channels, one task and its passes over 75 taps ran 4x slower than NCHW copies).
+// T: float, or bfloat16 bits, widened as read (no float copies of dy: ~2.5 ms of ResNet-18's first layer).
+template <typename T>
+void image_grad_weight_nhwc(const ConvParams& p, const T* dy, const T* x, float* dw) {
+  const DirectKernels kernels = direct_kernels(active_isa());
+  ImageGradWeightNhwc<T> kernel;
+  if constexpr (std::is_same_v<T, float>)
+    kernel = kernels.image_grad_weight_nhwc;
+  else
+    kernel = kernels.image_grad_weight_nhwc_bf16;
+  const int64_t taps = p.C * p.R * p.S, lanes = kernels.lanes, tasks = ceil_div(p.K, lanes);
+  parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<double> sums(static_cast<size_t>(taps * lanes));
+    for (int64_t t = t0; t < t1; ++t) {
+      std::fill(sums.begin(), sums.end(), 0.0);
+      kernel(p, dy, x, t * lanes, sums.data());
+      for (int64_t k = t * lanes; k < std::min(p.K, (t + 1) * lanes); ++k)
+        for (int64_t tap = 0; tap < taps; ++tap)
+          dw[p.weight_offset(k, tap % p.C, tap / p.C / p.S, tap / p.C % p.S)] =
+              static_cast<float>(sums[tap * lanes + k - t * lanes]);
+    }
+  });
+}
+
+// An image input to more than a few channels, forward: in place, pixel by pixel (no NCHW copy of a wide y). With
+// a few channels most vector lanes would idle: LeNet's 3->6 layer is faster through NCHW copies. T as above (y
+// rounded once: no float y to round afterwards, ~1 ms of the whitening layer at batch 256).
+template <typename T>
+void image_forward_nhwc(const ConvParams& p, const T* x, const float* w, const float* bias, T* y) {
+  const int64_t kpad = round_up(p.K, 16), taps = p.R * p.S * p.C;
+  std::vector<float> wt(static_cast<size_t>(taps * kpad), 0.0f), bias_padded(static_cast<size_t>(kpad), 0.0f);
+  for (int64_t k = 0; k < p.K; ++k) {
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t s = 0; s < p.S; ++s)
+        for (int64_t c = 0; c < p.C; ++c) wt[((r * p.S + s) * p.C + c) * kpad + k] = w[p.weight_offset(k, c, r, s)];
+    if (bias != nullptr) bias_padded[k] = bias[k];
+  }
+  const DirectKernels kernels = direct_kernels(active_isa());
+  ImageRowsNhwc<T> image_rows;
+  if constexpr (std::is_same_v<T, float>)
+    image_rows = kernels.image_rows_nhwc;
+  else
+    image_rows = kernels.image_rows_nhwc_bf16;
+  parallel_for(0, p.N * p.P, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) image_rows(p, x, wt.data(), kpad, bias_padded.data(), y, t / p.P, t % p.P);
+  });
+}
+
 }  // namespace
 
 DirectKernels direct_kernels(Isa isa) {
@@ -152,25 +204,8 @@ DirectKernels direct_kernels(Isa isa) {
 // on the thread count, and no partial sums need adding up. Images go in slices of at most ~16 MiB of padded
 // input and dy, so the scratch stays bounded for large images and batches.
 void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw) {
+  if (nhwc_image_input(p)) return image_grad_weight_nhwc(p, dy, x, dw);
   const DirectKernels kernels = direct_kernels(active_isa());
-  // An image input to more than a few channels: read in place, a vector of output channels per task (its dy is
-  // too wide to copy: the fast CIFAR net's whitening layer 3.5-3.9 -> 2.5 ms, ResNet-18's first layer 5.6 -> 2.8;
-  // with a few channels, one task and its passes over 75 taps ran 4x slower than the NCHW copies below).
-  if (nhwc_image_input(p)) {
-    const int64_t taps = p.C * p.R * p.S, lanes = kernels.lanes, tasks = ceil_div(p.K, lanes);
-    parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<double> sums(static_cast<size_t>(taps * lanes));
-      for (int64_t t = t0; t < t1; ++t) {
-        std::fill(sums.begin(), sums.end(), 0.0);
-        kernels.image_grad_weight_nhwc(p, dy, x, t * lanes, sums.data());
-        for (int64_t k = t * lanes; k < std::min(p.K, (t + 1) * lanes); ++k)
-          for (int64_t tap = 0; tap < taps; ++tap)
-            dw[p.weight_offset(k, tap % p.C, tap / p.C / p.S, tap / p.C % p.S)] =
-                static_cast<float>(sums[tap * lanes + k - t * lanes]);
-      }
-    });
-    return;
-  }
   const int64_t groups = ceil_div(p.K, kernels.wgrad_channels);
   std::vector<double> sums(static_cast<size_t>(groups * kernels.wgrad_sums(p)), 0.0);
   auto add_sums = [&](const ConvParams& nchw, const float* dy_nchw, const float* x_nchw) {
@@ -200,23 +235,7 @@ void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, 
 }
 
 void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
-  // An image input to more than a few channels: in place, pixel by pixel (no NCHW copy of a wide y). With a few
-  // channels most vector lanes would idle: LeNet's 3->6 layer is faster through the copies below.
-  if (nhwc_image_input(p)) {
-    const int64_t kpad = round_up(p.K, 16), taps = p.R * p.S * p.C;
-    std::vector<float> wt(static_cast<size_t>(taps * kpad), 0.0f), bias_padded(static_cast<size_t>(kpad), 0.0f);
-    for (int64_t k = 0; k < p.K; ++k) {
-      for (int64_t r = 0; r < p.R; ++r)
-        for (int64_t s = 0; s < p.S; ++s)
-          for (int64_t c = 0; c < p.C; ++c) wt[((r * p.S + s) * p.C + c) * kpad + k] = w[p.weight_offset(k, c, r, s)];
-      if (bias != nullptr) bias_padded[k] = bias[k];
-    }
-    const ImageRowsNhwc image_rows = direct_kernels(active_isa()).image_rows_nhwc;
-    parallel_for(0, p.N * p.P, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) image_rows(p, x, wt.data(), kpad, bias_padded.data(), y, t / p.P, t % p.P);
-    });
-    return;
-  }
+  if (nhwc_image_input(p)) return image_forward_nhwc(p, x, w, bias, y);
   if (p.channels_last) {  // through NCHW copies of x and y
     std::vector<float> wt(static_cast<size_t>(p.K * p.C * p.R * p.S));
     copy_weights(p, w, as_nchw(p), wt.data());
@@ -253,6 +272,16 @@ void few_outputs_forward(const ConvParams& p, const float* x, const float* w, co
       rows_kernel(p, PaddedRows{padded.data(), count * width, first}, wp.data(), bias, y, n, p0, p1);
     }
   });
+}
+
+void few_outputs_forward_bf16(const ConvParams& p, const uint16_t* x, const float* w, const float* bias, uint16_t* y) {
+  if (!nhwc_image_input(p)) throw std::logic_error("fastconv: bfloat16 direct forward of a non-image input");
+  image_forward_nhwc(p, x, w, bias, y);
+}
+
+void few_taps_grad_weight_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw) {
+  if (!nhwc_image_input(p)) throw std::logic_error("fastconv: bfloat16 direct weight gradient of a non-image input");
+  image_grad_weight_nhwc(p, dy, x, dw);
 }
 
 }  // namespace fastconv::cpu

@@ -52,20 +52,25 @@ using FewTapsGradWeightPlanes = void (*)(const ConvParams& p, const float* plane
 using FewTapsGradWeightFinish = void (*)(const ConvParams& p, const double* sums, int64_t k0, float* dw);
 // channels_last forward of an image input (C <= 4), any K: output row op of image n, every pixel's K channels
 // (contiguous in y) in vector registers, from wt[(r * S + s) * C + c][k] (rows kpad floats apart, kpad a multiple
-// of 64 bytes, zeros past K) and bias[k] (kpad floats, zeros when the conv has none).
-using ImageRowsNhwc = void (*)(const ConvParams& p, const float* x, const float* wt, int64_t kpad, const float* bias,
-                               float* y, int64_t n, int64_t op);
+// of 64 bytes, zeros past K) and bias[k] (kpad floats, zeros when the conv has none). T: float, or bfloat16 bits
+// (x widened, y rounded once from float sums).
+template <typename T>
+using ImageRowsNhwc = void (*)(const ConvParams& p, const T* x, const float* wt, int64_t kpad, const float* bias,
+                               T* y, int64_t n, int64_t op);
 // channels_last weight gradient of an image input (C <= 4): for output channels k0 .. k0 + lanes, sums of dy times
 // each tap's input over every pixel, added to sums[tap * lanes + l] (double; tap = (r * S + s) * C + c).
-using ImageGradWeightNhwc = void (*)(const ConvParams& p, const float* dy, const float* x, int64_t k0, double* sums);
+template <typename T>
+using ImageGradWeightNhwc = void (*)(const ConvParams& p, const T* dy, const T* x, int64_t k0, double* sums);
 
 struct DirectKernels {
   FewOutputsRows forward_rows;
   FewTapsGradWeight grad_weight;
   FewTapsGradWeightPlanes grad_weight_planes;
   FewTapsGradWeightFinish grad_weight_finish;
-  ImageRowsNhwc image_rows_nhwc;
-  ImageGradWeightNhwc image_grad_weight_nhwc;
+  ImageRowsNhwc<float> image_rows_nhwc;
+  ImageGradWeightNhwc<float> image_grad_weight_nhwc;
+  ImageRowsNhwc<uint16_t> image_rows_nhwc_bf16;
+  ImageGradWeightNhwc<uint16_t> image_grad_weight_nhwc_bf16;
   int64_t wgrad_channels;  // output channels per grad_weight call (its accumulators fill the registers)
   int64_t lanes;           // floats per vector
   int64_t wgrad_sums(const ConvParams& p) const { return p.C * p.R * p.S * wgrad_channels * lanes; }
@@ -82,6 +87,10 @@ inline bool nhwc_image_input(const ConvParams& p) { return p.channels_last && p.
 
 void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
 void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw);
+// The same for bfloat16 bits read and written in place, channels_last image inputs only (nhwc_image_input): the
+// float path's sums, y rounded once; dw float.
+void few_outputs_forward_bf16(const ConvParams& p, const uint16_t* x, const float* w, const float* bias, uint16_t* y);
+void few_taps_grad_weight_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw);
 
 DirectKernels direct_kernels(Isa isa);
 namespace scalar { DirectKernels direct_kernels(); }
