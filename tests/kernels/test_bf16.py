@@ -139,13 +139,14 @@ def test_bf16_pairs_take_views_at_odd_offsets(monkeypatch):
 
 # (id, N, C, K, H, W, layout, FASTCONV_WINOGRAD, forward algorithm under bfloat16 products): the image-lane Winograd
 # paths, which read bfloat16 x and dy in place and write bfloat16 outputs. Maps and batches that are not whole
-# tiles or lane groups.
+# tiles or lane groups; NHWC channel groups of 16, 8 and odd sizes (the lane kernels' partial loads and stores).
 WINOGRAD_IN_PLACE = [
     ("f2_nchw", 19, 32, 40, 6, 7, torch.contiguous_format, "2", "winograd_image_lanes"),
     ("f2_nhwc", 19, 32, 40, 6, 7, torch.channels_last, "2", "winograd_image_lanes"),  # (no bfloat16 products only)
     ("f4_nchw", 17, 40, 36, 13, 11, torch.contiguous_format, None, "winograd_f4_image_lanes"),
     ("f4_nhwc", 17, 40, 36, 13, 11, torch.channels_last, None, "winograd_f4_image_lanes"),
     ("f4_nhwc_24_channels", 17, 24, 40, 13, 11, torch.channels_last, None, "winograd_f4_image_lanes"),
+    ("f4_nhwc_odd_channels", 17, 25, 37, 13, 11, torch.channels_last, None, "winograd_f4_image_lanes"),
 ]
 
 

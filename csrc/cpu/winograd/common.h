@@ -251,26 +251,25 @@ void transpose_region(const MicroKernel<float>& uk, const In* plane, int64_t ima
 // The NHWC counterpart of transpose_region for channels c0 .. c0 + cn (cn <= kLanes) at once: channel c0 + i's
 // region into dst + i * region_stride, laid out as transpose_region lays out one NCHW channel's. `pixels` is the
 // group's first image at channel c0 (x + n0 * image_stride + c0); a pixel's channels are contiguous, so each
-// position is one lanes x cn register transpose (images x channels), spread over the cn regions. In: as above.
+// position is one lanes x cn register transpose (images x channels), spread over the cn regions. In: as above
+// (bfloat16: the lane kernels' bf16_pixels_to_lanes, which widens as it transposes).
 template <typename In>
-void transpose_region_nhwc(const MicroKernel<float>& uk, const In* pixels, int64_t image_stride, int64_t row,
-                           int64_t pixel, int64_t lanes, int64_t r_lo, int64_t r_hi, int64_t c_lo, int64_t c_hi,
-                           int64_t cn, float* dst, int64_t region_stride) {
+void transpose_region_nhwc(const MicroKernel<float>& uk, const LaneKernels& kernels, const In* pixels,
+                           int64_t image_stride, int64_t row, int64_t pixel, int64_t lanes, int64_t r_lo, int64_t r_hi,
+                           int64_t c_lo, int64_t c_hi, int64_t cn, float* dst, int64_t region_stride) {
   alignas(64) float lane_vectors[kLanes * kLanes];  // [channel][lane]
-  alignas(64) float wide[kLanes * kLanes];          // [lane][channel], widened bfloat16
   const int64_t cols = c_hi - c_lo;
   for (int64_t r = r_lo; r < r_hi; ++r)
     for (int64_t c = c_lo; c < c_hi; ++c) {
       const In* first = pixels + r * row + c * pixel;
+      float* at = dst + ((r - r_lo) * cols + c - c_lo) * kLanes;
       if constexpr (std::is_same_v<In, float>) {
         uk.transpose_panel(first, image_stride, lanes, cn, lane_vectors, kLanes);
+        for (int64_t i = 0; i < cn; ++i)
+          std::memcpy(at + i * region_stride, lane_vectors + i * kLanes, sizeof(float) * kLanes);
       } else {
-        for (int64_t l = 0; l < lanes; ++l) widen_run(first + l * image_stride, cn, wide + l * kLanes);
-        uk.transpose_panel(wide, kLanes, lanes, cn, lane_vectors, kLanes);
+        kernels.bf16_pixels_to_lanes(first, image_stride, lanes, cn, at, region_stride);
       }
-      float* at = dst + ((r - r_lo) * cols + c - c_lo) * kLanes;
-      for (int64_t i = 0; i < cn; ++i)
-        std::memcpy(at + i * region_stride, lane_vectors + i * kLanes, sizeof(float) * kLanes);
     }
 }
 

@@ -85,8 +85,8 @@ bool forward_image_lanes(const ConvParams& p, const In* x, const float* w, const
       for (int64_t c0 = 0; c0 < C; c0 += channels_at_once) {
         const int64_t cn = std::min(channels_at_once, C - c0);
         if (p.channels_last)
-          transpose_region_nhwc(uk, x + n0 * p.HW() * C + c0, p.HW() * C, p.W * C, C, blk.lanes, blk.h_lo, blk.h_hi,
-                                blk.w_lo, blk.w_hi, cn, in, in_region);
+          transpose_region_nhwc(uk, kernels, x + n0 * p.HW() * C + c0, p.HW() * C, p.W * C, C, blk.lanes, blk.h_lo,
+                                blk.h_hi, blk.w_lo, blk.w_hi, cn, in, in_region);
         else
           transpose_region(uk, x + (n0 * C + c0) * p.HW(), C * p.HW(), p.W, blk.lanes, blk.h_lo, blk.h_hi, blk.w_lo,
                            blk.w_hi, in, c0 + 1 < C ? p.HW() : 0);
@@ -116,9 +116,14 @@ bool forward_image_lanes(const ConvParams& p, const In* x, const float* w, const
           alignas(64) float lane_vectors[kLanes * kLanes];  // [lane][channel]
           for (int64_t r = 0; r < out_rows; ++r)
             for (int64_t c = 0; c < out_cols; ++c) {
-              uk.transpose_panel(out + (r * out_cols + c) * kLanes, out_region, kn, blk.lanes, lane_vectors, kLanes);
-              for (int64_t l = 0; l < blk.lanes; ++l)
-                store_run(lane_vectors + l * kLanes, kn, y + (((n0 + l) * p.P + oh0 + r) * p.Q + ow0 + c) * K + k0);
+              Out* const first = y + ((n0 * p.P + oh0 + r) * p.Q + ow0 + c) * K + k0;
+              const float* const lanes_at = out + (r * out_cols + c) * kLanes;
+              if constexpr (std::is_same_v<Out, float>) {
+                uk.transpose_panel(lanes_at, out_region, kn, blk.lanes, lane_vectors, kLanes);
+                for (int64_t l = 0; l < blk.lanes; ++l) store_run(lane_vectors + l * kLanes, kn, first + l * p.PQ() * K);
+              } else {  // transposed and rounded in one pass
+                kernels.lanes_to_bf16_pixels(lanes_at, out_region, blk.lanes, kn, first, p.PQ() * K);
+              }
             }
         }
         continue;
@@ -208,11 +213,11 @@ class ImageLaneBlocks {
         float* const region = regions.data() + i * region_size;
         const int64_t cn = std::min(channels_at_once, count - i);
         if (p.channels_last && of_input)
-          transpose_region_nhwc(uk_, x_ + blk.n0 * p.HW() * p.C + first + i, p.HW() * p.C, p.W * p.C, p.C, blk.lanes,
-                                blk.h_lo, blk.h_hi, blk.w_lo, blk.w_hi, cn, region, region_size);
+          transpose_region_nhwc(uk_, kernels_, x_ + blk.n0 * p.HW() * p.C + first + i, p.HW() * p.C, p.W * p.C,
+                                p.C, blk.lanes, blk.h_lo, blk.h_hi, blk.w_lo, blk.w_hi, cn, region, region_size);
         else if (p.channels_last)
-          transpose_region_nhwc(uk_, dy_ + blk.n0 * p.PQ() * p.K + first + i, p.PQ() * p.K, p.Q * p.K, p.K,
-                                blk.lanes, m * blk.th0, std::min(p.P, m * blk.th1), m * blk.tw0,
+          transpose_region_nhwc(uk_, kernels_, dy_ + blk.n0 * p.PQ() * p.K + first + i, p.PQ() * p.K, p.Q * p.K,
+                                p.K, blk.lanes, m * blk.th0, std::min(p.P, m * blk.th1), m * blk.tw0,
                                 std::min(p.Q, m * blk.tw1), cn, region, region_size);
         else if (of_input)
           transpose_region(uk_, x_ + (blk.n0 * p.C + first + i) * p.HW(), p.C * p.HW(), p.W, blk.lanes, blk.h_lo,

@@ -44,6 +44,14 @@ struct LaneKernels {
   // (zeros past the output's edge).
   void (*input_tile)(const LaneBlock& b, const float* in, int64_t th, int64_t tw, float* out);
   void (*grad_output_tile)(const LaneBlock& b, const float* dyt, int64_t th, int64_t tw, float* out);
+  // The NHWC transposes of bfloat16 tensors, one pixel position of a lane group at a time, widening or rounding
+  // (bf16_bits.h's rules) as they move the values. Into lanes: dst[i * dst_stride + l] = src[l * image_stride + i]
+  // widened, for channels i < cn <= kLanes and lanes l < lanes, zeros in lanes [lanes, kLanes). Out of lanes:
+  // dst[l * image_stride + i] = src[i * src_stride + l] rounded to bfloat16, for i < kn <= kLanes, l < lanes.
+  void (*bf16_pixels_to_lanes)(const uint16_t* src, int64_t image_stride, int64_t lanes, int64_t cn, float* dst,
+                               int64_t dst_stride);
+  void (*lanes_to_bf16_pixels)(const float* src, int64_t src_stride, int64_t lanes, int64_t kn, uint16_t* dst,
+                               int64_t image_stride);
 };
 
 // Out: the output tile edge m (2 or 4); lane_kernels<Out>(isa) picks the ISA's set (image_lanes.cpp).
