@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "conv_params.h"
+#include "cpu/bf16_bits.h"  // (before the ISA files' target pragmas: baseline code, shared)
 #include "cpu/isa.h"
 
 namespace fastconv::cpu {

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 
+#include "cpu/bf16_bits.h"  // (before the ISA files' target pragmas: baseline code, shared)
 #include "cpu/isa.h"
 
 namespace fastconv::cpu::winograd {
