@@ -18,15 +18,25 @@ import fastconv
 ALL_ISAS = ("scalar", "avx2", "avx512")
 
 
-# avx512_bf16 runs the float32 kernels of avx512 and multiplies bfloat16 operands in bfloat16: tests of
-# bfloat16 inputs add it (isa_bf16).
-BF16_ISAS = ALL_ISAS + ("avx512_bf16",)
+# avx512_bf16 runs the float32 kernels of avx512 and multiplies bfloat16 operands in bfloat16; amx_bf16 (never
+# chosen unasked) is avx512_bf16 with the GEMMs on converted panels on AMX tiles: tests of bfloat16 inputs add
+# both (isa_bf16). On a CPU with AVX512-BF16 but no AMX, amx_bf16 runs with its tile instructions emulated
+# (FASTCONV_AMX_EMULATION=1).
+BF16_PRODUCT_ISAS = ("avx512_bf16", "amx_bf16")
+BF16_ISAS = ALL_ISAS + BF16_PRODUCT_ISAS
+
+
+def amx_emulated():
+    """Whether amx_bf16 runs here only through the tile emulation."""
+    have = fastconv.cpu_info()[1].strip("]").split("[")[-1].split(",")
+    return "amx_bf16" not in have and "avx512_bf16" in have
 
 
 def available_isas(isas=ALL_ISAS):
-    """ISAs this CPU runs: scalar always, the others when cpu_info()'s description lists them."""
+    """ISAs this CPU runs: scalar always, the others when cpu_info()'s description lists them (amx_bf16 also
+    where it can be emulated)."""
     have = fastconv.cpu_info()[1].strip("]").split("[")[-1].split(",")
-    return [isa for isa in isas if isa == "scalar" or isa in have]
+    return [isa for isa in isas if isa == "scalar" or isa in have or (isa == "amx_bf16" and amx_emulated())]
 
 
 def isa_params(isas=ALL_ISAS):
@@ -39,6 +49,8 @@ def isa_params(isas=ALL_ISAS):
 
 
 def _force_isa(request, monkeypatch):
+    if request.param == "amx_bf16" and amx_emulated():
+        monkeypatch.setenv("FASTCONV_AMX_EMULATION", "1")
     monkeypatch.setenv("FASTCONV_ISA", request.param)
     assert fastconv.cpu_info()[0] == request.param
     return request.param
@@ -52,7 +64,8 @@ def isa(request, monkeypatch):
 
 @pytest.fixture(params=isa_params(BF16_ISAS))
 def isa_bf16(request, monkeypatch):
-    """The ISAs of `isa` and avx512_bf16, for tests of bfloat16 inputs."""
+    """The ISAs of `isa`, avx512_bf16 and amx_bf16 (emulated where the CPU lacks AMX), for tests of bfloat16
+    inputs."""
     return _force_isa(request, monkeypatch)
 
 

@@ -86,7 +86,7 @@ def test_opcheck_cpu_info():
     torch.library.opcheck(ops.cpu_info.default, (), test_utils=("test_schema", "test_autograd_registration",
                                                                  "test_faketensor"))
     isa, description = ops.cpu_info()
-    assert isa in ("scalar", "avx2", "avx512", "avx512_bf16") and isinstance(description, str)
+    assert isa in ("scalar", "avx2", "avx512", "avx512_bf16", "amx_bf16") and isinstance(description, str)
 
 
 # --- torch.compile ----------------------------------------------------------------------------------------

@@ -11,12 +11,20 @@ namespace fastconv::cpu {
 
 // kAvx512Bf16: AVX-512 plus its bfloat16 dot product (vdpbf16ps; Intel Cooper Lake and Sapphire Rapids on,
 // AMD Zen 4 on). The float32 families run their AVX-512 code there; bfloat16 GEMMs multiply in bfloat16.
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
+// kAmxBf16: kAvx512Bf16 plus AMX tiles (tdpbf16ps; Intel Sapphire Rapids on): the GEMMs that multiply float
+// panels converted to bfloat16 run on tiles (gemm/micro_amx.inc), everything else as kAvx512Bf16.
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3, kAmxBf16 = 4 };
 
-// The best ISA this CPU (and OS) supports, unless FASTCONV_ISA=scalar|avx2|avx512|avx512_bf16 forces one (read at every
-// call, so tests can force each path in turn); forcing an ISA the CPU lacks throws std::invalid_argument
-// instead of faulting.
+// The best ISA this CPU (and OS) supports, unless FASTCONV_ISA=scalar|avx2|avx512|avx512_bf16|amx_bf16 forces one
+// (read at every call, so tests can force each path in turn); forcing an ISA the CPU lacks throws
+// std::invalid_argument instead of faulting.
+// amx_bf16 is never chosen unasked: its tile kernel has not yet run on an AMX CPU (only under the emulation below),
+// so it stays off until FASTCONV_ISA=amx_bf16 asks for it.
 Isa active_isa();
+// FASTCONV_AMX_EMULATION=1 on a CPU with AVX512-BF16 but no AMX: FASTCONV_ISA=amx_bf16 is allowed and its tile
+// instructions run as C++ (gemm/micro_amx_emulated.cpp), slowly, so tests check the AMX path's layouts and
+// blocking on any such machine. Read at every call; ignored where the CPU has AMX.
+bool amx_emulated();
 const char* isa_name(Isa isa);
 // A short description of the CPU: model name and the ISAs it supports.
 const char* cpu_description();
@@ -25,6 +33,7 @@ const char* cpu_description();
 template <typename Table>
 Table pick_for_isa(Isa isa, Table (*scalar)(), Table (*avx2)(), Table (*avx512)()) {
   switch (isa) {
+    case Isa::kAmxBf16:
     case Isa::kAvx512Bf16:
     case Isa::kAvx512: return avx512();
     case Isa::kAvx2: return avx2();
@@ -39,7 +48,7 @@ Table pick_for_isa(Isa isa, Table (*scalar)(), Table (*avx2)(), Table (*avx512)(
 // (Nothing may read it inside a parallel region: chunks on worker threads would see it unset.)
 bool bf16_products();
 // Whether `isa` multiplies bfloat16 in bfloat16 (vdpbf16ps), and whether this thread does so now.
-inline bool has_bf16_products(Isa isa) { return isa == Isa::kAvx512Bf16; }
+inline bool has_bf16_products(Isa isa) { return isa == Isa::kAvx512Bf16 || isa == Isa::kAmxBf16; }
 inline bool bf16_products_on(Isa isa) { return has_bf16_products(isa) && bf16_products(); }
 class ScopedBf16Products {
  public:

@@ -262,6 +262,9 @@ TORCH_LIBRARY_FRAGMENT(fastconv, m) {
   m.def("conv2d_algorithms(Tensor input, Tensor weight, int[2] stride, int[4] padding, int[2] dilation, int groups) "
         "-> str[]",
         &conv2d_algorithms_op);
+  // How many tdpbf16ps the AMX emulation (isa.h: FASTCONV_AMX_EMULATION) has run in this process: tests read it
+  // to see that the tile kernel, not another, computed a result.
+  m.def("amx_emulated_tile_products() -> int", [] { return amx_emulation::tile_products(); });
 }
 
 TORCH_LIBRARY_IMPL(fastconv, CPU, m) {

@@ -1,16 +1,27 @@
-"""bfloat16 products on the CPU (AVX512-BF16's vdpbf16ps, csrc/cpu/gemm/micro_avx512_bf16.cpp): bfloat16 convs
-multiply in bfloat16 with float accumulators on every path that runs GEMMs, against float64 references of the same
-bfloat16 values; elsewhere (FASTCONV_ISA below avx512_bf16) they compute in float32 as before."""
+"""bfloat16 products on the CPU (AVX512-BF16's vdpbf16ps, csrc/cpu/gemm/micro_avx512_bf16.cpp; AMX tiles,
+csrc/cpu/gemm/micro_amx.inc, emulated where the CPU has no AMX): bfloat16 convs multiply in bfloat16 with float
+accumulators on every path that runs GEMMs, against float64 references of the same bfloat16 values; elsewhere
+(FASTCONV_ISA below avx512_bf16) they compute in float32 as before."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fastconv
+from conftest import BF16_PRODUCT_ISAS, amx_emulated, isa_params
 from fastconv._ops import cpu_conv2d_algorithms
 
 HAS_BF16 = "avx512_bf16" in fastconv.cpu_info()[1]
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="CPU has no AVX512-BF16")
 ops = torch.ops.fastconv
+
+
+@pytest.fixture(params=isa_params(BF16_PRODUCT_ISAS))
+def products_isa(request, monkeypatch):
+    """Each ISA with bfloat16 products, forced (amx_bf16 through the tile emulation where the CPU has no AMX)."""
+    if request.param == "amx_bf16" and amx_emulated():
+        monkeypatch.setenv("FASTCONV_AMX_EMULATION", "1")
+    monkeypatch.setenv("FASTCONV_ISA", request.param)
+    return request.param
 
 # (id, N, C, K, H, W, kernel, stride, padding, groups, channels_last, forward algorithm): one problem per path
 PROBLEMS = [
@@ -48,13 +59,11 @@ def _max_rel_error(got, ref):
     return ((got.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
 
 
-@needs_bf16
 @pytest.mark.parametrize("problem", PROBLEMS, ids=[p[0] for p in PROBLEMS])
-def test_bf16_passes_match_float64(problem, monkeypatch):
+def test_bf16_passes_match_float64(problem, products_isa):
     """Forward, grad-input and grad-weight of bfloat16 tensors with bfloat16 products (Winograd: float products of
     its transformed tiles): within bfloat16's own rounding of the float64 result (the output is rounded to bfloat16
     once)."""
-    monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
     _, N, C, K, H, W, k, stride, padding, groups, cl, algorithm = problem
     x, w = _problem_tensors(N, C, K, H, W, k, groups, cl)
     assert cpu_conv2d_algorithms(x, w, stride, padding, 1, groups)["forward"] == algorithm
@@ -94,6 +103,63 @@ def test_bf16_products_run_vdpbf16ps(channels_last, monkeypatch):
     assert all((run() > 0).all() for run in passes)
     monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
     assert all((run() == 0).all() for run in passes)
+
+
+# (id, N, C, K, H, kernel, stride, layout): problems whose passes run the GEMM on float panels converted to bfloat16
+# (the AMX tiles' route): NCHW im2col, the strided grad-input, the NHWC weight gradient; reductions that are not
+# whole steps of 32 (45, 216, 225, 243) and row counts that are not whole tiles of 16 (40 output channels).
+AMX_GEMMS = [
+    ("nchw", 4, 24, 40, 9, 3, 1, torch.contiguous_format, ("forward", "grad_input", "grad_weight")),
+    ("nchw_odd_reduction", 3, 5, 40, 9, 3, 1, torch.contiguous_format, ("forward",)),
+    ("col2im", 4, 24, 40, 11, 3, 2, torch.contiguous_format, ("grad_input",)),
+    ("nhwc_odd_channels", 4, 25, 40, 9, 3, 1, torch.channels_last, ("forward", "grad_weight")),
+]
+
+
+@pytest.mark.parametrize("case", AMX_GEMMS, ids=[c[0] for c in AMX_GEMMS])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.skipif(not amx_emulated(), reason="reads the tile emulation's counter (no AMX emulation here)")
+def test_amx_tiles_compute_the_converted_panel_gemms(case, threads, monkeypatch, restore_num_threads):
+    """Under FASTCONV_ISA=amx_bf16 these passes' GEMMs run on the (emulated) tiles, on every thread (each configures
+    its tiles per GEMM block; the emulation raises on a tile instruction without that), within bfloat16 rounding
+    of float64."""
+    torch.set_num_threads(threads)
+    monkeypatch.setenv("FASTCONV_AMX_EMULATION", "1")
+    monkeypatch.setenv("FASTCONV_ISA", "amx_bf16")
+    _, N, C, K, H, k, stride, fmt, tiled = case
+    g = torch.Generator().manual_seed(C + K)
+    x = torch.randn(N, C, H, H, generator=g).bfloat16().contiguous(memory_format=fmt)
+    w = (torch.randn(K, C, k, k, generator=g) / (C * k * k) ** 0.5).bfloat16().contiguous(memory_format=fmt)
+    args = ([stride, stride], [k // 2] * 4, [1, 1], 1)
+    y = ops.conv2d(x, w, None, *args)
+    dy = torch.randn(y.shape, generator=g).bfloat16().contiguous(memory_format=fmt)
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    ref = F.conv2d(xd, wd, None, stride, k // 2)
+    ref_dx, ref_dw = torch.autograd.grad(ref, (xd, wd), dy.double())
+    passes = {"forward": (lambda: ops.conv2d(x, w, None, *args), ref),
+              "grad_input": (lambda: ops.conv2d_grad_input(dy, x, w, *args), ref_dx),
+              "grad_weight": (lambda: ops.conv2d_grad_weight(dy, x, w, *args), ref_dw)}
+    for name in tiled:
+        run, expected = passes[name]
+        before = ops.amx_emulated_tile_products()
+        got = run()
+        assert ops.amx_emulated_tile_products() > before, name
+        assert _max_rel_error(got, expected) < 1.6e-2, name
+
+
+def test_amx_is_never_chosen_unasked_and_needs_amx_or_its_emulation(monkeypatch):
+    """amx_bf16 runs only when FASTCONV_ISA asks for it; on a CPU without AMX asking is an error unless the
+    emulation is asked for too."""
+    monkeypatch.delenv("FASTCONV_ISA", raising=False)
+    assert fastconv.cpu_info()[0] != "amx_bf16"
+    if not amx_emulated():
+        pytest.skip("this CPU has AMX, or no AVX512-BF16 to emulate it on")
+    monkeypatch.delenv("FASTCONV_AMX_EMULATION", raising=False)
+    monkeypatch.setenv("FASTCONV_ISA", "amx_bf16")
+    with pytest.raises(ValueError, match="FASTCONV_ISA=amx_bf16 but this CPU does not support it"):
+        fastconv.cpu_info()
+    monkeypatch.setenv("FASTCONV_AMX_EMULATION", "1")
+    assert fastconv.cpu_info()[0] == "amx_bf16"
 
 
 @needs_bf16
@@ -158,7 +224,7 @@ def test_bf16_winograd_in_place_equals_float_rounded_once(case, isa_bf16, monkey
     _, N, C, K, H, W, fmt, winograd, algorithm = case
     if winograd is not None:
         monkeypatch.setenv("FASTCONV_WINOGRAD", winograd)
-    if isa_bf16 == "avx512_bf16" and fmt == torch.channels_last and algorithm == "winograd_image_lanes":
+    if isa_bf16 in BF16_PRODUCT_ISAS and fmt == torch.channels_last and algorithm == "winograd_image_lanes":
         pytest.skip("NHWC F(2x2, 3x3) is not chosen under bfloat16 products (select.cpp)")
     g = torch.Generator().manual_seed(N + C)
     x = torch.randn(N, C, H, W, generator=g).bfloat16().contiguous(memory_format=fmt)
@@ -217,7 +283,7 @@ COL2IM_CASES = [(5, 24, 40, 32, 3, 2, 1), (18, 32, 48, 6, 3, 2, 1), (6, 32, 24, 
 @pytest.mark.parametrize("case", COL2IM_CASES, ids=[str(i) for i in range(len(COL2IM_CASES))])
 def test_bf16_col2im_grad_input_in_place(case, layout, threads, isa_bf16, restore_num_threads):
     """The strided grad-input reads bfloat16 dy in place (widened as packed) and sums dx in float per task, rounded
-    into bfloat16 once: without bfloat16 products bitwise the float path rounded once; with them (avx512_bf16)
+    into bfloat16 once: without bfloat16 products bitwise the float path rounded once; with them (BF16_PRODUCT_ISAS)
     within bfloat16 rounding of float64. With 1 or 2 threads, tasks of the 3x3-output case hold several images,
     and with 1 its last task fewer than the others."""
     torch.set_num_threads(threads)
@@ -233,7 +299,7 @@ def test_bf16_col2im_grad_input_in_place(case, layout, threads, isa_bf16, restor
     assert cpu_conv2d_algorithms(x, w, stride, pad, 1, groups)["grad_input"] == "gemm_col2im"
     dx = ops.conv2d_grad_input(dy, x, w, *args)
     assert dx.dtype == torch.bfloat16 and dx.is_contiguous(memory_format=layout)
-    if isa_bf16 != "avx512_bf16":
+    if isa_bf16 not in BF16_PRODUCT_ISAS:
         assert torch.equal(dx, ops.conv2d_grad_input(dy.float(), x.float(), w.float(), *args).bfloat16())
     else:
         xd, wd = x.double().requires_grad_(), w.double()

@@ -472,12 +472,12 @@ def test_depthwise_forward_and_grad_input_equal_torch_bitwise(case, isa):
 def test_bogus_isa_raises(monkeypatch):
     """FASTCONV_ISA=bogus is a clear error naming the variable and the choices, at the next call."""
     monkeypatch.setenv("FASTCONV_ISA", "bogus")
-    with pytest.raises(Exception, match=r"FASTCONV_ISA must be one of scalar, avx2, avx512, avx512_bf16; got 'bogus'"):
+    with pytest.raises(Exception, match=r"FASTCONV_ISA must be one of scalar, avx2, avx512, avx512_bf16, amx_bf16; got 'bogus'"):
         conv2d(X, W)
     with pytest.raises(ValueError, match="FASTCONV_ISA"):
         fastconv.cpu_info()
     monkeypatch.delenv("FASTCONV_ISA")
-    assert fastconv.cpu_info()[0] in BF16_ISAS
+    assert fastconv.cpu_info()[0] in BF16_ISAS and fastconv.cpu_info()[0] != "amx_bf16"  # (never chosen unasked)
     torch.testing.assert_close(conv2d(X, W), F.conv2d(X, W), **TOL[torch.float32])
 
 

@@ -62,13 +62,14 @@ struct PackBuffers {
   }
 };
 
-// A packed block (ceil(len / width) panels of klen x width) as bfloat16 pairs, panel by panel, into `out`.
-inline const uint16_t* block_to_pairs(const Bf16Pairs& pairs, const float* block, int64_t klen, int64_t len,
-                                      int64_t width, AlignedBuffer<uint16_t>& out) {
-  const int64_t panels = ceil_div(len, width), panel_pairs = round_up(klen, 2) * width;
-  out.reserve(static_cast<size_t>(panels * panel_pairs));
-  for (int64_t i = 0; i < panels; ++i)
-    pairs.to_pairs(block + i * klen * width, klen, width, out.data() + i * panel_pairs);
+// A packed block (ceil(len / width) panels of klen x width) converted panel by panel (Bf16Pairs::to_pairs or
+// a_to_rows) into `out`: panels of round_up(klen, k_step) x width bfloat16.
+inline const uint16_t* block_to_pairs(const Bf16Pairs& pairs, bool a_side, const float* block, int64_t klen,
+                                      int64_t len, int64_t width, AlignedBuffer<uint16_t>& out) {
+  const auto convert = a_side && pairs.a_to_rows != nullptr ? pairs.a_to_rows : pairs.to_pairs;
+  const int64_t panels = ceil_div(len, width), panel_values = round_up(klen, pairs.k_step) * width;
+  out.reserve(static_cast<size_t>(panels * panel_values));
+  for (int64_t i = 0; i < panels; ++i) convert(block + i * klen * width, klen, width, out.data() + i * panel_values);
   return out.data();
 }
 
@@ -77,8 +78,24 @@ template <typename T>
 inline void run_pairs(const MicroKernel<T>& uk, int64_t klen, const uint16_t* a_pairs, const uint16_t* b_pairs,
                          T* c, T* c_hi, int64_t ldc, bool accumulate) {
   if constexpr (std::is_same_v<T, float>)
-    uk.bf16->run_split((klen + 1) / 2, a_pairs, b_pairs, c, c_hi, ldc, accumulate);
+    uk.bf16->run_split(round_up(klen, uk.bf16->k_step) / 2, a_pairs, b_pairs, c, c_hi, ldc, accumulate);
 }
+
+// Bf16Pairs::begin / end around one thread's GEMM block (a no-op without bfloat16 products).
+class PairKernelScope {
+ public:
+  explicit PairKernelScope(const Bf16Pairs* pairs) : pairs_(pairs) {
+    if (pairs_ != nullptr && pairs_->begin != nullptr) pairs_->begin();
+  }
+  ~PairKernelScope() {
+    if (pairs_ != nullptr && pairs_->end != nullptr) pairs_->end();
+  }
+  PairKernelScope(const PairKernelScope&) = delete;
+  PairKernelScope& operator=(const PairKernelScope&) = delete;
+
+ private:
+  const Bf16Pairs* pairs_;
+};
 
 // A's rows read in place (MicroKernel::run_strided_a): row i, reduction k at data[k * lda + i]. Every tile's
 // mr rows must lie inside the operand (callers use it where the row count is a multiple of mr).
@@ -98,6 +115,7 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
                 PackBuffers<T>& buf) {
   const int mr = uk.mr, nr = uk.nr;
   buf.reserve(uk, nlen);
+  const PairKernelScope pair_kernel(uk.bf16);
   for (int64_t k0 = 0; k0 < K; k0 += uk.kc) {
     const int64_t klen = std::min(uk.kc, K - k0);
     const bool acc = accumulate || k0 > 0;
@@ -106,8 +124,8 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
     const bool pairs = uk.bf16 != nullptr;
     const uint16_t* b_pairs = nullptr;
     if constexpr (std::is_same_v<T, float>)
-      if (pairs) b_pairs = block_to_pairs(*uk.bf16, b_block, klen, nlen, nr, buf.b_pairs);
-    const int64_t panel_pairs = round_up(klen, 2);  // bfloat16 values per column of a pair panel
+      if (pairs) b_pairs = block_to_pairs(*uk.bf16, false, b_block, klen, nlen, nr, buf.b_pairs);
+    const int64_t panel_pairs = pairs ? round_up(klen, uk.bf16->k_step) : 0;  // bfloat16 values per panel column
     for (int64_t mb = m0; mb < m0 + mlen; mb += uk.mc) {
       const int64_t mblen = std::min(uk.mc, m0 + mlen - mb);
       const auto a_operand = pack_a(buf.a.data(), k0, klen, mb, mblen);
@@ -123,7 +141,7 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
         if (pairs || uk.run_strided_a == nullptr || uk.mc % mr != 0)  // (whole tiles of rows in every m block)
           throw std::logic_error("fastconv: rows in place need a float kernel without bfloat16 products");
       } else if constexpr (std::is_same_v<T, float>) {
-        if (pairs) a_pairs = block_to_pairs(*uk.bf16, a_block, klen, mblen, mr, buf.a_pairs);
+        if (pairs) a_pairs = block_to_pairs(*uk.bf16, true, a_block, klen, mblen, mr, buf.a_pairs);
       }
       for (int64_t jr = 0; jr < nlen; jr += nr) {
         const int64_t ncols = std::min<int64_t>(nr, nlen - jr);

@@ -34,12 +34,22 @@ using TransposeFn = void (*)(const T* src, int64_t ld, int64_t rows, int64_t kle
 // reduction rows, [ceil(klen / 2)][width][2] bfloat16 rounded to nearest even (exact for values that were
 // bfloat16), and the pair kernel adds a[2p] * b[2p] + a[2p + 1] * b[2p + 1] into float accumulators. Same
 // register tile (mr x nr) and C contract as the float kernel it rides with.
+//
+// AMX tiles (micro_amx.inc) take the same B pairs, but their A operand row by row, and the reduction in steps of
+// 32: k_step, a_to_rows and begin / end say so.
 struct Bf16Pairs {
+  // `pairs` = round_up(klen, k_step) / 2, the panels' padded reduction in pairs.
   void (*run_split)(int64_t pairs, const uint16_t* a, const uint16_t* b, float* c, float* c_hi, int64_t ldc,
                     bool accumulate);
-  // out[(k / 2) * width * 2 + i * 2 + k % 2] = bf16(panel[k * width + i]), zeros for row klen when klen is odd;
-  // width is the kernel's mr or nr.
+  // out[(k / 2) * width * 2 + i * 2 + k % 2] = bf16(panel[k * width + i]), zeros for rows klen..round_up(klen,
+  // k_step); width is the kernel's mr or nr.
   void (*to_pairs)(const float* panel, int64_t klen, int64_t width, uint16_t* out);
+  int k_step = 2;
+  // Set: A's panels in this layout instead of to_pairs' (same size, round_up(klen, k_step) * width values).
+  void (*a_to_rows)(const float* panel, int64_t klen, int64_t width, uint16_t* out) = nullptr;
+  // Set: called on a thread before its first run_split of a GEMM block and after its last (tile configuration).
+  void (*begin)() = nullptr;
+  void (*end)() = nullptr;
 };
 
 template <typename T>
@@ -64,6 +74,16 @@ namespace avx512_bf16 {
 const Bf16Pairs* pairs_8x32();
 MicroKernelSplitFn<float> pairs_as_elements_split();
 }  // namespace avx512_bf16
+namespace amx { const Bf16Pairs* tiles_16x32(); }           // micro_amx.cpp: tile instructions
+namespace amx_emulation {                                     // micro_amx_emulated.cpp: the same kernel in C++
+const Bf16Pairs* tiles_16x32();
+int64_t tile_products();  // tdpbf16ps emulated so far, all threads (tests: the tile kernel ran)
+}  // namespace amx_emulation
+
+// The AVX-512 float kernel's packers and blocking with a 16 x 32 tile whose products run on AMX tiles (real, or
+// emulated: isa.h's amx_emulated()). Only on Isa::kAmxBf16 with bfloat16 products; its run_split is unset (every
+// GEMM block with bf16 set runs the pair kernel).
+MicroKernel<float> amx_tile_kernel();
 
 // The AVX-512 float kernel's tile, blocking and transposes, but each 32-bit "float" element a pair of bfloat16
 // values and its products bfloat16 pairs (vdpbf16ps): for packers that move pairs as 32-bit elements
