@@ -152,9 +152,12 @@ _ISA_ENV = {
                "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DNNL_MAX_CPU_ISA": "AVX512_CORE"},
     "avx512_bf16": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
                     "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "DNNL_MAX_CPU_ISA": "AVX512_CORE_BF16"},
+    # (listed by fastconv only on CPUs with AMX; fastconv runs it only under FASTCONV_ISA=amx_bf16)
+    "amx_bf16": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+                 "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"},
 }
 # ISAs whose bfloat16 GEMM peak is measured too (the float32 one is avx512's)
-_BF16_ISAS = ("avx512_bf16",)
+_BF16_ISAS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu_isas():
