@@ -159,9 +159,10 @@ void image_grad_weight_nhwc(const ConvParams& p, const T* dy, const T* x, float*
   const int64_t taps = p.C * p.R * p.S, lanes = kernels.lanes, tasks = ceil_div(p.K, lanes);
   parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     std::vector<double> sums(static_cast<size_t>(taps * lanes));
+    std::vector<float> rows(static_cast<size_t>(image_rows_floats(p)));
     for (int64_t t = t0; t < t1; ++t) {
       std::fill(sums.begin(), sums.end(), 0.0);
-      kernel(p, dy, x, t * lanes, sums.data());
+      kernel(p, dy, x, rows.data(), t * lanes, sums.data());
       for (int64_t k = t * lanes; k < std::min(p.K, (t + 1) * lanes); ++k)
         for (int64_t tap = 0; tap < taps; ++tap)
           dw[p.weight_offset(k, tap % p.C, tap / p.C / p.S, tap / p.C % p.S)] =
@@ -190,7 +191,9 @@ void image_forward_nhwc(const ConvParams& p, const T* x, const float* w, const f
   else
     image_rows = kernels.image_rows_nhwc_bf16;
   parallel_for(0, p.N * p.P, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) image_rows(p, x, wt.data(), kpad, bias_padded.data(), y, t / p.P, t % p.P);
+    std::vector<float> rows(static_cast<size_t>(image_rows_floats(p)));
+    for (int64_t t = t0; t < t1; ++t)
+      image_rows(p, x, wt.data(), kpad, bias_padded.data(), y, t / p.P, t % p.P, rows.data());
   });
 }
 

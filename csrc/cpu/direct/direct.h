@@ -54,14 +54,20 @@ using FewTapsGradWeightFinish = void (*)(const ConvParams& p, const double* sums
 // channels_last forward of an image input (C <= 4), any K: output row op of image n, every pixel's K channels
 // (contiguous in y) in vector registers, from wt[(r * S + s) * C + c][k] (rows kpad floats apart, kpad a multiple
 // of 64 bytes, zeros past K) and bias[k] (kpad floats, zeros when the conv has none). T: float, or bfloat16 bits
-// (x widened, y rounded once from float sums).
+// (x widened, y rounded once from float sums). rows: scratch of image_rows_floats(p) floats.
 template <typename T>
 using ImageRowsNhwc = void (*)(const ConvParams& p, const T* x, const float* wt, int64_t kpad, const float* bias,
-                               T* y, int64_t n, int64_t op);
+                               T* y, int64_t n, int64_t op, float* rows);
 // channels_last weight gradient of an image input (C <= 4): for output channels k0 .. k0 + lanes, sums of dy times
 // each tap's input over every pixel, added to sums[tap * lanes + l] (double; tap = (r * S + s) * C + c).
+// rows: scratch of image_rows_floats(p) floats.
 template <typename T>
-using ImageGradWeightNhwc = void (*)(const ConvParams& p, const T* dy, const T* x, int64_t k0, double* sums);
+using ImageGradWeightNhwc = void (*)(const ConvParams& p, const T* dy, const T* x, float* rows, int64_t k0,
+                                     double* sums);
+// The image kernels' copy of an output row's R input rows, as float and zero-padded: input columns -pad_w .. the
+// last any tap of the row reaches, C channels each.
+inline int64_t image_row_columns(const ConvParams& p) { return (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1; }
+inline int64_t image_rows_floats(const ConvParams& p) { return p.R * image_row_columns(p) * p.C; }
 
 struct DirectKernels {
   FewOutputsRows forward_rows;
