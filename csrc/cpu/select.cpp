@@ -28,7 +28,8 @@
 //   direct, few taps       float, groups 1, stride_w 1, S <= 5, C*R*S <= 160   see few_taps_fits
 //   gemm                   everything else
 //
-// "float" rows take bfloat16 operands too (computed in float32); only the GEMM multiplies them in bfloat16.
+// "float" rows take bfloat16 operands too (computed in float32); only the GEMM multiplies them in bfloat16. Under
+// FASTCONV_ISA=amx_bf16 the winograd rows never hold for bfloat16 products (see winograd_fits).
 // Inside the GEMM, how im2col rows are packed (straight from x, or from phase planes) is the GEMM's own choice
 // (gemm/phase_planes.h: packs_from_planes); it changes the speed, not the sums.
 #include "cpu/select.h"
@@ -92,8 +93,13 @@ ConvAlgo winograd_lanes(const ConvParams& p) {
 // gained ~20% more, F(2x2) was not measured again (on our nets its maps now take gemm_few_pixels).
 constexpr int64_t kWinogradMinChannels = 32;
 constexpr int64_t kImageLanesMinChannels = 16;
+//
+// bfloat16 products on AMX tiles (FASTCONV_ISA=amx_bf16): Winograd's float products would run at a small fraction
+// of the tiles' rate (tdpbf16ps: 1,024 bfloat16 FLOP per cycle per core against 64 float32), so the GEMMs take
+// every layer. A guess from the instruction rates: not yet measured on an AMX CPU.
 bool winograd_fits(const ConvParams& p, Arithmetic arithmetic) {
   if (arithmetic == Arithmetic::kDouble || winograd_setting_is("0")) return false;
+  if (arithmetic == Arithmetic::kBf16Products && active_isa() == Isa::kAmxBf16) return false;
   if (arithmetic == Arithmetic::kBf16Products && p.channels_last &&
       winograd_lanes(p) != ConvAlgo::kWinogradF4ImageLanes)
     return false;

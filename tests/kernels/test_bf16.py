@@ -66,6 +66,8 @@ def test_bf16_passes_match_float64(problem, products_isa):
     once)."""
     _, N, C, K, H, W, k, stride, padding, groups, cl, algorithm = problem
     x, w = _problem_tensors(N, C, K, H, W, k, groups, cl)
+    if products_isa == "amx_bf16" and algorithm.startswith("winograd"):  # (select.cpp: no Winograd on AMX tiles)
+        algorithm = "gemm_bf16_pairs" if cl else "gemm"
     assert cpu_conv2d_algorithms(x, w, stride, padding, 1, groups)["forward"] == algorithm
     args = ([stride, stride], [padding] * 4, [1, 1], groups)
     y = ops.conv2d(x, w, None, *args)
@@ -105,14 +107,19 @@ def test_bf16_products_run_vdpbf16ps(channels_last, monkeypatch):
     assert all((run() == 0).all() for run in passes)
 
 
-# (id, N, C, K, H, kernel, stride, layout): problems whose passes run the GEMM on float panels converted to bfloat16
-# (the AMX tiles' route): NCHW im2col, the strided grad-input, the NHWC weight gradient; reductions that are not
-# whole steps of 32 (45, 216, 225, 243) and row counts that are not whole tiles of 16 (40 output channels).
+# (id, N, C, K, H, kernel, stride, layout, passes): problems whose passes run a GEMM on AMX tiles, on float panels
+# converted to bfloat16 (NCHW im2col, the strided grad-input, the weight gradients) or on NHWC channel pairs moved as
+# 32-bit elements (the pair GEMM, the few-pixel GEMM, also on a map Winograd takes elsewhere); reductions that are not
+# whole steps of 32 and row counts that are not whole tiles of 16 (40 output channels).
 AMX_GEMMS = [
     ("nchw", 4, 24, 40, 9, 3, 1, torch.contiguous_format, ("forward", "grad_input", "grad_weight")),
     ("nchw_odd_reduction", 3, 5, 40, 9, 3, 1, torch.contiguous_format, ("forward",)),
     ("col2im", 4, 24, 40, 11, 3, 2, torch.contiguous_format, ("grad_input",)),
     ("nhwc_odd_channels", 4, 25, 40, 9, 3, 1, torch.channels_last, ("forward", "grad_weight")),
+    # pair-element panels (NHWC channel pairs read in place): 9 * 12 = 108 pairs, 3 * 36 = 108, 4 * 33 = 132
+    ("nhwc_pairs", 4, 24, 40, 9, 3, 1, torch.channels_last, ("forward", "grad_input", "grad_weight")),
+    ("nhwc_pairs_3x3_winograd_shape", 16, 72, 40, 8, 3, 1, torch.channels_last, ("forward", "grad_input")),
+    ("few_pixels_nhwc_pairs", 9, 66, 40, 3, 3, 1, torch.channels_last, ("forward", "grad_input", "grad_weight")),
 ]
 
 
@@ -122,7 +129,7 @@ AMX_GEMMS = [
 def test_amx_tiles_compute_the_converted_panel_gemms(case, threads, monkeypatch, restore_num_threads):
     """Under FASTCONV_ISA=amx_bf16 these passes' GEMMs run on the (emulated) tiles, on every thread (each configures
     its tiles per GEMM block; the emulation raises on a tile instruction without that), within bfloat16 rounding
-    of float64."""
+    of float64; and Winograd never runs there for bfloat16."""
     torch.set_num_threads(threads)
     monkeypatch.setenv("FASTCONV_AMX_EMULATION", "1")
     monkeypatch.setenv("FASTCONV_ISA", "amx_bf16")
@@ -139,6 +146,7 @@ def test_amx_tiles_compute_the_converted_panel_gemms(case, threads, monkeypatch,
     passes = {"forward": (lambda: ops.conv2d(x, w, None, *args), ref),
               "grad_input": (lambda: ops.conv2d_grad_input(dy, x, w, *args), ref_dx),
               "grad_weight": (lambda: ops.conv2d_grad_weight(dy, x, w, *args), ref_dw)}
+    assert not any(a.split(":")[-1].startswith("winograd") for a in cpu_conv2d_algorithms(x, w, stride, k // 2).values())
     for name in tiled:
         run, expected = passes[name]
         before = ops.amx_emulated_tile_products()
@@ -226,6 +234,8 @@ def test_bf16_winograd_in_place_equals_float_rounded_once(case, isa_bf16, monkey
         monkeypatch.setenv("FASTCONV_WINOGRAD", winograd)
     if isa_bf16 in BF16_PRODUCT_ISAS and fmt == torch.channels_last and algorithm == "winograd_image_lanes":
         pytest.skip("NHWC F(2x2, 3x3) is not chosen under bfloat16 products (select.cpp)")
+    if isa_bf16 == "amx_bf16":
+        pytest.skip("no Winograd for bfloat16 on AMX tiles (select.cpp)")
     g = torch.Generator().manual_seed(N + C)
     x = torch.randn(N, C, H, W, generator=g).bfloat16().contiguous(memory_format=fmt)
     w = (torch.randn(K, C, 3, 3, generator=g) / (9 * C) ** 0.5).bfloat16().contiguous(memory_format=fmt)
@@ -248,6 +258,8 @@ def test_bf16_winograd_in_place_non_finite_and_odd_views(layout, isa_bf16):
     """A NaN or an infinity in bfloat16 x or dy reaches the outputs torch's direct sums give it to (the in-place path
     finds its result not all finite and the float copies compute it again); and views that start at an odd
     element read the same as fresh copies."""
+    if isa_bf16 == "amx_bf16":
+        pytest.skip("no Winograd for bfloat16 on AMX tiles (select.cpp)")
     g = torch.Generator().manual_seed(11)
     N, C, K, H = 16, 32, 40, 12
     base = torch.randn(N * C * H * H + 1, generator=g).bfloat16()

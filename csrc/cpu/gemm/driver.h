@@ -63,11 +63,12 @@ struct PackBuffers {
 };
 
 // A packed block (ceil(len / width) panels of klen x width) converted panel by panel (Bf16Pairs::to_pairs or
-// a_to_rows) into `out`: panels of round_up(klen, k_step) x width bfloat16.
+// a_to_rows) into `out`: panels of round_up(klen * values_per_element, k_step) x width bfloat16.
 inline const uint16_t* block_to_pairs(const Bf16Pairs& pairs, bool a_side, const float* block, int64_t klen,
                                       int64_t len, int64_t width, AlignedBuffer<uint16_t>& out) {
   const auto convert = a_side && pairs.a_to_rows != nullptr ? pairs.a_to_rows : pairs.to_pairs;
-  const int64_t panels = ceil_div(len, width), panel_values = round_up(klen, pairs.k_step) * width;
+  const int64_t panels = ceil_div(len, width);
+  const int64_t panel_values = round_up(klen * pairs.values_per_element, pairs.k_step) * width;
   out.reserve(static_cast<size_t>(panels * panel_values));
   for (int64_t i = 0; i < panels; ++i) convert(block + i * klen * width, klen, width, out.data() + i * panel_values);
   return out.data();
@@ -78,7 +79,8 @@ template <typename T>
 inline void run_pairs(const MicroKernel<T>& uk, int64_t klen, const uint16_t* a_pairs, const uint16_t* b_pairs,
                          T* c, T* c_hi, int64_t ldc, bool accumulate) {
   if constexpr (std::is_same_v<T, float>)
-    uk.bf16->run_split(round_up(klen, uk.bf16->k_step) / 2, a_pairs, b_pairs, c, c_hi, ldc, accumulate);
+    uk.bf16->run_split(round_up(klen * uk.bf16->values_per_element, uk.bf16->k_step) / 2, a_pairs, b_pairs, c, c_hi,
+                       ldc, accumulate);
 }
 
 // Bf16Pairs::begin / end around one thread's GEMM block (a no-op without bfloat16 products).
@@ -125,7 +127,8 @@ void gemm_block(const MicroKernel<T>& uk, int64_t m0, int64_t mlen, int64_t n0, 
     const uint16_t* b_pairs = nullptr;
     if constexpr (std::is_same_v<T, float>)
       if (pairs) b_pairs = block_to_pairs(*uk.bf16, false, b_block, klen, nlen, nr, buf.b_pairs);
-    const int64_t panel_pairs = pairs ? round_up(klen, uk.bf16->k_step) : 0;  // bfloat16 values per panel column
+    // bfloat16 values per column of a converted panel
+    const int64_t panel_pairs = pairs ? round_up(klen * uk.bf16->values_per_element, uk.bf16->k_step) : 0;
     for (int64_t mb = m0; mb < m0 + mlen; mb += uk.mc) {
       const int64_t mblen = std::min(uk.mc, m0 + mlen - mb);
       const auto a_operand = pack_a(buf.a.data(), k0, klen, mb, mblen);

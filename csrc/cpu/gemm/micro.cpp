@@ -18,7 +18,13 @@ MicroKernel<double> micro_kernel<double>(Isa isa) {
   return pick_for_isa(isa, &scalar::kernel_f64, &avx2::kernel_f64, &avx512::kernel_f64);
 }
 
-MicroKernel<float> pair_element_kernel() {
+MicroKernel<float> pair_element_kernel(Isa isa) {
+  if (isa == Isa::kAmxBf16) {  // 128 elements = 256 reduction values per call, as amx_tile_kernel's
+    MicroKernel<float> uk = amx_tile_kernel();
+    uk.kc = 128;
+    uk.bf16 = amx_emulated() ? amx_emulation::element_tiles_16x32() : amx::element_tiles_16x32();
+    return uk;
+  }
   MicroKernel<float> uk = avx512::kernel_f32();
   uk.run_split = avx512_bf16::pairs_as_elements_split();
   uk.run_strided_a = nullptr;  // (the float kernel's: no pair version)

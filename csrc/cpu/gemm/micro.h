@@ -42,10 +42,14 @@ struct Bf16Pairs {
   void (*run_split)(int64_t pairs, const uint16_t* a, const uint16_t* b, float* c, float* c_hi, int64_t ldc,
                     bool accumulate);
   // out[(k / 2) * width * 2 + i * 2 + k % 2] = bf16(panel[k * width + i]), zeros for rows klen..round_up(klen,
-  // k_step); width is the kernel's mr or nr.
+  // k_step); width is the kernel's mr or nr. (Pair elements: the elements as they are, zero pairs after.)
   void (*to_pairs)(const float* panel, int64_t klen, int64_t width, uint16_t* out);
   int k_step = 2;
-  // Set: A's panels in this layout instead of to_pairs' (same size, round_up(klen, k_step) * width values).
+  // Reduction values per element of the packed panels: 1 for float panels (converted to bfloat16 here), 2 for
+  // panels whose 32-bit elements are already bfloat16 pairs (pair_element_kernel's packers); klen counts elements.
+  int values_per_element = 1;
+  // Set: A's panels in this layout instead of to_pairs' (same size, round_up(klen * values_per_element, k_step) *
+  // width values).
   void (*a_to_rows)(const float* panel, int64_t klen, int64_t width, uint16_t* out) = nullptr;
   // Set: called on a thread before its first run_split of a GEMM block and after its last (tile configuration).
   void (*begin)() = nullptr;
@@ -74,9 +78,14 @@ namespace avx512_bf16 {
 const Bf16Pairs* pairs_8x32();
 MicroKernelSplitFn<float> pairs_as_elements_split();
 }  // namespace avx512_bf16
-namespace amx { const Bf16Pairs* tiles_16x32(); }           // micro_amx.cpp: tile instructions
-namespace amx_emulation {                                     // micro_amx_emulated.cpp: the same kernel in C++
+// The AMX tile kernel on converted float panels (tiles_16x32) and on pair-element panels (element_tiles_16x32).
+namespace amx {  // micro_amx.cpp: tile instructions
 const Bf16Pairs* tiles_16x32();
+const Bf16Pairs* element_tiles_16x32();
+}  // namespace amx
+namespace amx_emulation {  // micro_amx_emulated.cpp: the same kernel in C++
+const Bf16Pairs* tiles_16x32();
+const Bf16Pairs* element_tiles_16x32();
 int64_t tile_products();  // tdpbf16ps emulated so far, all threads (tests: the tile kernel ran)
 }  // namespace amx_emulation
 
@@ -86,8 +95,8 @@ int64_t tile_products();  // tdpbf16ps emulated so far, all threads (tests: the 
 MicroKernel<float> amx_tile_kernel();
 
 // The AVX-512 float kernel's tile, blocking and transposes, but each 32-bit "float" element a pair of bfloat16
-// values and its products bfloat16 pairs (vdpbf16ps): for packers that move pairs as 32-bit elements
-// (gemm_forward_bf16_pairs). Only on Isa::kAvx512Bf16.
-MicroKernel<float> pair_element_kernel();
+// values and its products bfloat16 pairs (vdpbf16ps; on Isa::kAmxBf16 the tile kernel, 16 x 32, through Bf16Pairs):
+// for packers that move pairs as 32-bit elements (gemm_forward_bf16_pairs). Only on ISAs with bfloat16 products.
+MicroKernel<float> pair_element_kernel(Isa isa);
 
 }  // namespace fastconv::cpu

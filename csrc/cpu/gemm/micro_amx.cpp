@@ -48,9 +48,11 @@ void to_pairs_vector(const float* panel, int64_t klen, int64_t width, uint16_t* 
 }
 
 const Bf16Pairs kTiles16x32 = tile_pairs(&to_pairs_vector, &configure_tiles, &release_tiles);
+const Bf16Pairs kElementTiles16x32 = element_tile_pairs(&configure_tiles, &release_tiles);
 
 }  // namespace
 
 const Bf16Pairs* tiles_16x32() { return &kTiles16x32; }
+const Bf16Pairs* element_tiles_16x32() { return &kElementTiles16x32; }
 
 }  // namespace fastconv::cpu::amx

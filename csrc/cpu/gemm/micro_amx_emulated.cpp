@@ -80,10 +80,12 @@ void configure_tiles() { tiles.configured = true; }
 void release_tiles() { tiles.configured = false; }
 
 const Bf16Pairs kTiles16x32 = tile_pairs(&to_pairs_in_steps, &configure_tiles, &release_tiles);
+const Bf16Pairs kElementTiles16x32 = element_tile_pairs(&configure_tiles, &release_tiles);
 
 }  // namespace
 
 const Bf16Pairs* tiles_16x32() { return &kTiles16x32; }
+const Bf16Pairs* element_tiles_16x32() { return &kElementTiles16x32; }
 int64_t tile_products() { return products.load(); }
 
 }  // namespace fastconv::cpu::amx_emulation
