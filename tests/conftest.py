@@ -19,9 +19,9 @@ ALL_ISAS = ("scalar", "avx2", "avx512")
 
 
 # avx512_bf16 runs the float32 kernels of avx512 and multiplies bfloat16 operands in bfloat16; amx_bf16 (never
-# chosen unasked) is avx512_bf16 with the GEMMs on converted panels on AMX tiles: tests of bfloat16 inputs add
-# both (isa_bf16). On a CPU with AVX512-BF16 but no AMX, amx_bf16 runs with its tile instructions emulated
-# (FASTCONV_AMX_EMULATION=1).
+# chosen unasked) is avx512_bf16 with every bfloat16 GEMM on AMX tiles and no Winograd for bfloat16: tests of
+# bfloat16 inputs add both (isa_bf16). On a CPU with AVX512-BF16 but no AMX, amx_bf16 runs with its tile
+# instructions emulated (FASTCONV_AMX_EMULATION=1).
 BF16_PRODUCT_ISAS = ("avx512_bf16", "amx_bf16")
 BF16_ISAS = ALL_ISAS + BF16_PRODUCT_ISAS
 

@@ -6,8 +6,10 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
+#endif
 
 #include "cpu/isa.h"
 
@@ -20,8 +22,12 @@ namespace {
 bool cpu_has_amx_tiles() {
   static const bool granted = [] {
     if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) return false;
+#if defined(__linux__)
     constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
     return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;  // (no way written here to ask another OS for the tile state)
+#endif
   }();
   return granted;
 }
@@ -76,8 +82,8 @@ Isa active_isa() {
       throw std::invalid_argument(std::string("FASTCONV_ISA=") + forced + " but this CPU does not support it");
     return isa;
   }
-  throw std::invalid_argument(std::string("FASTCONV_ISA must be one of scalar, avx2, avx512, avx512_bf16, amx_bf16; got '") +
-                              forced + "'");
+  throw std::invalid_argument(
+      std::string("FASTCONV_ISA must be one of scalar, avx2, avx512, avx512_bf16, amx_bf16; got '") + forced + "'");
 }
 
 const char* cpu_description() {

@@ -155,8 +155,8 @@ void gemm_forward_few_pixels(const ConvParams& p, const T* x, const T* w, const 
 void gemm_forward_few_pixels_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias,
                                         float* y) {
   if (p.groups != 1) throw std::logic_error("fastconv: the few-pixel GEMMs take groups == 1");
-  forward_few_pixels_with(pair_element_kernel(active_isa()), channel_pair_problem(p, x, w), reinterpret_cast<const float*>(x),
-                          reinterpret_cast<const float*>(w), bias, y);
+  forward_few_pixels_with(pair_element_kernel(active_isa()), channel_pair_problem(p, x, w),
+                          reinterpret_cast<const float*>(x), reinterpret_cast<const float*>(w), bias, y);
 }
 
 // dW[k, c, r, s] = sum over images and the output pixels whose tap (r, s) reads inside the input of

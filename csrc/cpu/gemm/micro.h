@@ -38,7 +38,7 @@ using TransposeFn = void (*)(const T* src, int64_t ld, int64_t rows, int64_t kle
 // AMX tiles (micro_amx.inc) take the same B pairs, but their A operand row by row, and the reduction in steps of
 // 32: k_step, a_to_rows and begin / end say so.
 struct Bf16Pairs {
-  // `pairs` = round_up(klen, k_step) / 2, the panels' padded reduction in pairs.
+  // `pairs` = round_up(klen * values_per_element, k_step) / 2: the panels' padded reduction, in pairs.
   void (*run_split)(int64_t pairs, const uint16_t* a, const uint16_t* b, float* c, float* c_hi, int64_t ldc,
                     bool accumulate);
   // out[(k / 2) * width * 2 + i * 2 + k % 2] = bf16(panel[k * width + i]), zeros for rows klen..round_up(klen,
