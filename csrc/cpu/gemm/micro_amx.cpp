@@ -40,14 +40,7 @@ void configure_tiles() {
 }
 void release_tiles() { _tile_release(); }
 
-// B as the AVX512-BF16 kernel's pairs (one vector conversion per 8 columns of two rows), then zero pairs to a step.
-void to_pairs_vector(const float* panel, int64_t klen, int64_t width, uint16_t* out) {
-  avx512_bf16::pairs_8x32()->to_pairs(panel, klen, width, out);
-  const int64_t done = (klen + 1) / 2 * 2 * width, padded = (klen + kStep - 1) / kStep * kStep * width;
-  for (int64_t i = done; i < padded; ++i) out[i] = 0;
-}
-
-const Bf16Pairs kTiles16x32 = tile_pairs(&to_pairs_vector, &configure_tiles, &release_tiles);
+const Bf16Pairs kTiles16x32 = tile_pairs(&configure_tiles, &release_tiles);
 const Bf16Pairs kElementTiles16x32 = element_tile_pairs(&configure_tiles, &release_tiles);
 
 }  // namespace

@@ -68,18 +68,10 @@ void tile_dp(int c_tile, int a_tile, int b_tile) {
 #undef TILE_STORE
 #undef TILE_DP
 
-// Bf16Pairs' pair panel, zero rows to a whole step: out[(k / 2) * width * 2 + i * 2 + k % 2].
-void to_pairs_in_steps(const float* panel, int64_t klen, int64_t width, uint16_t* out) {
-  const int64_t padded = (klen + kStep - 1) / kStep * kStep;
-  for (int64_t k = 0; k < padded; ++k)
-    for (int64_t i = 0; i < width; ++i)
-      out[(k / 2) * width * 2 + i * 2 + k % 2] = k < klen ? round_to_bf16(panel[k * width + i]) : uint16_t{0};
-}
-
 void configure_tiles() { tiles.configured = true; }
 void release_tiles() { tiles.configured = false; }
 
-const Bf16Pairs kTiles16x32 = tile_pairs(&to_pairs_in_steps, &configure_tiles, &release_tiles);
+const Bf16Pairs kTiles16x32 = tile_pairs(&configure_tiles, &release_tiles);
 const Bf16Pairs kElementTiles16x32 = element_tile_pairs(&configure_tiles, &release_tiles);
 
 }  // namespace
