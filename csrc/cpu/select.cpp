@@ -156,7 +156,8 @@ bool few_taps_fits(const ConvParams& p, Arithmetic arithmetic) {
 
 // NHWC bfloat16 operands with bfloat16 products: channels 2i and 2i + 1 are adjacent, so the GEMM reads x and w
 // as pairs, as vdpbf16ps multiplies them, without widening them to float or converting packed panels (1.2-1.4x
-// on the fast CIFAR net's NHWC layers, Zen 4). Needs an even channel count per group.
+// on the fast CIFAR net's NHWC layers, Zen 4). Needs an even channel count per group. On AVX512-BF16 its
+// micro-kernel broadcasts the pairs from x in place (gemm/pair_rows.cpp); AMX tiles take packed rows.
 bool bf16_pairs_fit(const ConvParams& p) { return p.channels_last && p.Cg() % 2 == 0; }
 
 }  // namespace

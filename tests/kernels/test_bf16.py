@@ -212,6 +212,89 @@ def test_bf16_pairs_take_views_at_odd_offsets(monkeypatch):
     assert torch.equal(dx, ops.conv2d_grad_input(dy.clone(memory_format=torch.channels_last), x, w, *args))
 
 
+# (id, N, C, K, H, W, kernel, stride, padding, dilation, groups): the pair GEMM with its A rows read in place
+# (gemm/pair_rows.cpp, AVX512-BF16). Pixel counts that are not whole tiles of 8, output channels that are not whole
+# panels of 32, reduction blocks of several taps (12 pairs a tap), of part of a tap (130 pairs: blocks of 128 and
+# 2), taps in the padding on every side, strides, dilation, groups, 1x1 and 5x5.
+PAIR_ROWS = [
+    ("3x3_s1", 3, 24, 40, 9, 10, 3, 1, 1, 1, 1),
+    ("3x3_s2", 5, 64, 64, 15, 16, 3, 2, 1, 1, 1),
+    ("wide_tap_split", 2, 260, 36, 5, 6, 3, 1, 1, 1, 1),
+    ("1x1_s2", 3, 64, 72, 9, 8, 1, 2, 0, 1, 1),
+    ("5x5_dilated_padded", 2, 16, 33, 11, 9, 5, 1, 3, 2, 1),
+    ("grouped_strided", 3, 48, 40, 10, 10, 3, 2, 1, 1, 2),
+    ("one_pixel", 1, 8, 40, 1, 1, 3, 1, 1, 1, 1),
+]
+
+
+@needs_bf16
+@pytest.mark.parametrize("case", PAIR_ROWS, ids=[c[0] for c in PAIR_ROWS])
+def test_pair_rows_forward(case, monkeypatch, restore_num_threads):
+    """Forward (with bias) and the stride-1 grad-input (a forward of flipped weights) of the in-place pair GEMM
+    against float64, and bitwise the same on 1 and 2 threads."""
+    _, N, C, K, H, W, k, stride, padding, dilation, groups = case
+    monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
+    x, w = _problem_tensors(N, C, K, H, W, k, groups, True)
+    bias = torch.randn(K, generator=torch.Generator().manual_seed(2)).bfloat16()
+    assert cpu_conv2d_algorithms(x, w, stride, padding, dilation, groups)["forward"] == "gemm_bf16_pairs"
+    args = ([stride, stride], [padding] * 4, [dilation, dilation], groups)
+    ref = F.conv2d(x.double(), w.double(), bias.double(), stride, padding, dilation, groups)
+    runs = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        runs.append(ops.conv2d(x, w, bias, *args))
+    assert torch.equal(runs[0], runs[1])
+    assert runs[0].is_contiguous(memory_format=torch.channels_last)
+    assert _max_rel_error(runs[0], ref) < 8e-3
+    if case[0] in ("3x3_s1", "wide_tap_split"):
+        assert cpu_conv2d_algorithms(x, w, stride, padding, dilation, groups)["grad_input"] == \
+            "flipped_forward:gemm_bf16_pairs"
+        dy = torch.randn(ref.shape, generator=torch.Generator().manual_seed(3)).bfloat16().contiguous(
+            memory_format=torch.channels_last)
+        xd = x.double().requires_grad_()
+        (ref_dx,) = torch.autograd.grad(F.conv2d(xd, w.double(), None, stride, padding, dilation, groups), xd,
+                                        dy.double())
+        assert _max_rel_error(ops.conv2d_grad_input(dy, x, w, *args), ref_dx) < 8e-3
+
+
+# (id, N, C, K, H, W, kernel, stride, padding, dilation): the strided grad-input as per-phase GEMMs gathering dy's
+# pairs in place (gemm/pair_rows.cpp). 3x3 at stride 2 (phases of 4, 2, 2, 1 taps), 1x1 at stride 2 (three phases
+# with no tap: zeros), stride 3 with dilation 2 and uneven maps, K / 2 = 130 pairs (a tap split over two blocks), a
+# single output pixel.
+GATHERED_GRAD_INPUT = [
+    ("3x3_s2", 3, 40, 64, 15, 16, 3, 2, 1, 1),
+    ("1x1_s2", 2, 24, 48, 9, 8, 1, 2, 0, 1),
+    ("5x5_s3_dilated", 2, 16, 34, 17, 13, 5, 3, 2, 2),
+    ("wide_k", 2, 20, 260, 7, 6, 3, 2, 1, 1),
+    ("one_output_pixel", 3, 8, 36, 2, 2, 3, 2, 1, 1),
+]
+
+
+@needs_bf16
+@pytest.mark.parametrize("case", GATHERED_GRAD_INPUT, ids=[c[0] for c in GATHERED_GRAD_INPUT])
+def test_gathered_strided_grad_input(case, monkeypatch, restore_num_threads):
+    """Against float64, bfloat16 and channels_last, bitwise the same on 1 and 2 threads; an odd K (no pairs along
+    K) takes the col2im GEMM and agrees too."""
+    _, N, C, K, H, W, k, stride, padding, dilation = case
+    monkeypatch.setenv("FASTCONV_ISA", "avx512_bf16")
+    for K_used in (K, K - 1):
+        x, w = _problem_tensors(N, C, K_used, H, W, k, 1, True)
+        args = ([stride, stride], [padding] * 4, [dilation, dilation], 1)
+        assert cpu_conv2d_algorithms(x, w, stride, padding, dilation, 1)["grad_input"] == "gemm_col2im"
+        xd = x.double().requires_grad_()
+        ref = F.conv2d(xd, w.double(), None, stride, padding, dilation)
+        dy = torch.randn(ref.shape, generator=torch.Generator().manual_seed(4)).bfloat16().contiguous(
+            memory_format=torch.channels_last)
+        (ref_dx,) = torch.autograd.grad(ref, xd, dy.double())
+        runs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runs.append(ops.conv2d_grad_input(dy, x, w, *args))
+        assert torch.equal(runs[0], runs[1])
+        assert runs[0].dtype == torch.bfloat16 and runs[0].is_contiguous(memory_format=torch.channels_last)
+        assert _max_rel_error(runs[0], ref_dx) < 8e-3, K_used
+
+
 # (id, N, C, K, H, W, layout, FASTCONV_WINOGRAD, forward algorithm under bfloat16 products): the image-lane Winograd
 # paths, which read bfloat16 x and dy in place and write bfloat16 outputs. Maps and batches that are not whole
 # tiles or lane groups; NHWC channel groups of 16, 8 and odd sizes (the lane kernels' partial loads and stores).

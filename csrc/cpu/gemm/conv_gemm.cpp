@@ -80,6 +80,7 @@ ConvParams channel_pair_problem(const ConvParams& p, const uint16_t* x, const ui
 }
 
 void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
+  if (active_isa() == Isa::kAvx512Bf16) return pair_rows_forward(p, x, w, bias, y);
   gemm_forward_with(pair_element_kernel(active_isa()), channel_pair_problem(p, x, w),
                     reinterpret_cast<const float*>(x), reinterpret_cast<const float*>(w), bias, y);
 }
@@ -352,6 +353,9 @@ void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx)
 }
 
 void gemm_grad_input_col2im_bf16(const ConvParams& p, const uint16_t* dy, const float* w, uint16_t* dx) {
+  if (active_isa() == Isa::kAvx512Bf16 && bf16_products() && p.channels_last && p.K % 2 == 0 &&
+      reinterpret_cast<uintptr_t>(dy) % 4 == 0)
+    return pair_rows_grad_input_strided(p, dy, w, dx);
   col2im_grad_input(p, dy, w, dx);
 }
 

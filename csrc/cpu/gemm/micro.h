@@ -74,9 +74,18 @@ MicroKernel<T> micro_kernel(Isa isa);
 namespace scalar { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
 namespace avx2 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
 namespace avx512 { MicroKernel<float> kernel_f32(); MicroKernel<double> kernel_f64(); }
+// C[8 x 32] += the products of 8 A rows read in place and a B panel of bfloat16 pairs, over `taps` groups of
+// `pairs` reduction pairs: row i of tap t from rows[t * 8 + i] + first_pair (32-bit pairs), B as [taps * pairs][32]
+// pairs, C rows ldc apart (gemm/pair_rows.cpp).
+using PairRowsKernel = void (*)(int64_t taps, int64_t pairs, int64_t first_pair, const uint32_t* const* rows,
+                                const uint16_t* b, float* c, int64_t ldc);
+// n floats rounded to bfloat16 bits (to nearest even; vcvtneps2bf16).
+using RoundFn = void (*)(const float* src, int64_t n, uint16_t* dst);
 namespace avx512_bf16 {
 const Bf16Pairs* pairs_8x32();
 MicroKernelSplitFn<float> pairs_as_elements_split();
+PairRowsKernel pair_rows_8x32();
+RoundFn round_to_bf16_run();
 }  // namespace avx512_bf16
 // The AMX tile kernel on converted float panels (tiles_16x32) and on pair-element panels (element_tiles_16x32).
 namespace amx {  // micro_amx.cpp: tile instructions

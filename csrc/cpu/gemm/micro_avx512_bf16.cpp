@@ -67,9 +67,52 @@ void pairs_as_elements_split_8x32(int64_t kc, const float* a, const float* b, fl
                     accumulate);
 }
 
+// The 8 x 32 tile again, its A rows read in place: row i's pairs for tap t from rows[t * 8 + i] + first_pair (an
+// NHWC pixel's channel pairs, or a row of zeros for a tap in the padding), B as [taps * pairs][32] pairs. C (ldc
+// apart) is loaded first and the products added onto it. No A panel is packed: packing NHWC im2col rows by
+// transposition was a quarter of the stride-2 pair GEMM's time.
+void pair_rows_kernel_8x32(int64_t taps, int64_t pairs, int64_t first_pair, const uint32_t* const* rows,
+                           const uint16_t* b, float* c, int64_t ldc) {
+  constexpr int MR = 8;
+  __m512 acc[MR][2];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) acc[i][0] = _mm512_loadu_ps(c + i * ldc), acc[i][1] = _mm512_loadu_ps(c + i * ldc + 16);
+  for (int64_t t = 0; t < taps; ++t, rows += MR) {
+    const uint32_t* r[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) r[i] = rows[i] + first_pair;
+    for (int64_t p = 0; p < pairs; ++p) {
+      const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 32);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(r[i][p]));
+        acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
+        acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
+      }
+      b += 64;
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) _mm512_storeu_ps(c + i * ldc, acc[i][0]), _mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
+}
+
+// vcvtneps2bf16 rounds to nearest even as round_to_bf16 does; unlike it, it reads float denormals as zero (sums
+// that small, under 2^-126, round to bfloat16 zero or a bfloat16 denormal there).
+void round_run(const float* src, int64_t n, uint16_t* dst) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256((__m256i*)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+  if (i < n) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm256_mask_storeu_epi16(dst + i, tail, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(tail, src + i)));
+  }
+}
+
 }  // namespace
 
 const Bf16Pairs* pairs_8x32() { return &kPairs8x32; }
+RoundFn round_to_bf16_run() { return &round_run; }
+PairRowsKernel pair_rows_8x32() { return &pair_rows_kernel_8x32; }
 MicroKernelSplitFn<float> pairs_as_elements_split() { return &pairs_as_elements_split_8x32; }
 
 }  // namespace fastconv::cpu::avx512_bf16
