@@ -11,6 +11,8 @@
 #include "cpu/depthwise/depthwise.h"
 #include "cpu/direct/direct.h"
 #include "cpu/gemm/conv_gemm.h"
+#include "cpu/gemm/micro.h"
+#include "cpu/memory.h"
 #include "cpu/parallel.h"
 #include "cpu/select.h"
 #include "cpu/winograd/winograd.h"
@@ -191,10 +193,23 @@ bool reads_pairs(const ConvParams& p, ConvAlgo algo) {
          (algo == ConvAlgo::kGemmFewPixels && p.channels_last && p.groups == 1 && p.C % 2 == 0);
 }
 
+// y in bfloat16: the pair GEMM on AVX512-BF16 writes it from each task's float sums; the few-pixel GEMM and the
+// AMX tiles sum into a float y, rounded here once.
 void forward_bf16_pairs(const ConvParams& p, ConvAlgo algo, const uint16_t* x, const uint16_t* w, const float* bias,
-                        float* y) {
-  if (algo == ConvAlgo::kGemmFewPixels) return gemm_forward_few_pixels_bf16_pairs(p, x, w, bias, y);
-  gemm_forward_bf16_pairs(p, x, w, bias, y);
+                        uint16_t* y) {
+  if (algo == ConvAlgo::kGemmBf16Pairs && active_isa() == Isa::kAvx512Bf16) return pair_rows_forward(p, x, w, bias, y);
+  const int64_t n = p.N * p.PQ() * p.K;
+  const std::unique_ptr<float[]> sums = fresh_array<float>(n);
+  if (algo == ConvAlgo::kGemmFewPixels)
+    gemm_forward_few_pixels_bf16_pairs(p, x, w, bias, sums.get());
+  else
+    gemm_forward_bf16_pairs(p, x, w, bias, sums.get());
+  constexpr int64_t kChunk = 1 << 14;
+  const RoundFn round_run = avx512_bf16::round_to_bf16_run();  // (every CPU with bfloat16 products has AVX512-BF16)
+  parallel_for(0, ceil_div(n, kChunk), 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c)
+      round_run(sums.get() + c * kChunk, std::min(kChunk, n - c * kChunk), y + c * kChunk);
+  });
 }
 
 }  // namespace
@@ -215,12 +230,12 @@ bool conv2d_grad_weight_bf16_applies(const ConvParams& p) {
          choose_grad_weight(p, Arithmetic::kBf16Products) == ConvAlgo::kGemm;
 }
 
-void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
+void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, uint16_t* y) {
   if (!conv2d_forward_bf16_applies(p)) throw std::logic_error("fastconv: no bfloat16 pair forward for this problem");
   forward_bf16_pairs(p, choose_forward(p, Arithmetic::kBf16Products), x, w, bias, y);
 }
 
-void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx) {
+void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, uint16_t* dx) {
   if (!conv2d_grad_input_bf16_applies(p))
     throw std::logic_error("fastconv: no bfloat16 pair grad-input for this problem");
   const ConvParams fwd = flipped_forward(p);

@@ -15,12 +15,13 @@ template <typename T> void conv2d_grad_bias(const ConvParams& p, const T* dy, T*
 
 // bfloat16 operands read in place (raw bits, 4-byte aligned) with bfloat16 products, for the problems select.cpp
 // sends to kGemmBf16Pairs on a CPU that has them (the *_applies checks); the others take the entry points above
-// on float copies. Outputs are float.
+// on float copies. The forward and grad-input write bfloat16 (rounded once from float sums), the weight gradient
+// float.
 bool conv2d_forward_bf16_applies(const ConvParams& p);
 bool conv2d_grad_input_bf16_applies(const ConvParams& p);
 bool conv2d_grad_weight_bf16_applies(const ConvParams& p);
-void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
-void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, float* dx);
+void conv2d_forward_bf16(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, uint16_t* y);
+void conv2d_grad_input_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* w, uint16_t* dx);
 void conv2d_grad_weight_bf16(const ConvParams& p, const uint16_t* dy, const uint16_t* x, float* dw);
 
 // bfloat16 tensors on the image-lane Winograd paths (the algorithm select.cpp picks for `arithmetic`): x and dy

@@ -81,11 +81,11 @@ at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight, const st
   const at::Tensor b = has_bias ? kernel_input(*bias, at::MemoryFormat::Contiguous) : at::Tensor();
   if (bf16_products_for(input, weight) && conv2d_forward_bf16_applies(p)) {  // bfloat16 read in place
     const at::Tensor xb = aligned_bf16(input, fmt), wb = aligned_bf16(weight, fmt);
-    at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, xb.options().dtype(at::kFloat).memory_format(fmt));
+    at::Tensor y = empty_output({p.N, p.K, p.P, p.Q}, xb.options().memory_format(fmt));
     const ScopedBf16Products products(true);
     conv2d_forward_bf16(p, bf16_bits(xb), bf16_bits(wb), has_bias ? b.const_data_ptr<float>() : nullptr,
-                        y.mutable_data_ptr<float>());
-    return finish(y, input.scalar_type());
+                        mutable_bf16_bits(y));
+    return y;
   }
   if (both_bf16(input, weight) && conv2d_forward_winograd_bf16_applies(p, arithmetic_of(input, weight))) {
     const at::Tensor xb = input.contiguous(fmt), w = kernel_input(weight, fmt);
@@ -121,10 +121,10 @@ at::Tensor conv2d_grad_input_op(const at::Tensor& grad_output, const at::Tensor&
   const auto fmt = conv_memory_format(p);
   if (bf16_products_for(grad_output, weight) && conv2d_grad_input_bf16_applies(p)) {  // bfloat16 read in place
     const at::Tensor dyb = aligned_bf16(grad_output, fmt), wb = aligned_bf16(weight, fmt);
-    at::Tensor dx = empty_output(input.sizes(), dyb.options().dtype(at::kFloat).memory_format(fmt));
+    at::Tensor dx = empty_output(input.sizes(), dyb.options().memory_format(fmt));
     const ScopedBf16Products products(true);
-    conv2d_grad_input_bf16(p, bf16_bits(dyb), bf16_bits(wb), dx.mutable_data_ptr<float>());
-    return finish(dx, input.scalar_type());
+    conv2d_grad_input_bf16(p, bf16_bits(dyb), bf16_bits(wb), mutable_bf16_bits(dx));
+    return dx;
   }
   if (both_bf16(grad_output, weight) && conv2d_grad_input_winograd_bf16_applies(p, arithmetic_of(grad_output, weight))) {
     const at::Tensor dyb = grad_output.contiguous(fmt), w = kernel_input(weight, fmt);

@@ -80,7 +80,6 @@ ConvParams channel_pair_problem(const ConvParams& p, const uint16_t* x, const ui
 }
 
 void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y) {
-  if (active_isa() == Isa::kAvx512Bf16) return pair_rows_forward(p, x, w, bias, y);
   gemm_forward_with(pair_element_kernel(active_isa()), channel_pair_problem(p, x, w),
                     reinterpret_cast<const float*>(x), reinterpret_cast<const float*>(w), bias, y);
 }

@@ -22,6 +22,7 @@ int64_t taps_inside_count(const ConvParams& p);
 // even, x and w 4-byte aligned.
 ConvParams channel_pair_problem(const ConvParams& p, const uint16_t* x, const uint16_t* w);
 // NHWC, bfloat16 x and w (raw bits), Cg even, a CPU with bfloat16 products (select.cpp: kGemmBf16Pairs); float y.
+// (On AVX512-BF16 conv2d.cpp takes pair_rows_forward below instead: this one serves AMX tiles.)
 void gemm_forward_bf16_pairs(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
 // Strided grad-input (col2im); dx is overwritten.
 template <typename T> void gemm_grad_input_col2im(const ConvParams& p, const T* dy, const T* w, T* dx);
@@ -29,10 +30,10 @@ template <typename T> void gemm_grad_input_col2im(const ConvParams& p, const T* 
 // sums of each task's images (products as the calling thread's bf16_products() says). With bfloat16 products on
 // AVX512-BF16, NHWC and K even: gathered per phase instead (pair_rows_grad_input_strided).
 void gemm_grad_input_col2im_bf16(const ConvParams& p, const uint16_t* dy, const float* w, uint16_t* dx);
-// pair_rows.cpp, on AVX512-BF16 with bfloat16 products (the two above pick them): the pair GEMM with its A rows
-// (NHWC channel pairs) read in place, and the strided grad-input as per-phase GEMMs that gather dy's pairs in
-// place (NHWC, groups 1, K even).
-void pair_rows_forward(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, float* y);
+// pair_rows.cpp, on AVX512-BF16 with bfloat16 products: the pair GEMM with its A rows (NHWC channel pairs) read in
+// place, y written in bfloat16 (conv2d.cpp picks it over gemm_forward_bf16_pairs), and the strided grad-input as
+// per-phase GEMMs that gather dy's pairs in place (NHWC, groups 1, K even; gemm_grad_input_col2im_bf16 picks it).
+void pair_rows_forward(const ConvParams& p, const uint16_t* x, const uint16_t* w, const float* bias, uint16_t* y);
 void pair_rows_grad_input_strided(const ConvParams& p, const uint16_t* dy, const float* w, uint16_t* dx);
 template <typename T> void gemm_grad_weight(const ConvParams& p, const T* dy, const T* x, T* dw);
 // NHWC, bfloat16 dy and x (raw bits), read in place and widened as they are packed; float dw (zeroed by caller).
