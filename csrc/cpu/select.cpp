@@ -31,7 +31,9 @@
 // "float" rows take bfloat16 operands too (computed in float32); only the GEMM multiplies them in bfloat16. Under
 // FASTCONV_ISA=amx_bf16 the winograd rows never hold for bfloat16 products (see winograd_fits).
 // Inside the GEMM, how im2col rows are packed (straight from x, or from phase planes) is the GEMM's own choice
-// (gemm/phase_planes.h: packs_from_planes); it changes the speed, not the sums.
+// (gemm/phase_planes.h: packs_from_planes); it changes the speed, not the sums. So is, with bfloat16 products on
+// AVX512-BF16, reading NHWC pairs in place (gemm/pair_rows.cpp): the pair GEMM's A rows, and a strided
+// grad-input gathered per phase of the input rather than scattered by col2im (NHWC, K even).
 #include "cpu/select.h"
 
 #include <cstdlib>

@@ -96,8 +96,8 @@ void pair_rows_kernel_8x32(int64_t taps, int64_t pairs, int64_t first_pair, cons
   for (int i = 0; i < MR; ++i) _mm512_storeu_ps(c + i * ldc, acc[i][0]), _mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
 }
 
-// vcvtneps2bf16 rounds to nearest even as round_to_bf16 does; unlike it, it reads float denormals as zero (sums
-// that small, under 2^-126, round to bfloat16 zero or a bfloat16 denormal there).
+// vcvtneps2bf16 rounds to nearest even as round_to_bf16 does, but reads float denormals (under 2^-126) as zero,
+// where round_to_bf16 keeps them as bfloat16 denormals.
 void round_run(const float* src, int64_t n, uint16_t* dst) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)

@@ -70,32 +70,21 @@ void pack_weight_panels(const uint32_t* w2, int64_t g, int64_t Kg, int64_t red, 
   }
 }
 
-// c (tile_count * 8 rows, ldc apart) += the task's A rows times B: rows[(tile * taps + t) * 8 + i] is row i of tile
-// `tile` at tap t, packed[panel] is B's panel [taps * tap_pairs][32]. Rows past `row_count` and columns past `cols`
-// go through `edge` and are dropped.
-void multiply_rows(const std::vector<ReductionBlock>& blocks, int64_t tile_count, int64_t row_count,
-                   const uint32_t* const* rows, int64_t taps, int64_t tap_pairs, const uint32_t* packed, int64_t panels,
-                   int64_t cols, float* c, int64_t ldc, float* edge) {
+// c (tile_count * 8 rows of panels * 32 floats, ldc apart) += the task's A rows times B: rows[(tile * taps + t) * 8
+// + i] is row i of tile `tile` at tap t, packed[panel] is B's panel [taps * tap_pairs][32]. c holds whole tiles and
+// panels (rows of padding pixels read zeros, columns past the channels multiply B's zero columns), so no tile needs
+// an edge case.
+void multiply_rows(const std::vector<ReductionBlock>& blocks, int64_t tile_count, const uint32_t* const* rows,
+                   int64_t taps, int64_t tap_pairs, const uint32_t* packed, int64_t panels, float* c, int64_t ldc) {
   const PairRowsKernel kernel = avx512_bf16::pair_rows_8x32();
   const int64_t red = taps * tap_pairs;
   for (const ReductionBlock& block : blocks) {
     for (int64_t panel = 0; panel < panels; ++panel) {
       const uint16_t* b =
           reinterpret_cast<const uint16_t*>(packed + (panel * red + block.tap0 * tap_pairs + block.pair0) * kCols);
-      const int64_t k0 = panel * kCols, width = std::min(kCols, cols - k0);
-      for (int64_t tile = 0; tile < tile_count; ++tile) {
-        const uint32_t* const* tile_rows = rows + (tile * taps + block.tap0) * kRows;
-        const int64_t valid = std::min(kRows, row_count - tile * kRows);
-        float* ct = c + tile * kRows * ldc + k0;
-        if (valid == kRows && width == kCols) {
-          kernel(block.taps, block.pairs, block.pair0, tile_rows, b, ct, ldc);
-          continue;
-        }
-        std::fill(edge, edge + kRows * kCols, 0.0f);
-        for (int64_t i = 0; i < valid; ++i) std::copy(ct + i * ldc, ct + i * ldc + width, edge + i * kCols);
-        kernel(block.taps, block.pairs, block.pair0, tile_rows, b, edge, kCols);
-        for (int64_t i = 0; i < valid; ++i) std::copy(edge + i * kCols, edge + i * kCols + width, ct + i * ldc);
-      }
+      for (int64_t tile = 0; tile < tile_count; ++tile)
+        kernel(block.taps, block.pairs, block.pair0, rows + (tile * taps + block.tap0) * kRows, b,
+               c + tile * kRows * ldc + panel * kCols, ldc);
     }
   }
 }
@@ -121,10 +110,9 @@ void pair_rows_forward(const ConvParams& p, const uint16_t* x, const uint16_t* w
   const int64_t tiles = ceil_div(pixels, kRows), tasks_per_group = ceil_div(tiles, kBlockTiles);
   parallel_for(0, p.groups * tasks_per_group, 1, [&](int64_t t0, int64_t t1) {
     std::vector<const uint32_t*> rows(static_cast<size_t>(kBlockTiles * taps * kRows));  // [tile][tap][pixel]
-    // The task's rows of y in float (whole tiles and panels: no edge cases), rounded to bfloat16 once at the end:
-    // y is written once, in bfloat16, where a float y and its conversion had cost a third of a stride-2 forward.
+    // The task's rows of y in float (whole tiles and panels), rounded to bfloat16 once at the end: y is written
+    // once, in bfloat16, with no float y to allocate, fill and convert.
     std::vector<float> sums(static_cast<size_t>(kBlockTiles * kRows * ldc));
-    alignas(64) float edge[kRows * kCols];
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t g = task / tasks_per_group, tile0 = task % tasks_per_group * kBlockTiles;
       const int64_t tile_count = std::min(kBlockTiles, tiles - tile0);
@@ -148,8 +136,8 @@ void pair_rows_forward(const ConvParams& p, const uint16_t* x, const uint16_t* w
         else
           std::fill(row, row + Kg, 0.0f);
       }
-      multiply_rows(blocks, tile_count, tile_count * kRows, rows.data(), taps, Cp,
-                    packed.get() + g * panels * red * kCols, panels, ldc, sums.data(), ldc, edge);
+      multiply_rows(blocks, tile_count, rows.data(), taps, Cp, packed.get() + g * panels * red * kCols, panels,
+                    sums.data(), ldc);
       for (int64_t j = j0; j < j0 + jlen; ++j) round_run(sums.data() + (j - j0) * ldc, Kg, y + j * p.K + g * Kg);
     }
   });
@@ -175,12 +163,13 @@ void pair_rows_grad_input_strided(const ConvParams& p, const uint16_t* dy, const
     int64_t ph, pw, rows, cols;  // first input row and column; input rows and columns in it
     std::vector<int64_t> taps;   // r * S + s
     std::vector<int64_t> row_shift, col_shift;  // per tap: (ph + pad_h - r * dil_h) / stride_h, and for columns
+    std::vector<ReductionBlock> blocks;
     std::unique_ptr<uint32_t[]> packed;
   };
   std::vector<Phase> phases;
   for (int64_t ph = 0; ph < std::min(sh, p.H); ++ph)
     for (int64_t pw = 0; pw < std::min(sw, p.W); ++pw) {
-      Phase phase{ph, pw, ceil_div(p.H - ph, sh), ceil_div(p.W - pw, sw), {}, {}, {}, nullptr};
+      Phase phase{ph, pw, ceil_div(p.H - ph, sh), ceil_div(p.W - pw, sw), {}, {}, {}, {}, nullptr};
       for (int64_t r = 0; r < p.R; ++r)
         for (int64_t s = 0; s < p.S; ++s)
           if ((ph + p.pad_h - r * p.dil_h) % sh == 0 && (pw + p.pad_w - s * p.dil_w) % sw == 0) {
@@ -188,6 +177,7 @@ void pair_rows_grad_input_strided(const ConvParams& p, const uint16_t* dy, const
             phase.row_shift.push_back((ph + p.pad_h - r * p.dil_h) / sh);
             phase.col_shift.push_back((pw + p.pad_w - s * p.dil_w) / sw);
           }
+      phase.blocks = reduction_blocks(static_cast<int64_t>(phase.taps.size()), Kp);
       phases.push_back(std::move(phase));
     }
   // B of each phase: [panel][tap][k pair][32 channels], zero channels past C. w's values are bfloat16 held as
@@ -230,7 +220,6 @@ void pair_rows_grad_input_strided(const ConvParams& p, const uint16_t* dy, const
   parallel_for(0, static_cast<int64_t>(tasks.size()), 1, [&](int64_t t0, int64_t t1) {
     std::vector<const uint32_t*> rows;
     std::vector<float> sums(static_cast<size_t>(kBlockTiles * kRows * ldc));
-    alignas(64) float edge[kRows * kCols];
     for (int64_t task = t0; task < t1; ++task) {
       const Phase& phase = phases[tasks[static_cast<size_t>(task)].first];
       const int64_t taps = static_cast<int64_t>(phase.taps.size()), pixels = p.N * phase.rows * phase.cols;
@@ -260,8 +249,7 @@ void pair_rows_grad_input_strided(const ConvParams& p, const uint16_t* dy, const
         if (a == phase.rows) a = 0, ++n;
       }
       std::fill(sums.begin(), sums.begin() + tile_count * kRows * ldc, 0.0f);
-      multiply_rows(reduction_blocks(taps, Kp), tile_count, tile_count * kRows, rows.data(), taps, Kp,
-                    phase.packed.get(), panels, ldc, sums.data(), ldc, edge);
+      multiply_rows(phase.blocks, tile_count, rows.data(), taps, Kp, phase.packed.get(), panels, sums.data(), ldc);
       for (int64_t j = j0; j < j0 + jlen; ++j) round_run(sums.data() + (j - j0) * ldc, C, dx_row(j));
     }
   });
