@@ -1,5 +1,5 @@
 // NHWC bfloat16 GEMMs on AVX512-BF16 whose A operand is read in place: the pair GEMM's forward
-// (gemm_forward_bf16_pairs picks it) and the strided grad-input (gemm_grad_input_col2im_bf16 picks it; see
+// (conv2d.cpp's forward_bf16_pairs picks it over gemm_forward_bf16_pairs) and the strided grad-input (gemm_grad_input_col2im_bf16 picks it; see
 // pair_rows_grad_input_strided below).
 //
 // y[pixel][k] = bias[k] + sum over taps (r, s) and channel pairs c of x2[input pixel at (r, s)][c] . w2[k][r][s][c],
@@ -230,7 +230,10 @@ void pair_rows_grad_input_strided(const ConvParams& p, const uint16_t* dy, const
         return dx + ((n * p.H + phase.ph + a * sh) * p.W + phase.pw + b * sw) * C;
       };
       if (taps == 0) {  // no tap reaches these pixels
-        for (int64_t j = j0; j < j0 + jlen; ++j) std::fill(dx_row(j), dx_row(j) + C, uint16_t{0});
+        for (int64_t j = j0; j < j0 + jlen; ++j) {
+          uint16_t* row = dx_row(j);
+          std::fill(row, row + C, uint16_t{0});
+        }
         continue;
       }
       rows.resize(static_cast<size_t>(tile_count * taps * kRows));
