@@ -28,6 +28,7 @@ DETERMINISM_SPECS = [
     ConvSpec(10, 8, 8, 10, 9, 3, 3, padding=1, groups=8, layout="cl_input"),     # depthwise
     ConvSpec(12, 3, 20, 32, 32, 3, 3, padding=1),  # direct thin kernels: grad-weight over image batches, K=3 rows
     ConvSpec(1, 3, 8, 40, 36, 3, 3, padding=1),    # ... and one image, split into row blocks by the thread count
+    ConvSpec(6, 6, 16, 14, 14, 5, 5, layout="cl_both"),  # LeNet's conv2 channels_last: passes over taps as tasks
 ]
 
 

@@ -144,9 +144,10 @@ void copy_weights(const ConvParams& from, const float* src, const ConvParams& to
         for (int64_t s = 0; s < from.S; ++s) dst[to.weight_offset(k, c, r, s)] = src[from.weight_offset(k, c, r, s)];
 }
 
-// An image input to more than a few channels (nhwc_image_input): read in place, a vector of output channels per
-// task (its dy is too wide to copy: the fast CIFAR net's whitening layer 3.5-3.9 -> 2.5 ms, ResNet-18's first
-// layer 5.6 -> 2.8; with a few channels, one task and its passes over 75 taps ran 4x slower than NCHW copies).
+// An image input to more than a few channels (nhwc_image_input), or 9 to 16 output channels
+// (nhwc_grad_weight_in_place): read in place, a vector of output channels and one pass over dy per task (an image
+// input's dy is too wide to copy: the fast CIFAR net's whitening layer 3.5-3.9 -> 2.5 ms, ResNet-18's first layer
+// 5.6 -> 2.8; LeNet's 6 -> 16 layer 1.2-1.4 -> 0.3-0.5 ms, its passes over 150 taps shared between the threads).
 // T: float, or bfloat16 bits, widened as read (no float copies of dy: ~2.5 ms of ResNet-18's first layer).
 template <typename T>
 void image_grad_weight_nhwc(const ConvParams& p, const T* dy, const T* x, float* dw) {
@@ -156,17 +157,22 @@ void image_grad_weight_nhwc(const ConvParams& p, const T* dy, const T* x, float*
     kernel = kernels.image_grad_weight_nhwc;
   else
     kernel = kernels.image_grad_weight_nhwc_bf16;
-  const int64_t taps = p.C * p.R * p.S, lanes = kernels.lanes, tasks = ceil_div(p.K, lanes);
-  parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+  // A task per vector of output channels and pass of the kernel over dy (the taps its registers hold): thin
+  // layers (LeNet's 6 and 16 channels: one vector) have their passes shared out. Each tap's sum is one task's,
+  // over every pixel in order, so the result does not depend on the thread count.
+  const int64_t taps = p.C * p.R * p.S, lanes = kernels.lanes, vectors = ceil_div(p.K, lanes);
+  const int64_t pass_taps = kernels.image_grad_taps, passes = ceil_div(taps, pass_taps);
+  parallel_for(0, vectors * passes, 1, [&](int64_t t0, int64_t t1) {
     std::vector<double> sums(static_cast<size_t>(taps * lanes));
     std::vector<float> rows(static_cast<size_t>(image_rows_floats(p)));
     for (int64_t t = t0; t < t1; ++t) {
+      const int64_t k0 = t / passes * lanes, tap0 = t % passes * pass_taps, tap1 = std::min(taps, tap0 + pass_taps);
       std::fill(sums.begin(), sums.end(), 0.0);
-      kernel(p, dy, x, rows.data(), t * lanes, sums.data());
-      for (int64_t k = t * lanes; k < std::min(p.K, (t + 1) * lanes); ++k)
-        for (int64_t tap = 0; tap < taps; ++tap)
+      kernel(p, dy, x, rows.data(), k0, tap0, tap1, sums.data());
+      for (int64_t k = k0; k < std::min(p.K, k0 + lanes); ++k)
+        for (int64_t tap = tap0; tap < tap1; ++tap)
           dw[p.weight_offset(k, tap % p.C, tap / p.C / p.S, tap / p.C % p.S)] =
-              static_cast<float>(sums[tap * lanes + k - t * lanes]);
+              static_cast<float>(sums[tap * lanes + k - k0]);
     }
   });
 }
@@ -207,7 +213,7 @@ DirectKernels direct_kernels(Isa isa) {
 // on the thread count, and no partial sums need adding up. Images go in slices of at most ~16 MiB of padded
 // input and dy, so the scratch stays bounded for large images and batches.
 void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw) {
-  if (nhwc_image_input(p)) return image_grad_weight_nhwc(p, dy, x, dw);
+  if (nhwc_grad_weight_in_place(p)) return image_grad_weight_nhwc(p, dy, x, dw);
   const DirectKernels kernels = direct_kernels(active_isa());
   const int64_t groups = ceil_div(p.K, kernels.wgrad_channels);
   std::vector<double> sums(static_cast<size_t>(groups * kernels.wgrad_sums(p)), 0.0);
