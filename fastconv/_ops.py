@@ -173,9 +173,14 @@ def _max_pool2d_setup(ctx, inputs, output):
     indices = output[1]
     ctx.mark_non_differentiable(indices)
     ctx.save_for_backward(input, indices)
+    # The indices never have a gradient: without this, autograd would allocate and zero one of their size (int64)
+    # every backward, to hand in as _grad_indices.
+    ctx.set_materialize_grads(False)
 
 
 def _max_pool2d_backward(ctx, grad, _grad_indices):
+    if grad is None:  # (the output is not used by what is differentiated, only its indices)
+        return None, None, None, None, None, None
     input, indices = ctx.saved_tensors
     return ops.max_pool2d_grad(grad, input, indices), None, None, None, None, None
 
