@@ -400,14 +400,16 @@ def test_conv2d_few_pixels_matches_torch(case, layout, dtype, isa, restore_num_t
 # place) whose channels_last copies go through NCHW in slices of 2, 2 and 1 images, large images with stride_h 2
 # (the weight gradient's row path, one image per slice), and image inputs to 20 to 70 channels (the channels_last
 # forward's blocks of 3 vectors, and of 4 then 1; its weight gradient in place, a vector of channels per task, at
-# stride_h 2 and dilation 2 too).
+# stride_h 2 and dilation 2 too), and 9 to 16 output channels from more than 4 (the channels_last weight gradient
+# in place, its passes over the taps shared out) at stride_h 2 with dilation 2, and with a 1x5 kernel.
 THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1),
               (2, 5, 7, 19, 33, (3, 5), (2, 1), (1, 2), 1),
               (2, 4, 6, 21, 40, 3, 1, 2, 2), (2, 3, 9, 12, 20, 1, 1, 1, 1), (12, 2, 5, 64, 64, 3, 1, 1, 1),
               (3, 1, 2, 1100, 1100, 3, 1, 1, 1), (5, 3, 24, 120, 120, 3, 1, 1, 1),
               (3, 1, 2, 1100, 1100, 3, (2, 1), 1, 1),
               (3, 3, 40, 17, 19, 3, 1, 1, 1), (2, 3, 70, 9, 11, 3, 1, 1, 1),
-              (2, 3, 20, 15, 13, 3, (2, 1), 1, 1), (2, 4, 20, 15, 17, 3, 1, 2, 2)]
+              (2, 3, 20, 15, 13, 3, (2, 1), 1, 1), (2, 4, 20, 15, 17, 3, 1, 2, 2),
+              (2, 6, 12, 17, 15, 3, (2, 1), 1, 2), (3, 10, 9, 9, 21, (1, 5), 1, (0, 2), 1)]
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
