@@ -39,7 +39,8 @@ def build_model(metadata: Dict[str, Any]) -> nn.Module:
     """The architecture a checkpoint's metadata names, freshly initialised."""
     arch, num_classes = metadata.get("arch"), int(metadata.get("num_classes", 10))
     if arch == "fast_cifar":
-        return FastCifarNet(num_classes=num_classes, widths=tuple(metadata["widths"]))
+        return FastCifarNet(num_classes=num_classes, widths=tuple(metadata["widths"]),
+                            scale=float(metadata.get("scale", 1 / 9)))
     if arch == "lenet5":
         return lenet5(num_classes=num_classes)
     if arch == "resnet18":

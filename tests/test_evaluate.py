@@ -29,14 +29,14 @@ def data(tmp_path_factory):
     return write_synthetic_cifar10(tmp_path_factory.mktemp("cifar"), num_train=200, num_test=60)
 
 
-@pytest.mark.parametrize("precision", ["float32", "bf16_channels_last"])
+@pytest.mark.parametrize("precision", ["float32", "bf16_channels_last", "float32_muon"])
 def test_fast_recipe_checkpoint_gives_the_runs_own_report(precision, data, tmp_path):
     """The same accuracy, confusion matrix and (to the bit) loss as the run's own final evaluation; a run under
-    bfloat16 autocast in channels_last is evaluated that way too."""
+    bfloat16 autocast in channels_last is evaluated that way too, and a Muon run with its logit scale."""
     train, test = CIFAR10(data, train=True), CIFAR10(data, train=False)
-    low = precision != "float32"
+    low = precision.startswith("bf16")
     recipe = fast_cifar.FastCifarRecipe(epochs=2, batch_size=32, widths=(8, 16, 16), seed=1, bfloat16=low,
-                                        channels_last=low)
+                                        channels_last=low, optimizer="muon" if "muon" in precision else "sgd")
     model, _, result = fast_cifar.train(recipe, train.data, torch.tensor(train.targets), test.data,
                                         torch.tensor(test.targets), class_names=test.classes, progress=False)
     path = save_checkpoint(fast_cifar.checkpoint(model, recipe, 10, test.classes), tmp_path / "model.pt")

@@ -1,17 +1,21 @@
 """A fast CIFAR-10 recipe: :class:`~fastconv.models.FastCifarNet` trained in ~10 epochs, after airbench94.
 
-Written from the description in Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU" (arXiv 2404.00498):
+Written from the description in Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU" (arXiv 2404.00498),
+and, for ``optimizer="muon"`` (the default), from airbench94_muon's notes (see ``_muon_optimizers`` and
+:mod:`fastconv.train.muon`): the same net and data pipeline, Muon for the 3x3 filters, which reaches
+airbench94's accuracy in 8 epochs instead of 9.9.  The rest, common to both unless said:
 
 - Data lives in memory as one normalised float tensor; batches are gathered from it, not built per sample.
 - Augmentation: 2-pixel translation (random crops of a reflect-padded copy) and *alternating* flips: each image
   gets a random flip once, and every odd epoch flips the whole set, so each image is seen both ways in turn
   instead of by chance.
-- Nesterov SGD with the loss summed over the batch, the learning rate given per 1024 examples and scaled by
+- The loss is summed over the batch, label-smoothed (0.2).
+- ``optimizer="sgd"``: Nesterov SGD, the learning rate given per 1024 examples and scaled by
   1 / (1 + 1 / (1 - momentum)) so that steps have the gradient's scale whatever the momentum; BatchNorm biases
   learn 64x faster; weight decay scaled the same way; a triangular schedule (0.2 -> 1 at 23% -> 0.07).
-- Label smoothing 0.2.  The whitening layer's bias trains for the first 3 epochs only.
-- Lookahead: every 5 steps the weights are pulled to an exponential average of themselves, with a decay rising
-  as t^3 over the run; the final weights are that average.
+- The whitening layer's bias trains for the first 3 epochs only.
+- ``optimizer="sgd"``: lookahead: every 5 steps the weights are pulled to an exponential average of themselves,
+  with a decay rising as t^3 over the run; the final weights are that average.
 - Test-time augmentation (``tta_level``): 0 plain, 1 adds the mirror image, 2 also two 1-pixel translations.
 
 ``layers="torch"`` runs the same recipe on torch.nn.Conv2d / MaxPool2d (for timing against torch), optionally
@@ -37,16 +41,24 @@ from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD
 from ..models.fast_cifar import FastCifarNet
 from .finetune import load_pretrained, replace_head
 from .metrics import classification_report, confusion_matrix
+from .muon import Muon
 
 CHECKPOINT_FORMAT = "fastconv.model"
 
 
+# (epochs, batch size) per optimizer: airbench94's 9.9 epochs of 1024; airbench94_muon reaches the same accuracy in
+# 8 epochs of 2000, and the Muon default spends about airbench94's time on 10 (README "Accuracy (measured)")
+OPTIMIZER_DEFAULTS = {"sgd": (9.9, 1024), "muon": (10.0, 2000)}
+
+
 @dataclass
 class FastCifarRecipe:
-    """The recipe's settings (defaults: airbench94's)."""
+    """The recipe's settings (defaults: airbench94's, or airbench94_muon's with ``optimizer="muon"``).
 
-    epochs: float = 9.9
-    batch_size: int = 1024
+    ``epochs`` and ``batch_size`` left as None take the optimizer's defaults (:data:`OPTIMIZER_DEFAULTS`)."""
+
+    epochs: Optional[float] = None
+    batch_size: Optional[int] = None
     lr: float = 11.5                 # per 1024 examples, before the momentum scaling (see module docstring)
     momentum: float = 0.85
     weight_decay: float = 0.0153
@@ -59,6 +71,15 @@ class FastCifarRecipe:
     tta_level: int = 2
     widths: Tuple[int, int, int] = (64, 256, 256)
     lookahead_every: int = 5
+    # optimizer "muon" (after airbench94_muon): conv filters by Muon, the rest by Nesterov SGD, a linear decay
+    # to 0, no lookahead; lr / momentum / weight_decay / bias_scaler above then do not apply, these do
+    optimizer: str = "muon"
+    muon_lr: float = 0.24
+    muon_momentum: float = 0.6
+    bias_lr: float = 0.053           # BatchNorm and whitening biases (per batch: the loss is summed)
+    head_lr: float = 0.67
+    sgd_momentum: float = 0.85
+    muon_weight_decay: float = 2e-6  # per example, for the biases and the head
     seed: int = 0
     layers: str = "fastconv"         # or "torch"
     channels_last: bool = False
@@ -68,7 +89,12 @@ class FastCifarRecipe:
     freeze_backbone_epochs: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
+        if self.optimizer not in OPTIMIZER_DEFAULTS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_DEFAULTS)}, got {self.optimizer!r}")
+        default_epochs, default_batch = OPTIMIZER_DEFAULTS[self.optimizer]
+        self.epochs = default_epochs if self.epochs is None else self.epochs
+        self.batch_size = default_batch if self.batch_size is None else self.batch_size
+        if isinstance(self.epochs, bool) or not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise ValueError(f"epochs must be > 0, got {self.epochs!r}")
         for name in ("batch_size", "lookahead_every"):
             v = getattr(self, name)
@@ -153,7 +179,9 @@ class TrainBatches:
 # ---------------------------------------------------------------------------------------------------- model
 
 def build_model(recipe: FastCifarRecipe, num_classes: int = 10) -> nn.Module:
-    model = FastCifarNet(num_classes=num_classes, widths=recipe.widths)
+    # Muon's recipe starts the head at unit-std weights, so its logits are scaled down by the width
+    scale = 1.0 / recipe.widths[2] if recipe.optimizer == "muon" else 1 / 9
+    model = FastCifarNet(num_classes=num_classes, widths=recipe.widths, scale=scale)
     return revert(model) if recipe.layers == "torch" else model
 
 
@@ -215,6 +243,49 @@ def triangle(steps: int, start: float, peak_at: float, end: float) -> np.ndarray
     return np.interp(np.arange(steps + 1), [0, int(peak_at * steps), steps], [start, 1.0, end])
 
 
+def _sgd_optimizers(recipe: FastCifarRecipe, model: nn.Module, total_steps: int, backbone_mult: float):
+    """airbench94's: one Nesterov SGD, BatchNorm biases at ``bias_scaler`` times the LR, a triangular schedule."""
+    kilostep_scale = 1024 * (1 + 1 / (1 - recipe.momentum))
+    lr = recipe.lr / kilostep_scale
+    wd = recipe.weight_decay * recipe.batch_size / kilostep_scale
+    lr_biases = lr * recipe.bias_scaler
+    groups = []
+    for in_head in (False, True):
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n.startswith("fc.") == in_head]
+        mult = 1.0 if in_head else backbone_mult
+        for params, group_lr in (([p for n, p in named if "norm" in n], lr_biases), ([p for n, p in named
+                                                                                        if "norm" not in n], lr)):
+            if params:  # weight decay is given divided by the LR, since SGD multiplies them
+                groups.append(dict(params=params, lr=group_lr * mult, weight_decay=wd / group_lr))
+    optimizer = torch.optim.SGD(groups, momentum=recipe.momentum, nesterov=True)
+    lr_schedule = triangle(total_steps, start=0.2, peak_at=0.23, end=0.07)
+    return [optimizer], [torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_schedule[i])]
+
+
+def _muon_optimizers(recipe: FastCifarRecipe, model: nn.Module, total_steps: int, steps_per_epoch: int,
+                     backbone_mult: float):
+    """airbench94_muon's: Muon for the 3x3 filters; Nesterov SGD for the biases and the head; LRs fall linearly
+    to 0 (the whitening bias's over its ``whiten_bias_epochs``).  The head starts at unit-std weights (the
+    model divides the logits by its width, see build_model)."""
+    with torch.no_grad():
+        model.fc.weight.div_(model.fc.weight.std())
+    wd = recipe.muon_weight_decay * recipe.batch_size
+    filters = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() == 4]
+    sgd_groups = []
+    for params, lr in (([model.whiten.bias], recipe.bias_lr),
+                       ([p for n, p in model.named_parameters() if "norm" in n and p.requires_grad], recipe.bias_lr),
+                       (list(model.fc.parameters()), recipe.head_lr)):
+        mult = 1.0 if params[0] is model.fc.weight else backbone_mult
+        sgd_groups.append(dict(params=params, lr=lr * mult, weight_decay=wd / lr))
+    sgd = torch.optim.SGD(sgd_groups, momentum=recipe.sgd_momentum, nesterov=True)
+    muon = Muon(filters, lr=recipe.muon_lr * backbone_mult, momentum=recipe.muon_momentum)
+    whiten_steps = max(1, recipe.whiten_bias_epochs * steps_per_epoch)
+    decay = lambda i: max(0.0, 1 - i / total_steps)
+    sgd_schedule = torch.optim.lr_scheduler.LambdaLR(
+        sgd, [lambda i: max(0.0, 1 - i / whiten_steps), decay, decay])
+    return [sgd, muon], [sgd_schedule, torch.optim.lr_scheduler.LambdaLR(muon, decay)]
+
+
 def train(recipe: FastCifarRecipe, train_images: torch.Tensor, train_labels: torch.Tensor,
           test_images: Optional[torch.Tensor] = None, test_labels: Optional[torch.Tensor] = None, *,
           num_classes: int = 10, class_names: Optional[Sequence[str]] = None, eval_every_epoch: bool = True,
@@ -251,25 +322,17 @@ def train(recipe: FastCifarRecipe, train_images: torch.Tensor, train_labels: tor
     batches = TrainBatches(x_train, y_train, recipe.batch_size, recipe.translate, gen)
     total_steps = math.ceil(len(batches) * recipe.epochs)
 
-    kilostep_scale = 1024 * (1 + 1 / (1 - recipe.momentum))
-    lr = recipe.lr / kilostep_scale
-    wd = recipe.weight_decay * recipe.batch_size / kilostep_scale
-    lr_biases = lr * recipe.bias_scaler
     backbone_mult = recipe.backbone_lr_mult if pretrained is not None else 1.0
-    groups = []
-    for in_head in (False, True):
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n.startswith("fc.") == in_head]
-        mult = 1.0 if in_head else backbone_mult
-        for params, group_lr in (([p for n, p in named if "norm" in n], lr_biases), ([p for n, p in named
-                                                                                        if "norm" not in n], lr)):
-            if params:  # weight decay is given divided by the LR, since SGD multiplies them
-                groups.append(dict(params=params, lr=group_lr * mult, weight_decay=wd / group_lr))
-    backbone = [p for g in groups for p in g["params"] if not any(p is q for q in model.fc.parameters())]
-    optimizer = torch.optim.SGD(groups, momentum=recipe.momentum, nesterov=True)
-    lr_schedule = triangle(total_steps, start=0.2, peak_at=0.23, end=0.07)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_schedule[i])
-    decay_schedule = 0.95 ** 5 * (torch.arange(total_steps + 1) / total_steps) ** 3
-    lookahead = Lookahead(model)
+    if recipe.optimizer == "muon":
+        optimizers, schedulers = _muon_optimizers(recipe, model, total_steps, len(batches), backbone_mult)
+        lookahead = None
+    else:
+        optimizers, schedulers = _sgd_optimizers(recipe, model, total_steps, backbone_mult)
+        decay_schedule = 0.95 ** 5 * (torch.arange(total_steps + 1) / total_steps) ** 3
+        lookahead = Lookahead(model)
+    head_params = list(model.fc.parameters())
+    backbone = [p for o in optimizers for g in o.param_groups for p in g["params"]
+                if not any(p is q for q in head_params)]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing, reduction="none")
 
     history: List[Dict[str, Any]] = []
@@ -289,19 +352,22 @@ def train(recipe: FastCifarRecipe, train_images: torch.Tensor, train_labels: tor
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bfloat16):
                 out = model(x)
             loss = loss_fn(out.float(), y).sum()
-            optimizer.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
+            for optimizer in optimizers:
+                optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
             step += 1
             loss_sum += loss.item()
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
-            if step % recipe.lookahead_every == 0:
+            if lookahead is not None and step % recipe.lookahead_every == 0:
                 lookahead.update(model, decay=float(decay_schedule[step]))
             bar.update(1)
             if step >= total_steps:
-                lookahead.update(model, decay=1.0)  # end on the average itself
+                if lookahead is not None:
+                    lookahead.update(model, decay=1.0)  # end on the average itself
                 break
         train_seconds += time.perf_counter() - t0
         row: Dict[str, Any] = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / seen,
@@ -338,6 +404,7 @@ def checkpoint(model: nn.Module, recipe: FastCifarRecipe, num_classes: int,
     """What ``python -m fastconv.evaluate`` reads: the weights and how to rebuild and feed the model."""
     return {"format": CHECKPOINT_FORMAT, "model": {k: v.contiguous() for k, v in model.state_dict().items()},
             "metadata": {"arch": "fast_cifar", "widths": list(recipe.widths), "num_classes": num_classes,
+                         "scale": model.scale,
                          "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "tta_level": recipe.tta_level,
                          "class_names": list(class_names) if class_names is not None else None},
             "recipe": dataclasses.asdict(recipe)}

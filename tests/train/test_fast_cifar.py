@@ -124,6 +124,36 @@ def test_recipe_learns_tiny_data_and_reports_consistently():
     assert torch.allclose(predict(again, fast_cifar.normalize(xt), 2), logits, atol=1e-5)
 
 
+def test_muon_recipe_learns_tiny_data():
+    """Muon for the filters (kept at norm sqrt(out_channels)), SGD for the rest; logits scaled by 1 / width, also
+    in the checkpoint."""
+    x, y, xt, yt = tiny_data()
+    recipe = FastCifarRecipe(epochs=4, batch_size=32, widths=SMALL, seed=3, optimizer="muon")
+    model, history, result = fast_cifar.train(recipe, x, y, xt, yt, num_classes=4, progress=False)
+    assert result["test"]["accuracy"] > 0.6, result["test"]["accuracy"]  # chance is 0.25
+    assert model.scale == 1 / SMALL[2]
+    for name, p in model.named_parameters():
+        if p.dim() == 4 and p.requires_grad:
+            assert abs(p.norm().item() / p.shape[0] ** 0.5 - 1) < 0.05, name
+    ckpt = fast_cifar.checkpoint(model, recipe, 4)
+    assert ckpt["metadata"]["scale"] == 1 / SMALL[2]
+    logits = predict(model, fast_cifar.normalize(xt), recipe.tta_level)
+    assert torch.equal(logits.argmax(1), result["test_logits"].argmax(1))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_whitening_bias_trains_for_its_epochs_only(optimizer):
+    x, y, xt, yt = tiny_data(n_train=64, n_test=32)
+    for epochs in (0, 1):
+        # (12 steps: lookahead's average must have taken in the live weights at step 5 or 10)
+        recipe = FastCifarRecipe(epochs=3, batch_size=16, widths=SMALL, seed=2, optimizer=optimizer,
+                                 whiten_bias_epochs=epochs)
+        torch.manual_seed(recipe.seed)
+        initial = fast_cifar.build_model(recipe, 4).whiten.bias.detach().clone()
+        model = fast_cifar.train(recipe, x, y, num_classes=4, progress=False)[0]
+        assert torch.equal(model.whiten.bias, initial) == (epochs == 0), epochs
+
+
 def test_recipe_is_deterministic_for_a_seed():
     x, y, xt, yt = tiny_data(n_train=96, n_test=32)
     recipe = FastCifarRecipe(epochs=1, batch_size=32, widths=SMALL, seed=5)
@@ -143,13 +173,15 @@ def test_torch_layers_give_the_same_run():
     assert torch.allclose(ours(inputs), theirs(inputs), atol=1e-5)
 
 
-def test_fine_tuning_loads_the_backbone_new_head_frozen_first_epoch():
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_fine_tuning_loads_the_backbone_new_head_frozen_first_epoch(optimizer):
     x, y, xt, yt = tiny_data(n_train=64, n_test=32)
     pre = FastCifarNet(num_classes=4, widths=SMALL)
     with torch.no_grad():
         for p in pre.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    recipe = FastCifarRecipe(epochs=1, batch_size=32, widths=SMALL, freeze_backbone_epochs=1, backbone_lr_mult=0.1)
+    recipe = FastCifarRecipe(epochs=1, batch_size=32, widths=SMALL, freeze_backbone_epochs=1, backbone_lr_mult=0.1,
+                             optimizer=optimizer)
     model = fast_cifar.train(recipe, x, y, xt, yt, num_classes=4, progress=False, pretrained=pre.state_dict())[0]
     for (name, p), q in zip(model.named_parameters(), pre.parameters()):
         if name.startswith("fc."):
