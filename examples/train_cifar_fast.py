@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--output-dir", default="runs/cifar_fast")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--epochs", type=float, default=None,
-                    help="default: the optimizer's (muon 10, sgd 9.9; fastconv.train.fast_cifar.OPTIMIZER_DEFAULTS)")
+                    help="default: the optimizer's (muon 8, sgd 9.9; fastconv.train.fast_cifar.OPTIMIZER_DEFAULTS)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the optimizer's (muon 2000, sgd 1024)")
     ap.add_argument("--lr", type=float, default=None,
                     help=f"muon: the filters' Muon LR (default {d.muon_lr}); sgd: airbench94's LR per 1024 examples "

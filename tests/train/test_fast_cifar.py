@@ -108,9 +108,10 @@ def test_predict_tta_level_2_averages_six_views():
     assert torch.allclose(predict(net, x, 0), net(x), atol=1e-5)
 
 
-def test_recipe_learns_tiny_data_and_reports_consistently():
+@pytest.mark.parametrize("optimizer", ["muon", "sgd"])
+def test_recipe_learns_tiny_data_and_reports_consistently(optimizer):
     x, y, xt, yt = tiny_data()
-    recipe = FastCifarRecipe(epochs=4, batch_size=32, widths=SMALL, seed=3)
+    recipe = FastCifarRecipe(epochs=4, batch_size=32, widths=SMALL, seed=3, optimizer=optimizer)
     model, history, result = fast_cifar.train(recipe, x, y, xt, yt, num_classes=4, progress=False)
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     assert result["steps"] == 4 * (192 // 32) and result["images_seen"] == result["steps"] * 32
@@ -119,26 +120,14 @@ def test_recipe_learns_tiny_data_and_reports_consistently():
     assert torch.equal(logits.argmax(1), result["test_logits"].argmax(1))
     # the checkpoint rebuilds the same model
     ckpt = fast_cifar.checkpoint(model, recipe, 4)
-    again = FastCifarNet(num_classes=4, widths=SMALL)
+    again = FastCifarNet(num_classes=4, widths=SMALL, scale=ckpt["metadata"]["scale"])
     again.load_state_dict(ckpt["model"])
     assert torch.allclose(predict(again, fast_cifar.normalize(xt), 2), logits, atol=1e-5)
-
-
-def test_muon_recipe_learns_tiny_data():
-    """Muon for the filters (kept at norm sqrt(out_channels)), SGD for the rest; logits scaled by 1 / width, also
-    in the checkpoint."""
-    x, y, xt, yt = tiny_data()
-    recipe = FastCifarRecipe(epochs=4, batch_size=32, widths=SMALL, seed=3, optimizer="muon")
-    model, history, result = fast_cifar.train(recipe, x, y, xt, yt, num_classes=4, progress=False)
-    assert result["test"]["accuracy"] > 0.6, result["test"]["accuracy"]  # chance is 0.25
-    assert model.scale == 1 / SMALL[2]
-    for name, p in model.named_parameters():
-        if p.dim() == 4 and p.requires_grad:
-            assert abs(p.norm().item() / p.shape[0] ** 0.5 - 1) < 0.05, name
-    ckpt = fast_cifar.checkpoint(model, recipe, 4)
-    assert ckpt["metadata"]["scale"] == 1 / SMALL[2]
-    logits = predict(model, fast_cifar.normalize(xt), recipe.tta_level)
-    assert torch.equal(logits.argmax(1), result["test_logits"].argmax(1))
+    if optimizer == "muon":  # filters kept at norm sqrt(out_channels); logits scaled by 1 / width
+        assert model.scale == ckpt["metadata"]["scale"] == 1 / SMALL[2]
+        for name, p in model.named_parameters():
+            if p.dim() == 4 and p.requires_grad:
+                assert abs(p.norm().item() / p.shape[0] ** 0.5 - 1) < 0.05, name
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "muon"])
@@ -194,6 +183,12 @@ def test_fine_tuning_loads_the_backbone_new_head_frozen_first_epoch(optimizer):
 
 
 def test_recipe_validates_its_settings():
+    for optimizer, defaults in fast_cifar.OPTIMIZER_DEFAULTS.items():
+        recipe = FastCifarRecipe(optimizer=optimizer)
+        assert (recipe.epochs, recipe.batch_size) == defaults
+    assert FastCifarRecipe().optimizer == "muon" and FastCifarRecipe(epochs=3, batch_size=8).epochs == 3
+    with pytest.raises(ValueError, match="optimizer"):
+        FastCifarRecipe(optimizer="adam")
     with pytest.raises(ValueError, match="tta_level"):
         FastCifarRecipe(tta_level=3)
     with pytest.raises(ValueError, match="layers"):
