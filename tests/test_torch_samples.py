@@ -2,7 +2,9 @@
 max_pool2d, nn.Conv2d and nn.MaxPool2d) through fastconv: same values, gradients and errors as torch.
 
 These are inputs nobody here chose: values in [-9, 9], unbatched inputs, 'same' padding with even kernels,
-mixed dtypes, negative arguments. Tolerances are torch.testing.assert_close's defaults for the dtype."""
+mixed dtypes, negative arguments. Tolerances are torch.testing.assert_close's defaults for the dtype; in float32,
+where sums of such values cancel, a result outside them passes when it is as close to the float64 answer as
+torch's own float32 answer is (the samples are not seeded: they differ from run to run)."""
 import pytest
 import torch
 
@@ -22,6 +24,27 @@ def _as_tuple(value):
     return value if isinstance(value, tuple) else (value,)
 
 
+def _float64(value):
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.detach().double().requires_grad_(value.requires_grad)
+    return value
+
+
+def _close_or_as_accurate_as_torch(got, expected, exact, where):
+    """assert_close's defaults, or (``exact`` given: float32) no further from the float64 answer ``exact`` than
+    twice torch's own error, or 2 ulp of the largest value."""
+    try:
+        torch.testing.assert_close(got, expected, check_stride=False, msg=lambda m: f"{where}: {m}")
+        return
+    except AssertionError:
+        if exact is None or not got.is_floating_point():
+            raise
+    ours = (got.double() - exact).abs().max().item()
+    theirs = (expected.double() - exact).abs().max().item()
+    bound = 2 * theirs + 2 * torch.finfo(got.dtype).eps * exact.abs().max().item()
+    assert ours <= bound, f"{where}: error vs float64 {ours:.3g}, torch's {theirs:.3g} (bound {bound:.3g})"
+
+
 def test_both_opinfos_found():
     assert sorted(OPINFOS) == sorted(OURS)
 
@@ -39,16 +62,24 @@ def test_opinfo_samples_match_torch(name, dtype, isa):
         expected = _as_tuple(op.op(sample.input, *args, **kwargs))
         got = _as_tuple(OURS[name](sample.input, *args, **kwargs))
         assert len(got) == len(expected), where
-        for g, e in zip(got, expected):
-            torch.testing.assert_close(g, e, check_stride=False, msg=lambda m: f"{where}: {m}")
+        exact = [None] * len(expected)
+        if dtype == torch.float32:
+            x64, args64 = _float64(sample.input), [_float64(a) for a in args]
+            exact = _as_tuple(op.op(x64, *args64, **{k: _float64(v) for k, v in kwargs.items()}))
+        for g, e, x in zip(got, expected, exact):
+            _close_or_as_accurate_as_torch(g, e, None if x is None else x.detach(), where)
         if not differentiable:
             continue
         leaves = [sample.input] + [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
         grad_output = torch.randn_like(expected[0])
         expected_grads = torch.autograd.grad(expected[0], leaves, grad_output)
         got_grads = torch.autograd.grad(got[0], leaves, grad_output)
-        for g, e in zip(got_grads, expected_grads):
-            torch.testing.assert_close(g, e, msg=lambda m: f"{where} (gradient): {m}")
+        exact_grads = [None] * len(leaves)
+        if dtype == torch.float32:
+            leaves64 = [x64] + [a for a in args64 if isinstance(a, torch.Tensor) and a.requires_grad]
+            exact_grads = torch.autograd.grad(exact[0], leaves64, grad_output.double())
+        for g, e, x in zip(got_grads, expected_grads, exact_grads):
+            _close_or_as_accurate_as_torch(g, e, x, f"{where} (gradient)")
 
 
 @pytest.mark.parametrize("name", sorted(OURS))
