@@ -6,8 +6,9 @@ lower JPEG quality (train and test images alike, Pillow, 4:2:0 chroma) and print
     python docs/accuracy/jpeg_quality.py --data-dir ../shared/data/cifar10-jpg.tar.gz --quality 0 --seed 1   # as is
 
 Each image is decoded from the copy, encoded again at --quality and decoded back, so the result has both the
-copy's losses (about quality 75) and the new ones. The recipe is fastconv.train.fast_cifar's defaults (float32,
-every conv and max-pool on fastconv, 9.9 epochs); the accuracy is the final one with test-time augmentation.
+copy's losses (about quality 75) and the new ones. The recipe is fastconv.train.fast_cifar's airbench94 one
+(optimizer="sgd", the default when the logged runs were made: float32, every conv and max-pool on fastconv, 9.9
+epochs); the accuracy is the final one with test-time augmentation.
 """
 
 from __future__ import annotations

@@ -270,12 +270,12 @@ def _muon_optimizers(recipe: FastCifarRecipe, model: nn.Module, total_steps: int
     with torch.no_grad():
         model.fc.weight.div_(model.fc.weight.std())
     wd = recipe.muon_weight_decay * recipe.batch_size
-    filters = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() == 4]
-    sgd_groups = []
-    for params, lr in (([model.whiten.bias], recipe.bias_lr),
-                       ([p for n, p in model.named_parameters() if "norm" in n and p.requires_grad], recipe.bias_lr),
-                       (list(model.fc.parameters()), recipe.head_lr)):
-        mult = 1.0 if params[0] is model.fc.weight else backbone_mult
+    filters = [p for p in model.parameters() if p.requires_grad and p.dim() == 4]
+    norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
+    sgd_groups = []  # weight decay is given divided by the LR, since SGD multiplies them
+    for params, lr, mult in (([model.whiten.bias], recipe.bias_lr, backbone_mult),
+                             (norm_biases, recipe.bias_lr, backbone_mult),
+                             (list(model.fc.parameters()), recipe.head_lr, 1.0)):
         sgd_groups.append(dict(params=params, lr=lr * mult, weight_decay=wd / lr))
     sgd = torch.optim.SGD(sgd_groups, momentum=recipe.sgd_momentum, nesterov=True)
     muon = Muon(filters, lr=recipe.muon_lr * backbone_mult, momentum=recipe.muon_momentum)

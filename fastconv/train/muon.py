@@ -8,7 +8,8 @@ spreads over them.  ``O`` comes from a few Newton-Schulz iterations of an odd qu
 matrix products (cheap next to a training step: ~0.1 GFLOP per 256 x 2304 matrix and iteration).
 
 As in airbench94_muon, each weight is rescaled to Frobenius norm ``sqrt(K)`` before its step, so that the
-orthogonal update has a fixed relative size and no weight decay is needed for these weights.
+orthogonal update has a fixed relative size and no weight decay is needed for these weights.  (torch.optim.Muon
+takes 2-D parameters only and decays weights instead of rescaling them, hence this one.)
 """
 
 from __future__ import annotations
