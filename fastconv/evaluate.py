@@ -7,7 +7,8 @@ Reads any checkpoint our examples write: ``model.pt`` of the fast recipe (exampl
 trainer's ``best.pt`` / ``last.pt`` (examples/train_lenet.py, examples/finetune_resnet.py).  The model, its input
 normalisation, image size, class subset and test-time augmentation come from the checkpoint's metadata, so the
 numbers are the ones the training run printed.  ``--data-dir`` takes the official archive's folder or an image
-folder / ``.tar.gz`` (train/<class>/, test/<class>/).  Exit code 2 for a missing checkpoint or dataset.
+folder / ``.tar.gz`` (train/<class>/, test/<class>/); the test split alone will do (test/<class>/ only, or
+cifar-10-batches-py/ with test_batch and batches.meta).  Exit code 2 for a missing checkpoint or dataset.
 """
 
 from __future__ import annotations

@@ -89,3 +89,21 @@ def test_missing_or_foreign_inputs_exit_2_without_a_traceback(data, tmp_path):
     save_checkpoint(fast_cifar.checkpoint(net, fast_cifar.FastCifarRecipe(widths=(8, 16, 16)), 10), tmp_path / "m.pt")
     r = run_module(tmp_path / "m.pt", "--data-dir", tmp_path / "missing.tar.gz")
     assert r.returncode == 2 and "missing.tar.gz" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_copy_of_the_test_split_alone_gives_the_same_report(tmp_path):
+    """Re-evaluating a checkpoint on a test set decoded elsewhere: a folder with test/<class>/ only (no train/)
+    gives the report of the full copy."""
+    import shutil
+    from helpers.image_folders import write_folder
+    write_folder(tmp_path / "full", suffix=".png")
+    shutil.copytree(tmp_path / "full" / "test", tmp_path / "test_only" / "test")
+    net = FastCifarNet(widths=(8, 16, 16))
+    ckpt = fast_cifar.checkpoint(net, fast_cifar.FastCifarRecipe(widths=(8, 16, 16)), 10)
+    save_checkpoint(ckpt, tmp_path / "m.pt")
+    reports = []
+    for source in ("full", "test_only"):
+        assert evaluate.main([str(tmp_path / "m.pt"), "--data-dir", str(tmp_path / source), "--no-progress",
+                              "--json", str(tmp_path / f"{source}.json")]) == 0
+        reports.append(json.loads((tmp_path / f"{source}.json").read_text()))
+    assert reports[0] == reports[1] and reports[0]["num_samples"] == 20

@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
-from .image_folder import is_image_folder_source, load_image_folder
+from .image_folder import ImageFolderError, is_image_folder_source, load_image_folder
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -130,8 +130,10 @@ def safe_extract(archive: PathLike, dest: PathLike) -> None:
             tar.extractall(dest, members=members)
 
 
-def _missing_files(folder: Path) -> List[str]:
-    return [n for n in (*TRAIN_FILES, *TEST_FILES, META_FILE) if not (folder / n).is_file()]
+def _missing_files(folder: Path, train: bool = True) -> List[str]:
+    """The batch files of `folder` missing for both splits (train=True) or for the test split alone."""
+    names = (*TRAIN_FILES, *TEST_FILES, META_FILE) if train else (*TEST_FILES, META_FILE)
+    return [n for n in names if not (folder / n).is_file()]
 
 
 def _help(root: Path, url: str, md5: str) -> str:
@@ -250,7 +252,9 @@ class CIFAR10(Dataset):
 
     Args:
         root: folder holding ``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``; or an image folder
-            (``train/<class>/*.jpg|png``, ``test/...``) or a ``.tar.gz`` of one (see image_folder.py).
+            (``train/<class>/*.jpg|png``, ``test/...``) or a ``.tar.gz`` of one (see image_folder.py). For the
+            test split, a copy of it alone will do: ``test/`` without ``train/``, or ``cifar-10-batches-py/``
+            with ``test_batch`` and ``batches.meta`` only.
         train: the 50,000 training images (True) or the 10,000 test images (False).
         transform: applied to the uint8 image tensor (see :mod:`fastconv.data.transforms`).
         target_transform: applied to the int label.
@@ -266,11 +270,17 @@ class CIFAR10(Dataset):
         if is_image_folder_source(self.root):  # train/<class>/*.jpg and test/..., or a .tar.gz of them
             arrays = load_image_folder(self.root)
             split = "train" if train else "test"
+            if f"{split}_images" not in arrays:
+                raise ImageFolderError(f"{self.root} has no {split} images (no {split}/<class>/ folders of images)")
             self.folder = self.root
             self.data, self.targets = arrays[f"{split}_images"], arrays[f"{split}_labels"].tolist()
             self.classes = list(CLASSES)
         else:
-            self.folder = prepare_cifar10(self.root, download=download)
+            batches = self.root / BASE_FOLDER
+            if not train and batches.is_dir() and not _missing_files(batches, train=False):
+                self.folder = batches  # the test batch is all the test split needs
+            else:
+                self.folder = prepare_cifar10(self.root, download=download)
             self.data, self.targets, self.classes = load_split(self.folder, train)
 
     def __len__(self) -> int:

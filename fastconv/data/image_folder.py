@@ -2,7 +2,8 @@
 of one (the layout Kaggle-style copies of CIFAR-10 come in).
 
 The images are decoded once with Pillow into uint8 arrays and cached beside the source (``<source>.uint8.npz``),
-or under ``~/.cache/fastconv`` when that folder is read-only; a later run loads the cache in seconds. The cache
+or under ``~/.cache/fastconv`` when that folder is read-only; a later run loads the cache in seconds. A copy of
+one split alone (``test/`` only, say, to evaluate a checkpoint on a test set decoded elsewhere) is read as well. The cache
 records the source's size and modification time and is rebuilt when they change. It is written to a temporary
 file and renamed into place, so a killed run leaves no half-written cache. Labels follow CIFAR-10's class order;
 the folder names must be exactly CIFAR-10's ten classes, each split with the same number of images per class.
@@ -32,17 +33,21 @@ class ImageFolderError(ValueError):
     """The image folder is not a CIFAR-10 copy: a corrupt image, missing or extra classes, unequal splits."""
 
 
+def _splits_of_folder(root: Path) -> Tuple[str, ...]:
+    return tuple(split for split in SPLITS if (root / split).is_dir())
+
+
 def is_image_folder_source(path: PathLike) -> bool:
-    """Whether `path` is a folder with train/ and test/ subfolders, or a .tar.gz / .tgz file (of one)."""
+    """Whether `path` is a folder with a train/ or test/ subfolder (or both), or a .tar.gz / .tgz file (of one)."""
     path = Path(path)
     if path.is_file():  # (the official archive, cifar-10-python.tar.gz, holds pickled batches instead)
         return path.name.endswith((".tar.gz", ".tgz")) and path.name != "cifar-10-python.tar.gz"
-    return path.is_dir() and all((path / split).is_dir() for split in SPLITS)
+    return path.is_dir() and bool(_splits_of_folder(path))
 
 
 def _entries_of_folder(root: Path) -> Iterator[Tuple[str, str, str, bytes]]:
     """(split, class, file name, bytes) of every image file under root/{train,test}/<class>/."""
-    for split in SPLITS:
+    for split in _splits_of_folder(root):
         for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             for file in sorted(class_dir.iterdir()):
                 if file.suffix.lower() in IMAGE_SUFFIXES:
@@ -68,7 +73,7 @@ def _signature(source: Path) -> str:
         stat = source.stat()
         return f"v{CACHE_VERSION} file {stat.st_size} {stat.st_mtime_ns}"
     parts = [f"v{CACHE_VERSION} folder"]
-    for split in SPLITS:
+    for split in _splits_of_folder(source):
         for class_dir in sorted(p for p in (source / split).iterdir() if p.is_dir()):
             files = [f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
             parts.append(f"{split}/{class_dir.name} {len(files)} {class_dir.stat().st_mtime_ns}")
@@ -100,7 +105,8 @@ def _decode(data: bytes, name: str) -> np.ndarray:
 
 def decode_image_folder(source: PathLike, progress: bool = True) -> Dict[str, np.ndarray]:
     """Decode every image of `source` (no cache): {'train_images': uint8 N x 32 x 32 x 3, 'train_labels': int64 N,
-    'test_images', 'test_labels'}. Raises ImageFolderError naming the file or the classes that are wrong."""
+    'test_images', 'test_labels'}, for the splits it has. Raises ImageFolderError naming the file or the classes
+    that are wrong, or when it holds no images at all."""
     from tqdm.auto import tqdm
 
     source = Path(source)
@@ -115,7 +121,11 @@ def decode_image_folder(source: PathLike, progress: bool = True) -> Dict[str, np
         images[split].append(_decode(data, name))
         labels[split].append(CLASSES.index(class_name))
         counts[split][class_name] = counts[split].get(class_name, 0) + 1
-    for split in SPLITS:
+    present = [split for split in SPLITS if counts[split]]
+    if not present:
+        raise ImageFolderError(f"{source}: no images in train/<class>/ or test/<class>/ "
+                               f"({', '.join(IMAGE_SUFFIXES)} files in folders named after CIFAR-10's classes)")
+    for split in present:
         missing = [c for c in CLASSES if c not in counts[split]]
         if missing:
             raise ImageFolderError(f"{source}: {split}/ has no images of {', '.join(missing)}")
@@ -123,15 +133,15 @@ def decode_image_folder(source: PathLike, progress: bool = True) -> Dict[str, np
             raise ImageFolderError(f"{source}: {split}/ has unequal classes: "
                                    + ", ".join(f"{c} {counts[split][c]}" for c in CLASSES))
     return {f"{s}_{kind}": (np.stack(images[s]) if kind == "images" else np.asarray(labels[s], dtype=np.int64))
-            for s in SPLITS for kind in ("images", "labels")}
+            for s in present for kind in ("images", "labels")}
 
 
 def load_image_folder(source: PathLike, progress: bool = True) -> Dict[str, torch.Tensor]:
-    """The decoded arrays of `source` as tensors (images uint8 N x 3 x 32 x 32, labels int64), from the cache
-    when it matches the source, else decoded and cached (written atomically)."""
+    """The decoded arrays of `source` as tensors (images uint8 N x 3 x 32 x 32, labels int64) of the splits it
+    has, from the cache when it matches the source, else decoded and cached (written atomically)."""
     source = Path(source)
     if not is_image_folder_source(source):
-        raise FileNotFoundError(f"{source} is neither a folder with train/ and test/ nor a .tar.gz of one")
+        raise FileNotFoundError(f"{source} is neither a folder with train/ or test/ nor a .tar.gz of one")
     cache, signature = cache_path(source), _signature(source)
     arrays = None
     if cache.is_file():

@@ -55,6 +55,19 @@ def test_cifar10_dataset(synthetic_root):
     assert t[3][0].dtype == torch.float32 and torch.allclose(t[3][0] * 255, test[3][0].float())
 
 
+def test_test_batch_alone_gives_the_test_set(tmp_path, synthetic_root):
+    """cifar-10-batches-py/ with test_batch and batches.meta only: enough for the test split (evaluating a
+    checkpoint), not for the training split, which names the missing batches."""
+    folder = tmp_path / BASE_FOLDER
+    folder.mkdir()
+    for name in ("test_batch", "batches.meta"):
+        (folder / name).write_bytes((synthetic_root / BASE_FOLDER / name).read_bytes())
+    test = CIFAR10(tmp_path, train=False)
+    assert torch.equal(test.data, CIFAR10(synthetic_root, train=False).data) and len(test) == 20
+    with pytest.raises(DatasetNotFoundError, match="missing data_batch_1"):
+        CIFAR10(tmp_path, train=True)
+
+
 def test_python2_style_pickles_load(tmp_path):
     data = {b"data": np.arange(3072 * 2, dtype=np.int64).astype(np.uint8).reshape(2, 3072), b"labels": [1, 2]}
     blob = pickle.dumps(data, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")

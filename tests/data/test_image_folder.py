@@ -106,3 +106,30 @@ def test_read_only_source_folder_caches_elsewhere(tmp_path, monkeypatch):
     load_image_folder(tmp_path / "cifar", progress=False)
     assert cache_path(tmp_path / "cifar").parent == tmp_path / "cache" / "fastconv"
     assert cache_path(tmp_path / "cifar").is_file() and not (tmp_path / "cifar.uint8.npz").exists()
+
+
+@pytest.mark.parametrize("archived", [False, True])
+def test_a_test_split_alone_is_enough_for_the_test_set(tmp_path, archived):
+    """A copy of the test split alone (test/<class>/, as a folder or .tar.gz): the test set loads, asking for the
+    training set names what is missing."""
+    import shutil
+    written = write_folder(tmp_path / "cifar", suffix=".png")
+    shutil.rmtree(tmp_path / "cifar" / "train")
+    source = tmp_path / "cifar"
+    if archived:
+        source = tmp_path / "test-only.tar.gz"
+        with tarfile.open(source, "w:gz") as tar:
+            tar.add(tmp_path / "cifar", arcname="cifar")
+    test = CIFAR10(source, train=False)
+    expected = np.stack([a for name in CLASSES for a in written[("test", name)]])
+    assert torch.equal(test.data, torch.from_numpy(expected).permute(0, 3, 1, 2))
+    assert test.targets == [c for c in range(10) for _ in range(2)]
+    with pytest.raises(ImageFolderError, match="has no train images"):
+        CIFAR10(source, train=True)
+
+
+def test_split_folders_without_images_are_an_error(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / "empty" / split / "cat").mkdir(parents=True)
+    with pytest.raises(ImageFolderError, match="no images in train/<class>/ or test/<class>/"):
+        load_image_folder(tmp_path / "empty", progress=False)
