@@ -17,8 +17,8 @@ setup:
 		$(PYTHON) -m pip install --no-build-isolation --no-deps -e . && mkdir -p build && touch "$(STAMP)"; \
 	fi
 
-# With a CUDA GPU: the ResNet-18 fine-tune. On a CPU: the fast recipe (90.75% on the JPEG copy of CIFAR-10 in 20-25
-# minutes of training on 2 Zen 3 cores; README "Accuracy (measured)").
+# With a CUDA GPU: the ResNet-18 fine-tune. On a CPU: the fast recipe (90.75% on the JPEG copy of CIFAR-10 in 20-31
+# minutes of training on 2 Zen 3 cores, as fast as the VM's hour allows; README "Accuracy (measured)").
 run: setup
 	@if $(PYTHON) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
 		echo "CUDA found: $(PYTHON) examples/finetune_resnet.py $(ARGS)"; $(PYTHON) examples/finetune_resnet.py $(ARGS); \

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Train a small network on CIFAR-10 in minutes on a CPU, every conv and max-pool on fastconv (90.75% on the
-JPEG copy in 20-25 minutes on 2 Zen 3 cores; airbench94, which this follows, reaches 94% on the official images).
+JPEG copy in 20-31 minutes on 2 Zen 3 cores; airbench94, which this follows, reaches 94% on the official images).
 
 The recipe is fastconv.train.fast_cifar (after airbench94 and airbench94_muon: whitening first layer, alternating
 flips, Muon for the conv filters, label smoothing, test-time augmentation); the network is
