@@ -144,13 +144,14 @@ def _help(root: Path, url: str, md5: str) -> str:
 
 
 def prepare_cifar10(root: PathLike, download: bool = True, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, test_only: bool = False) -> Path:
     """Make sure ``root/cifar-10-batches-py`` holds the CIFAR-10 batches; return that folder.
 
     Uses the extracted folder when complete, else extracts ``root/cifar-10-python.tar.gz`` (after
     checking its md5), else downloads it from ``url`` when ``download`` is true.  Never deletes or
     overwrites files the user put there: a bad local archive or an incomplete folder is an error.
-    An image-folder copy (see :class:`CIFAR10`) needs no preparing: its path is returned as it is.
+    An image-folder copy (see :class:`CIFAR10`) needs no preparing: its path is returned as it is. With
+    ``test_only`` an extracted folder holding ``test_batch`` and ``batches.meta`` alone will do.
     """
     root = Path(root)
     if root.name.endswith((".tar.gz", ".tgz")) and root.name != ARCHIVE_NAME and not root.exists():
@@ -159,7 +160,7 @@ def prepare_cifar10(root: PathLike, download: bool = True, url: str = CIFAR10_UR
         return root
     folder = root / BASE_FOLDER
     if folder.is_dir():
-        missing = _missing_files(folder)
+        missing = _missing_files(folder, train=not test_only)
         if not missing:
             return folder
         raise DatasetNotFoundError(f"{folder} exists but is incomplete (missing {', '.join(missing)}); "
@@ -276,11 +277,7 @@ class CIFAR10(Dataset):
             self.data, self.targets = arrays[f"{split}_images"], arrays[f"{split}_labels"].tolist()
             self.classes = list(CLASSES)
         else:
-            batches = self.root / BASE_FOLDER
-            if not train and batches.is_dir() and not _missing_files(batches, train=False):
-                self.folder = batches  # the test batch is all the test split needs
-            else:
-                self.folder = prepare_cifar10(self.root, download=download)
+            self.folder = prepare_cifar10(self.root, download=download, test_only=not train)
             self.data, self.targets, self.classes = load_split(self.folder, train)
 
     def __len__(self) -> int:

@@ -3,8 +3,8 @@ of one (the layout Kaggle-style copies of CIFAR-10 come in).
 
 The images are decoded once with Pillow into uint8 arrays and cached beside the source (``<source>.uint8.npz``),
 or under ``~/.cache/fastconv`` when that folder is read-only; a later run loads the cache in seconds. A copy of
-one split alone (``test/`` only, say, to evaluate a checkpoint on a test set decoded elsewhere) is read as well. The cache
-records the source's size and modification time and is rebuilt when they change. It is written to a temporary
+one split alone (``test/`` only, say, to evaluate a checkpoint on a test set decoded elsewhere) is read as well.
+The cache records the source's size and modification time and is rebuilt when they change. It is written to a temporary
 file and renamed into place, so a killed run leaves no half-written cache. Labels follow CIFAR-10's class order;
 the folder names must be exactly CIFAR-10's ten classes, each split with the same number of images per class.
 """
