@@ -28,7 +28,8 @@ DETERMINISM_SPECS = [
     ConvSpec(10, 8, 8, 10, 9, 3, 3, padding=1, groups=8, layout="cl_input"),     # depthwise
     ConvSpec(12, 3, 20, 32, 32, 3, 3, padding=1),  # direct thin kernels: grad-weight over image batches, K=3 rows
     ConvSpec(1, 3, 8, 40, 36, 3, 3, padding=1),    # ... and one image, split into row blocks by the thread count
-    ConvSpec(6, 6, 16, 14, 14, 5, 5, layout="cl_both"),  # LeNet's conv2 channels_last: passes over taps as tasks
+    ConvSpec(6, 6, 16, 14, 14, 5, 5, layout="cl_both"),  # LeNet's conv2 channels_last: dy read in place
+    ConvSpec(12, 3, 40, 20, 20, 3, 3, padding=1, layout="cl_both"),  # an image input's: blocks of rows as tasks
 ]
 
 
@@ -399,9 +400,9 @@ def test_conv2d_few_pixels_matches_torch(case, layout, dtype, isa, restore_num_t
 # a first-layer-like conv (K > 16: an image input, its forward is direct too, in channels_last pixel by pixel in
 # place) whose channels_last copies go through NCHW in slices of 2, 2 and 1 images, large images with stride_h 2
 # (the weight gradient's row path, one image per slice), and image inputs to 20 to 70 channels (the channels_last
-# forward's blocks of 3 vectors, and of 4 then 1; its weight gradient in place, a vector of channels per task, at
-# stride_h 2 and dilation 2 too), and 9 to 16 output channels from more than 4 (the channels_last weight gradient
-# in place, its passes over the taps shared out) at stride_h 2 with dilation 2, and with a 1x5 kernel.
+# forward's blocks of 3 vectors, and of 4 then 1; its weight gradient in place, at stride_h 2, and at dilation 2
+# from gathered taps), and 9 to 16 output channels from more than 4 (the channels_last weight gradient in place)
+# at stride_h 2 with dilation 2, and with a 1x5 kernel.
 THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1),
               (2, 5, 7, 19, 33, (3, 5), (2, 1), (1, 2), 1),
               (2, 4, 6, 21, 40, 3, 1, 2, 2), (2, 3, 9, 12, 20, 1, 1, 1, 1), (12, 2, 5, 64, 64, 3, 1, 1, 1),

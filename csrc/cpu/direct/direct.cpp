@@ -145,10 +145,13 @@ void copy_weights(const ConvParams& from, const float* src, const ConvParams& to
 }
 
 // An image input to more than a few channels (nhwc_image_input), or 9 to 16 output channels
-// (nhwc_grad_weight_in_place): read in place, a vector of output channels and one pass over dy per task (an image
-// input's dy is too wide to copy: the fast CIFAR net's whitening layer 3.5-3.9 -> 2.5 ms, ResNet-18's first layer
-// 5.6 -> 2.8; LeNet's 6 -> 16 layer 1.2-1.4 -> 0.3-0.5 ms, its passes over 150 taps shared between the threads).
-// T: float, or bfloat16 bits, widened as read (no float copies of dy: ~2.5 ms of ResNet-18's first layer).
+// (nhwc_grad_weight_in_place): read in place (an image input's dy is too wide to copy: the fast CIFAR net's
+// whitening layer 3.5-3.9 -> 2.5 ms, ResNet-18's first layer 5.6 -> 2.8; LeNet's 6 -> 16 layer 1.2-1.4 ->
+// 0.3-0.5 ms, Zen 4). T: float, or bfloat16 bits, widened as read (no float copies of dy: ~2.5 ms of ResNet-18's
+// first layer). Tasks are blocks of output rows, a fixed number of them whatever the thread count, each with
+// its own sums, added up in block order at the end: the result does not depend on the threads.
+constexpr int64_t kImageGradBlocks = 64;
+
 template <typename T>
 void image_grad_weight_nhwc(const ConvParams& p, const T* dy, const T* x, float* dw) {
   const DirectKernels kernels = direct_kernels(active_isa());
@@ -157,24 +160,20 @@ void image_grad_weight_nhwc(const ConvParams& p, const T* dy, const T* x, float*
     kernel = kernels.image_grad_weight_nhwc;
   else
     kernel = kernels.image_grad_weight_nhwc_bf16;
-  // A task per vector of output channels and pass of the kernel over dy (the taps its registers hold): thin
-  // layers (LeNet's 6 and 16 channels: one vector) have their passes shared out. Each tap's sum is one task's,
-  // over every pixel in order, so the result does not depend on the thread count.
-  const int64_t taps = p.C * p.R * p.S, lanes = kernels.lanes, vectors = ceil_div(p.K, lanes);
-  const int64_t pass_taps = kernels.image_grad_taps, passes = ceil_div(taps, pass_taps);
-  parallel_for(0, vectors * passes, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<double> sums(static_cast<size_t>(taps * lanes));
-    std::vector<float> rows(static_cast<size_t>(image_rows_floats(p)));
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t k0 = t / passes * lanes, tap0 = t % passes * pass_taps, tap1 = std::min(taps, tap0 + pass_taps);
-      std::fill(sums.begin(), sums.end(), 0.0);
-      kernel(p, dy, x, rows.data(), k0, tap0, tap1, sums.data());
-      for (int64_t k = k0; k < std::min(p.K, k0 + lanes); ++k)
-        for (int64_t tap = tap0; tap < tap1; ++tap)
-          dw[p.weight_offset(k, tap % p.C, tap / p.C / p.S, tap / p.C % p.S)] =
-              static_cast<float>(sums[tap * lanes + k - k0]);
-    }
+  const int64_t rows = p.N * p.P, blocks = std::min(rows, kImageGradBlocks);
+  const int64_t taps = p.C * p.R * p.S, kpad = image_grad_kpad(p), per_block = taps * kpad;
+  std::vector<double> sums(static_cast<size_t>(blocks * per_block), 0.0);
+  parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> scratch(static_cast<size_t>(image_grad_scratch_floats(p)));
+    for (int64_t b = b0; b < b1; ++b)
+      kernel(p, dy, x, rows * b / blocks, rows * (b + 1) / blocks, scratch.data(), sums.data() + b * per_block);
   });
+  for (int64_t tap = 0; tap < taps; ++tap)
+    for (int64_t k = 0; k < p.K; ++k) {
+      double sum = 0.0;
+      for (int64_t b = 0; b < blocks; ++b) sum += sums[b * per_block + tap * kpad + k];
+      dw[p.weight_offset(k, tap % p.C, tap / p.C / p.S, tap / p.C % p.S)] = static_cast<float>(sum);
+    }
 }
 
 // An image input to more than a few channels, forward: in place, pixel by pixel (no NCHW copy of a wide y). With

@@ -8,7 +8,8 @@
 //   shifted input, summed in vector lanes: for stride 1 over whole planes (each image's input copied once per
 //   column shift s, so every tap is one contiguous run), else row by row from padded input rows. channels_last
 //   image inputs to over kFewOutputsMax channels, and channels_last problems of 9 to kFewOutputsMax output
-//   channels: dy's pixel rows read in place, a vector of channels at a time (image_grad_weight_nhwc).
+//   channels: dy read in place, row by row, each row's vectors of channels times each tap's value
+//   (image_grad_weight_nhwc).
 // The NCHW kernels need column stride 1 (a tap of a row is one contiguous run). Other thin channels_last problems
 // go through NCHW copies (the copies cost far less than the NHWC GEMM loses on them). The inner loops are compiled
 // once per ISA (rows_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
@@ -58,16 +59,22 @@ using FewTapsGradWeightFinish = void (*)(const ConvParams& p, const double* sums
 template <typename T>
 using ImageRowsNhwc = void (*)(const ConvParams& p, const T* x, const float* wt, int64_t kpad, const float* bias,
                                T* y, int64_t n, int64_t op, float* rows);
-// channels_last weight gradient read in place (nhwc_grad_weight_in_place): for output channels k0 .. k0 + lanes
-// and taps tap0 .. tap1, sums of dy times each tap's input over every pixel, added to sums[tap * lanes + l]
-// (double; tap = (r * S + s) * C + c). rows: scratch of image_rows_floats(p) floats.
+// channels_last weight gradient read in place (nhwc_grad_weight_in_place): for output rows row0 .. row1 (flat
+// over images and rows: n * P + op), sums of dy times each tap's input over their pixels, added to
+// sums[tap * image_grad_kpad(p) + k] (double; tap = (r * S + s) * C + c). scratch: image_grad_scratch_floats(p).
 template <typename T>
-using ImageGradWeightNhwc = void (*)(const ConvParams& p, const T* dy, const T* x, float* rows, int64_t k0,
-                                     int64_t tap0, int64_t tap1, double* sums);
+using ImageGradWeightNhwc = void (*)(const ConvParams& p, const T* dy, const T* x, int64_t row0, int64_t row1,
+                                     float* scratch, double* sums);
 // The image kernels' copy of an output row's R input rows, as float and zero-padded: input columns -pad_w .. the
 // last any tap of the row reaches, C channels each.
 inline int64_t image_row_columns(const ConvParams& p) { return (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1; }
 inline int64_t image_rows_floats(const ConvParams& p) { return p.R * image_row_columns(p) * p.C; }
+// The weight gradient's sums per tap: K rounded up to whole vectors of every ISA.
+inline int64_t image_grad_kpad(const ConvParams& p) { return round_up(p.K, 16); }
+// Its scratch: the input rows, a row's taps gathered per pixel, float partial sums, the last pixel's dy.
+inline int64_t image_grad_scratch_floats(const ConvParams& p) {
+  return image_rows_floats(p) + (p.Q + image_grad_kpad(p)) * p.C * p.R * p.S + image_grad_kpad(p) + 16;
+}
 
 struct DirectKernels {
   FewOutputsRows forward_rows;
@@ -80,7 +87,6 @@ struct DirectKernels {
   ImageGradWeightNhwc<uint16_t> image_grad_weight_nhwc_bf16;
   int64_t wgrad_channels;  // output channels per grad_weight call (its accumulators fill the registers)
   int64_t lanes;           // floats per vector
-  int64_t image_grad_taps;  // taps per pass of image_grad_weight_nhwc over dy
   int64_t wgrad_sums(const ConvParams& p) const { return p.C * p.R * p.S * wgrad_channels * lanes; }
 };
 
@@ -93,7 +99,7 @@ inline int64_t shifted_plane_size(const ConvParams& p) { return (p.P + (p.R - 1)
 // (image_rows_nhwc, image_grad_weight_nhwc), where an NCHW copy of their wide y or dy would cost more than the sums.
 inline bool nhwc_image_input(const ConvParams& p) { return p.channels_last && p.C <= 4 && p.K > kFewOutputsMax; }
 // The weight gradient reads in place those, and channels_last problems of 9 to kFewOutputsMax output channels too
-// (a vector of dy per pixel times each tap's value, tasks over the taps): LeNet's 6 -> 16 layer ran 3.5x faster
+// (a vector of dy per pixel times each tap's value): LeNet's 6 -> 16 layer ran 3.5x faster
 // than through NCHW copies, 4 -> 12 and 16 -> 8 channels 1.1-1.8x (Zen 4, batch 64). With 8 or fewer the vector
 // lanes mostly idle: LeNet's 3 -> 6 layer was 0.8-0.95x the copies, 3 -> 8 even.
 constexpr int64_t kInPlaceGradWeightMinK = 9;
