@@ -402,7 +402,8 @@ def test_conv2d_few_pixels_matches_torch(case, layout, dtype, isa, restore_num_t
 # (the weight gradient's row path, one image per slice), and image inputs to 20 to 70 channels (the channels_last
 # forward's blocks of 3 vectors, and of 4 then 1; its weight gradient in place, at stride_h 2, and at dilation 2
 # from gathered taps), and 9 to 16 output channels from more than 4 (the channels_last weight gradient in place)
-# at stride_h 2 with dilation 2, and with a 1x5 kernel.
+# at stride_h 2 with dilation 2, and with a 1x5 kernel; 17 -> 4 channels padded by more than the kernel reaches,
+# whose channels_last grad-input is an image input's forward (4 -> 17 channels) with negative padding.
 THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1),
               (2, 5, 7, 19, 33, (3, 5), (2, 1), (1, 2), 1),
               (2, 4, 6, 21, 40, 3, 1, 2, 2), (2, 3, 9, 12, 20, 1, 1, 1, 1), (12, 2, 5, 64, 64, 3, 1, 1, 1),
@@ -410,7 +411,8 @@ THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1),
               (3, 1, 2, 1100, 1100, 3, (2, 1), 1, 1),
               (3, 3, 40, 17, 19, 3, 1, 1, 1), (2, 3, 70, 9, 11, 3, 1, 1, 1),
               (2, 3, 20, 15, 13, 3, (2, 1), 1, 1), (2, 4, 20, 15, 17, 3, 1, 2, 2),
-              (2, 6, 12, 17, 15, 3, (2, 1), 1, 2), (3, 10, 9, 9, 21, (1, 5), 1, (0, 2), 1)]
+              (2, 6, 12, 17, 15, 3, (2, 1), 1, 2), (3, 10, 9, 9, 21, (1, 5), 1, (0, 2), 1),
+              (2, 17, 4, 8, 8, 3, 1, 3, 1), (2, 17, 4, 3, 11, (1, 4), 1, 4, 1)]
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
