@@ -401,8 +401,8 @@ def test_conv2d_few_pixels_matches_torch(case, layout, dtype, isa, restore_num_t
 # place) whose channels_last copies go through NCHW in slices of 2, 2 and 1 images, large images with stride_h 2
 # (the weight gradient's row path, one image per slice), and image inputs to 20 to 70 channels (the channels_last
 # forward's blocks of 3 vectors, and of 4 then 1; its weight gradient in place, at stride_h 2, and at dilation 2
-# from gathered taps), and 9 to 16 output channels from more than 4 (the channels_last weight gradient in place)
-# at stride_h 2 with dilation 2, and with a 1x5 kernel; 17 -> 4 channels padded by more than the kernel reaches,
+# from gathered taps), and 5 to 16 output channels from more than 4 (the channels_last weight gradient in place
+# from over half a vector of channels) at stride_h 2 with dilation 2, and with a 1x5 kernel; 17 -> 4 channels padded by more than the kernel reaches,
 # whose channels_last grad-input is an image input's forward (4 -> 17 channels) with negative padding.
 THIN_CASES = [(3, 3, 16, 37, 45, 3, 1, 1, 1), (2, 6, 16, 14, 14, 5, 1, 0, 1),
               (2, 5, 7, 19, 33, (3, 5), (2, 1), (1, 2), 1),

@@ -144,7 +144,7 @@ void copy_weights(const ConvParams& from, const float* src, const ConvParams& to
         for (int64_t s = 0; s < from.S; ++s) dst[to.weight_offset(k, c, r, s)] = src[from.weight_offset(k, c, r, s)];
 }
 
-// An image input to more than a few channels (nhwc_image_input), or 9 to 16 output channels
+// An image input to more than a few channels (nhwc_image_input), or over half a vector to 16 output channels
 // (nhwc_grad_weight_in_place): read in place (an image input's dy is too wide to copy: the fast CIFAR net's
 // whitening layer 3.5-3.9 -> 2.5 ms, ResNet-18's first layer 5.6 -> 2.8; LeNet's 6 -> 16 layer 1.2-1.4 ->
 // 0.3-0.5 ms, Zen 4). T: float, or bfloat16 bits, widened as read (no float copies of dy: ~2.5 ms of ResNet-18's
@@ -212,8 +212,8 @@ DirectKernels direct_kernels(Isa isa) {
 // on the thread count, and no partial sums need adding up. Images go in slices of at most ~16 MiB of padded
 // input and dy, so the scratch stays bounded for large images and batches.
 void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw) {
-  if (nhwc_grad_weight_in_place(p)) return image_grad_weight_nhwc(p, dy, x, dw);
   const DirectKernels kernels = direct_kernels(active_isa());
+  if (nhwc_grad_weight_in_place(p, kernels.lanes)) return image_grad_weight_nhwc(p, dy, x, dw);
   const int64_t groups = ceil_div(p.K, kernels.wgrad_channels);
   std::vector<double> sums(static_cast<size_t>(groups * kernels.wgrad_sums(p)), 0.0);
   auto add_sums = [&](const ConvParams& nchw, const float* dy_nchw, const float* x_nchw) {

@@ -7,9 +7,9 @@
 // - weight gradient with few taps (C * R * S <= kFewTapsMax): the first layer's, LeNet's. dy times the
 //   shifted input, summed in vector lanes: for stride 1 over whole planes (each image's input copied once per
 //   column shift s, so every tap is one contiguous run), else row by row from padded input rows. channels_last
-//   image inputs to over kFewOutputsMax channels, and channels_last problems of 9 to kFewOutputsMax output
-//   channels: dy read in place, row by row, each row's vectors of channels times each tap's value
-//   (image_grad_weight_nhwc).
+//   image inputs to over kFewOutputsMax channels, and channels_last problems of over half a vector to
+//   kFewOutputsMax output channels: dy read in place, row by row, each row's vectors of channels times each tap's
+//   value (image_grad_weight_nhwc).
 // The NCHW kernels need column stride 1 (a tap of a row is one contiguous run). Other thin channels_last problems
 // go through NCHW copies (the copies cost far less than the NHWC GEMM loses on them). The inner loops are compiled
 // once per ISA (rows_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
@@ -98,13 +98,13 @@ inline int64_t shifted_plane_size(const ConvParams& p) { return (p.P + (p.R - 1)
 // channels_last image inputs to more than a few channels: the forward and weight gradient read them in place
 // (image_rows_nhwc, image_grad_weight_nhwc), where an NCHW copy of their wide y or dy would cost more than the sums.
 inline bool nhwc_image_input(const ConvParams& p) { return p.channels_last && p.C <= 4 && p.K > kFewOutputsMax; }
-// The weight gradient reads in place those, and channels_last problems of 9 to kFewOutputsMax output channels too
-// (a vector of dy per pixel times each tap's value): LeNet's 6 -> 16 layer ran 3.5x faster
-// than through NCHW copies, 4 -> 12 and 16 -> 8 channels 1.1-1.8x (Zen 4, batch 64). With 8 or fewer the vector
-// lanes mostly idle: LeNet's 3 -> 6 layer was 0.8-0.95x the copies, 3 -> 8 even.
-constexpr int64_t kInPlaceGradWeightMinK = 9;
-inline bool nhwc_grad_weight_in_place(const ConvParams& p) {
-  return nhwc_image_input(p) || (p.channels_last && p.K >= kInPlaceGradWeightMinK && p.K <= kFewOutputsMax);
+// The weight gradient reads in place those, and channels_last problems of over half a vector to kFewOutputsMax
+// output channels too (a vector of dy per pixel times each tap's value): LeNet's 6 -> 16 layer ran 3.5x faster
+// than through NCHW copies, 4 -> 12 and 16 -> 8 channels 1.1-1.8x (Zen 4, batch 64). With half a vector or less
+// the lanes mostly idle: LeNet's 3 -> 6 layer was 0.8-0.95x the copies with AVX-512, 3 -> 8 even; with AVX2's 8
+// lanes 3 -> 6 is even and 3 -> 8 and 6 -> 8 run 1.2x and 1.5x (Zen 3, batch 64, one thread).
+inline bool nhwc_grad_weight_in_place(const ConvParams& p, int64_t lanes) {
+  return nhwc_image_input(p) || (p.channels_last && 2 * p.K > lanes && p.K <= kFewOutputsMax);
 }
 
 void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y);
