@@ -6,6 +6,7 @@ the ops below take explicit 4D tensors and explicit per-dim values.
 import operator
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 
 from ._ops import ops
 
@@ -72,6 +73,25 @@ def _batched(input, op):
     return input.dim() == 4
 
 
+def _refuse_transforms(op, *tensors):
+    """The ops' autograd (torch.library.register_autograd) is backward mode only, and torch.func cannot see
+    through it: under forward-mode AD (torch.func.jvp, jacfwd, torch.autograd.forward_ad) the tangent would be
+    dropped without a word, and torch.func's grad transforms refuse with a message about autograd.Function. Say so
+    plainly instead. (torch.func.vmap alone works: torch loops over the batch.)"""
+    if torch.compiler.is_compiling():
+        return
+    present = [t for t in tensors if isinstance(t, torch.Tensor)]
+    if _forward_ad._current_level >= 0 and any(_forward_ad.unpack_dual(t).tangent is not None for t in present):
+        mode = "forward-mode AD (torch.func.jvp / jacfwd, torch.autograd.forward_ad)"
+    elif any(torch._C._functorch.is_gradtrackingtensor(t) for t in present):
+        mode = "torch.func's grad transforms (grad, vjp, jacrev, hessian)"
+    else:
+        return
+    raise NotImplementedError(
+        f"fastconv's {op} does not support {mode}: its autograd is backward mode only (loss.backward(), "
+        "torch.autograd.grad). Use torch.nn.functional's, or fastconv.revert(model) for a model.")
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Same arguments, result, layout and errors as torch.nn.functional.conv2d."""
     if not isinstance(weight, torch.Tensor):
@@ -87,6 +107,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     dilation = _pair(dilation, "dilation")
     padding = _conv_padding(padding, weight, stride, dilation)
     groups = _int(groups, "groups", "conv2d")
+    _refuse_transforms("conv2d", input, weight, bias)
     x = input if batched else input.unsqueeze(0)
     x, weight, bias = _autocast(x, weight, bias)
     out = _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, groups)
@@ -147,6 +168,7 @@ def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation
         raise RuntimeError("stride should not be zero")
     padding = _pool_pair(padding, "padding", op)
     dilation = _pool_pair(dilation, "dilation", op)
+    _refuse_transforms(op, input)
     x = input if batched else input.unsqueeze(0)
     out, indices = ops.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
     return (out, indices) if batched else (out.squeeze(0), indices.squeeze(0))

@@ -283,3 +283,47 @@ def test_conv2d_under_cpu_autocast_runs_in_autocast_dtype():
     assert got.dtype == expected.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=2e-2)
     assert pooled.dtype == torch.float32
+
+
+# --- torch.func and forward-mode AD ---------------------------------------------------------------------
+
+def _forward_ad_tangent(fn, x, t):
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        return fwAD.unpack_dual(fn(fwAD.make_dual(x, t))).tangent
+
+
+@pytest.mark.parametrize("transform", ["jvp", "jacfwd", "forward_ad", "grad", "jacrev"])
+@pytest.mark.parametrize("op", ["conv2d", "max_pool2d"])
+def test_forward_ad_and_func_grad_transforms_raise(op, transform):
+    """The ops' autograd is backward mode only: forward-mode AD would silently drop the tangent and torch.func's
+    grad transforms cannot see through it, so each says so (NotImplementedError naming the mode); torch's own
+    functionals support them all, as the reference values show."""
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    ours = {"conv2d": lambda a: conv2d(a, w), "max_pool2d": lambda a: fastconv.functional.max_pool2d(a, 2)}[op]
+    theirs = {"conv2d": lambda a: F.conv2d(a, w), "max_pool2d": lambda a: F.max_pool2d(a, 2)}[op]
+    run = {"jvp": lambda f: torch.func.jvp(f, (x,), (x.cos(),))[1],
+           "jacfwd": lambda f: torch.func.jacfwd(f)(x),
+           "forward_ad": lambda f: _forward_ad_tangent(f, x, x.cos()),
+           "grad": lambda f: torch.func.grad(lambda a: f(a).square().sum())(x),
+           "jacrev": lambda f: torch.func.jacrev(f)(x)}[transform]
+    assert run(theirs).abs().sum() > 0
+    mode = "forward-mode AD" if transform in ("jvp", "jacfwd", "forward_ad") else "grad transforms"
+    with pytest.raises(NotImplementedError, match=f"fastconv's {op} does not support .*{mode}"):
+        run(ours)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_vmap_and_backward_under_a_dual_level_still_work():
+    """torch.func.vmap (torch loops over the batch) and backward mode inside a forward-AD level without tangents
+    on our inputs are unaffected."""
+    import torch.autograd.forward_ad as fwAD
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    got = torch.func.vmap(lambda a: conv2d(a, w))(x)
+    torch.testing.assert_close(got, F.conv2d(x, w))
+    with fwAD.dual_level():
+        (grad,) = torch.autograd.grad(conv2d(x, w).sum(), w)
+    (want,) = torch.autograd.grad(F.conv2d(x, w).sum(), w)
+    torch.testing.assert_close(grad, want)
