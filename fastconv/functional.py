@@ -133,24 +133,61 @@ def _autocast(x, weight, bias):
     return cast(x), cast(weight), cast(bias)
 
 
+# The dtypes torch's conv2d computes (its slow_conv2d on the CPU); for any other input dtype it raises
+# NotImplementedError whatever the weight's, named as below.
+_CONV_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
+                torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64}
+_TORCH_DTYPE_NAMES = {torch.bool: "Bool", torch.uint16: "UInt16", torch.uint32: "UInt32", torch.uint64: "UInt64",
+                      torch.float8_e4m3fn: "Float8_e4m3fn", torch.float8_e5m2: "Float8_e5m2",
+                      torch.complex32: "ComplexHalf"}
+
+
 def _conv2d_any_dtype(x, weight, bias, stride, padding, dilation, groups):
     """Floating types run on the kernels as they are; like torch, complex and integer convs work too:
-    complex as four real convs, integers exactly in float64 (|sums| < 2**53), wrapping like torch's."""
+    complex as four real convs, integers exactly (see _integer_conv2d)."""
+    if x.layout != torch.strided or weight.layout != torch.strided:
+        raise RuntimeError(f"conv2d: expected dense (strided) input and weight, got {x.layout} and {weight.layout}")
     if isinstance(bias, torch.Tensor) and bias.dtype != x.dtype:
         raise RuntimeError(f"Input type ({x.dtype}) and bias type ({bias.dtype}) should be the same")
-    if x.dtype == weight.dtype == torch.bool:  # (mixed dtypes are the op's RuntimeError, as torch's)
-        raise NotImplementedError("\"conv2d\" not implemented for 'Bool'")
+    if x.dtype not in _CONV_DTYPES:  # (mixed supported dtypes are the op's RuntimeError, as torch's)
+        name = _TORCH_DTYPE_NAMES.get(x.dtype, str(x.dtype).replace("torch.", ""))
+        raise NotImplementedError(f"\"conv2d\" not implemented for '{name}'")
     if x.is_complex() and weight.is_complex() and x.dtype == weight.dtype:
         def conv(a, b, bias_part):
             return ops.conv2d(a, b, bias_part, stride, padding, dilation, groups)
         real = conv(x.real, weight.real, None if bias is None else bias.real) - conv(x.imag, weight.imag, None)
         imag = conv(x.real, weight.imag, None if bias is None else bias.imag) + conv(x.imag, weight.real, None)
         return torch.complex(real, imag)
-    if not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool and x.dtype == weight.dtype:
-        as_double = [None if t is None else t.double() for t in (x, weight, bias)]
-        out = ops.conv2d(*as_double, stride, padding, dilation, groups)
-        return out.round().long().to(x.dtype)
+    if not x.is_floating_point() and not x.is_complex() and x.dtype == weight.dtype:
+        return _integer_conv2d(x, weight, bias, stride, padding, dilation, groups)
     return ops.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _integer_conv2d(x, weight, bias, stride, padding, dilation, groups):
+    """Integer convs exactly, wrapping as torch's arithmetic in the dtype does (two's complement, modulo
+    2**bits). Each operand's bits are split into 16-bit limbs; each pair of limbs whose product lands below bit
+    `bits` is convolved in float64 (limb products < 2**32: sums exact up to 2**21 taps per group), and the limb
+    sums are shifted into place and added in int64, which wraps modulo 2**64; the cast keeps the low bits."""
+    bits = torch.iinfo(x.dtype).bits
+    taps = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    if taps >= 2**21:
+        raise NotImplementedError(f"conv2d of {x.dtype}: over 2**21 taps per output channel are not exact here")
+    count = (bits + 15) // 16
+    mask = (1 << min(bits, 16)) - 1
+
+    def limbs(t):
+        wide = t.long()
+        return [((wide >> (16 * i)) & mask).double() for i in range(count)]
+
+    x_limbs, w_limbs = limbs(x), limbs(weight)
+    out = None
+    for i in range(count):
+        for j in range(count - i):
+            part = ops.conv2d(x_limbs[i], w_limbs[j], None, stride, padding, dilation, groups).long() << (16 * (i + j))
+            out = part if out is None else out + part
+    if bias is not None:
+        out = out + bias.long().view(1, -1, 1, 1)
+    return out.to(x.dtype)
 
 
 def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):

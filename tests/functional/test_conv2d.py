@@ -194,6 +194,11 @@ BAD_CALLS = [
     ("bias-wrong-size", X, W, {"bias": _x(7)}, r"expected bias to be 1-dimensional with 8 elements"),
     ("bias-2d", X, W, {"bias": _x(8, 1)}, r"expected bias to be 1-dimensional"),
     ("bool-tensors", X.bool(), W.bool(), {}, r"not implemented for .Bool."),
+    ("bool-input", X.bool(), W, {}, r"not implemented for .Bool."),
+    ("uint16-tensors", X.to(torch.uint16), W.to(torch.uint16), {}, r"not implemented for .UInt16."),
+    ("uint64-input", X.to(torch.uint64), W.long(), {}, r"not implemented for .UInt64."),
+    ("float8-tensors", X.to(torch.float8_e4m3fn), W.to(torch.float8_e4m3fn), {}, r"not implemented for .Float8"),
+    ("sparse-input", X.to_sparse(), W, {}, r"dense \(strided\)"),
     ("stride-tuple-of-3", X, W, {"stride": (1, 2, 3)}, r"expected stride to be a single integer value or a list of 2"),
     ("padding-tuple-of-3", X, W, {"padding": (1, 2, 3)}, r"expected padding to be a single integer value"),
     ("dilation-tuple-of-3", X, W, {"dilation": (1, 2, 3)}, r"expected dilation to be a single integer value"),
@@ -241,6 +246,23 @@ def test_conv2d_integer_overflow_wraps_like_torch(dtype, value):
     w = torch.full((2, 4, 3, 3), value, dtype=dtype)
     expected = F.conv2d(x, w, padding=1)
     assert torch.equal(conv2d(x, w, padding=1), expected)
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=lambda d: str(d).split(".")[1])
+def test_conv2d_integer_extremes_are_exact(dtype):
+    """Over the dtype's whole range (sums far past float64's 2**53, products that wrap) the result equals torch's
+    bit for bit: 2**53 + 1 in int64, (2**31 - 1)**2 in int32, 2**62 * 4 wrapping to 0, random extremes with a bias."""
+    info = torch.iinfo(dtype)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(info.min, info.max, (2, 4, 5, 6), generator=gen, dtype=dtype)
+    w = torch.randint(info.min, info.max, (6, 2, 3, 2), generator=gen, dtype=dtype)
+    b = torch.randint(info.min, info.max, (6,), generator=gen, dtype=dtype)
+    assert torch.equal(conv2d(x, w, b, padding=1, groups=2), F.conv2d(x, w, b, padding=1, groups=2))
+    one = torch.ones(1, 1, 1, 1, dtype=dtype)
+    for a, c in ((2**53 + 1, 1), (2**31 - 1, 2**31 - 1), (2**62, 4), (info.max, info.max), (info.min, info.max)):
+        if info.min <= a <= info.max and info.min <= c <= info.max:
+            x1, w1 = one * a, one * c
+            assert torch.equal(conv2d(x1, w1), F.conv2d(x1, w1)), (a, c)
 
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=["c64", "c128"])
