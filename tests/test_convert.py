@@ -240,3 +240,19 @@ def test_maxpool2d_module_matches_torch(kwargs):
         assert torch.equal(got[1], expected[1])
         got, expected = got[0], expected[0]
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_converted_model_traces_with_torch_fx():
+    """torch.fx.symbolic_trace (what fx-based tools such as feature extractors run) records fastconv's conv2d
+    and max_pool2d as graph calls, as it does torch.nn's layers, padding modes and return_indices included; the
+    traced module computes what the torch.nn model does."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 2, 1, padding=1, padding_mode="reflect"), nn.MaxPool2d(2, return_indices=True))
+    traced = torch.fx.symbolic_trace(fastconv.convert(copy.deepcopy(model)))
+    targets = [node.target for node in traced.graph.nodes if node.op == "call_function"]
+    assert targets.count(fastconv.functional.conv2d) == 2 and targets.count(fastconv.functional.max_pool2d) == 2
+    x = torch.randn(2, 3, 8, 8)
+    (out, indices), (want, want_indices) = traced(x), model(x)
+    torch.testing.assert_close(out, want)
+    assert torch.equal(indices, want_indices)
