@@ -256,3 +256,20 @@ def test_converted_model_traces_with_torch_fx():
     (out, indices), (want, want_indices) = traced(x), model(x)
     torch.testing.assert_close(out, want)
     assert torch.equal(indices, want_indices)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_converted_model_traces_with_jit_trace_and_exports():
+    """torch.jit.trace and torch.export take a converted model (its graph holds the fastconv ops) and the result
+    computes what the torch.nn model does."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 2, 1))
+    converted = fastconv.convert(copy.deepcopy(model))
+    x = torch.randn(2, 3, 8, 8)
+    traced = torch.jit.trace(converted, x)
+    assert "fastconv::conv2d" in str(traced.inlined_graph)
+    exported = torch.export.export(converted, (x,))
+    assert "fastconv.conv2d" in str(exported.graph)
+    y = torch.randn(2, 3, 8, 8)  # (export specialises the batch size, for torch.nn's layers too)
+    for module in (traced, exported.module()):
+        torch.testing.assert_close(module(y), model(y))
