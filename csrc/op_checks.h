@@ -9,7 +9,8 @@
 
 namespace fastconv {
 
-// padding is {top, left, bottom, right}. The layout follows torch: channels_last when input or weight is.
+// padding is {top, left, bottom, right}. The layout follows torch: channels_last when input or weight is (over a
+// non-empty batch).
 ConvParams make_conv_params(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
 void check_conv_bias(const std::optional<at::Tensor>& bias, const at::Tensor& input, const at::Tensor& weight);

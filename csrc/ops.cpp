@@ -100,8 +100,9 @@ ConvParams make_conv_params(const at::Tensor& input, const at::Tensor& weight, a
   // look one row past the last) overflows.
   if (p.P == 1) p.stride_h = std::min(p.stride_h, padded_h);
   if (p.Q == 1) p.stride_w = std::min(p.stride_w, padded_w);
-  p.channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
-                    weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  // An empty batch's output is contiguous whatever the layouts, as torch's (its gradients: see _ops.py).
+  p.channels_last = p.N > 0 && (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                                weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
   return p;
 }
 

@@ -16,7 +16,9 @@ _FLOAT_TYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _conv_layout(input, weight):
-    """torch's rule: the result is channels_last when input or weight is."""
+    """torch's rule: the result is channels_last when input or weight is, except over an empty batch."""
+    if input.shape[0] == 0:
+        return torch.contiguous_format
     if torch.channels_last in (suggest_memory_format(input), suggest_memory_format(weight)):
         return torch.channels_last
     return torch.contiguous_format
@@ -124,8 +126,12 @@ def _conv2d_backward(ctx, grad):
     input, weight = ctx.saved_tensors
     args = ctx.conv_args
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-    grad_input = ops.conv2d_grad_input(grad, input, weight, *args) if need_input else None
-    grad_weight = ops.conv2d_grad_weight(grad, input, weight, *args) if need_weight else None
+    if input.shape[0] == 0:  # an empty batch: torch's gradients are zeros in the input's and weight's own strides
+        grad_input = torch.zeros_like(input) if need_input else None
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+    else:
+        grad_input = ops.conv2d_grad_input(grad, input, weight, *args) if need_input else None
+        grad_weight = ops.conv2d_grad_weight(grad, input, weight, *args) if need_weight else None
     grad_bias = ops.conv2d_grad_bias(grad) if ctx.has_bias and need_bias else None
     return grad_input, grad_weight, grad_bias, None, None, None, None
 

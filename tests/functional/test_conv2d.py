@@ -349,3 +349,22 @@ def test_vmap_and_backward_under_a_dual_level_still_work():
         (grad,) = torch.autograd.grad(conv2d(x, w).sum(), w)
     (want,) = torch.autograd.grad(F.conv2d(x, w).sum(), w)
     torch.testing.assert_close(grad, want)
+
+
+@pytest.mark.parametrize("input_layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("weight_layout", ["contiguous", "channels_last", "permuted"])
+def test_empty_batch_output_and_gradients_in_torchs_strides(weight_layout, input_layout):
+    """Over an empty batch the output is contiguous whatever the layouts and every gradient is zeros in its
+    tensor's own strides, as torch gives them (also for a permuted weight, neither contiguous nor channels_last)."""
+    results = []
+    for fn in (F.conv2d, conv2d):
+        x = torch.randn(0, 4, 8, 8)
+        x = (x if input_layout == "contiguous" else x.contiguous(memory_format=torch.channels_last)).requires_grad_()
+        w = torch.randn(6, 4, 3, 3)
+        w = {"contiguous": w, "channels_last": w.contiguous(memory_format=torch.channels_last),
+             "permuted": w.transpose(2, 3)}[weight_layout].detach().requires_grad_()
+        b = torch.randn(6, requires_grad=True)
+        out = fn(x, w, b, padding=1)
+        results.append((out, *torch.autograd.grad(out, (x, w, b), torch.ones_like(out))))
+    for got, want in zip(results[1], results[0]):
+        assert got.shape == want.shape and got.stride() == want.stride() and not got.any()
