@@ -148,9 +148,11 @@ void copy_weights(const ConvParams& from, const float* src, const ConvParams& to
 // (nhwc_grad_weight_in_place): read in place (an image input's dy is too wide to copy: the fast CIFAR net's
 // whitening layer 3.5-3.9 -> 2.5 ms, ResNet-18's first layer 5.6 -> 2.8; LeNet's 6 -> 16 layer 1.2-1.4 ->
 // 0.3-0.5 ms, Zen 4). T: float, or bfloat16 bits, widened as read (no float copies of dy: ~2.5 ms of ResNet-18's
-// first layer). Tasks are blocks of output rows, a fixed number of them whatever the thread count, each with
-// its own sums, added up in block order at the end: the result does not depend on the threads.
+// first layer). Tasks are blocks of output rows, a number fixed by the shape whatever the thread count, each with
+// its own sums, added up in block order at the end: the result does not depend on the threads. At most 64 blocks,
+// fewer where their sums would pass ~16 MiB (wide layers: 4 -> 1024 channels, 5x5, would take 52 MiB).
 constexpr int64_t kImageGradBlocks = 64;
+constexpr int64_t kImageGradSumsMax = int64_t{1} << 21;  // doubles
 
 template <typename T>
 void image_grad_weight_nhwc(const ConvParams& p, const T* dy, const T* x, float* dw) {
@@ -160,8 +162,9 @@ void image_grad_weight_nhwc(const ConvParams& p, const T* dy, const T* x, float*
     kernel = kernels.image_grad_weight_nhwc;
   else
     kernel = kernels.image_grad_weight_nhwc_bf16;
-  const int64_t rows = p.N * p.P, blocks = std::min(rows, kImageGradBlocks);
   const int64_t taps = p.C * p.R * p.S, kpad = image_grad_kpad(p), per_block = taps * kpad;
+  const int64_t rows = p.N * p.P;
+  const int64_t blocks = std::min({rows, kImageGradBlocks, std::max<int64_t>(1, kImageGradSumsMax / per_block)});
   std::vector<double> sums(static_cast<size_t>(blocks * per_block), 0.0);
   parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     std::vector<float> scratch(static_cast<size_t>(image_grad_scratch_floats(p)));
