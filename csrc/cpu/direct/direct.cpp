@@ -27,12 +27,13 @@ void pad_rows(const ConvParams& p, const float* x, int64_t n, int64_t c, int64_t
 
 // The shifted planes of images n0 .. n0 + images (layout in direct.h) into `planes`.
 void fill_shifted_planes(const ConvParams& p, const float* x, int64_t n0, int64_t images, float* planes) {
-  const int64_t plane = shifted_plane_size(p), rows = plane / p.Q;
+  const int64_t plane = shifted_plane_size(p), rows = p.P + (p.R - 1) * p.dil_h;
   parallel_for(0, images * p.C, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = n0 + t / p.C, c = t % p.C;
       for (int64_t s = 0; s < p.S; ++s) {
         float* dst = planes + (t * p.S + s) * plane;
+        std::fill(dst + rows * p.Q, dst + plane, 0.0f);
         const int64_t shift = p.in_col(0, s);  // column q reads input column q + shift (stride_w is 1)
         const int64_t q0 = std::clamp<int64_t>(-shift, 0, p.Q), q1 = std::clamp<int64_t>(p.W - shift, q0, p.Q);
         for (int64_t i = 0; i < rows; ++i) {
@@ -53,29 +54,55 @@ void fill_shifted_planes(const ConvParams& p, const float* x, int64_t n0, int64_
 
 // Stride 1: the weight gradient's lane sums from shifted planes, built for a slice of images at a time (~1 MiB,
 // or one image's; callers send images of over 16 MiB of planes to the row path) and 64-byte aligned, so that when
-// Q is a multiple of 16 the kernel's loads stay on cache lines, as dy's do. A task's groups run over one batch of
-// images before the next, so the batch's planes serve all of them from L2. Slices of ~16 MiB cost a fresh mapping
+// Q is a multiple of 16 the kernel's loads stay on cache lines, as dy's do. Slices of ~16 MiB cost a fresh mapping
 // and its page faults on most calls (the whitening layer's weight gradient at batch 256, between torch's calls:
 // 4.2 ms against 2.5 with 1 MiB slices; in channels_last, through NCHW copies, 10.8 against 3.5).
+// Tasks are (chunk of the slice's images, group of output channels) pairs, at least kFewTapsTasks of them: by
+// groups alone LeNet's 3 -> 6 layer made 3 tasks, one thread idle for a third of the time. Each chunk has its own
+// sums, added up in chunk order at the end: the result does not depend on the threads. A task takes its images a
+// few at a time, as many as keep their dy rows and one input channel's planes in L1 (~24 KiB) while the R rows
+// of taps pass over them.
+constexpr int64_t kFewTapsTasks = 16;
+
 void grad_weight_from_planes(const ConvParams& p, const float* dy, const float* x, const DirectKernels& kernels,
                              int64_t groups, double* sums) {
-  const int64_t per_image = p.C * p.S * shifted_plane_size(p), PQ = p.PQ(), KB = kernels.wgrad_channels;
+  const int64_t plane = shifted_plane_size(p), per_image = p.C * p.S * plane, PQ = p.PQ();
+  const int64_t KB = kernels.wgrad_channels, group_sums = kernels.wgrad_sums(p);
+  const int64_t dy_plane = round_up(PQ, 16);  // whole vectors: a copy with zeros after each plane if need be
   const int64_t slice = std::clamp<int64_t>((int64_t{1} << 18) / per_image, 1, p.N);
-  const int64_t batch = std::max<int64_t>(1, (int64_t{1} << 17) / (KB * PQ + per_image));  // ~512 KiB
-  AlignedBuffer<float> storage;
+  const int64_t chunks = std::min(slice, ceil_div(kFewTapsTasks, groups));
+  const int64_t batch = std::max<int64_t>(1, 6144 / (KB * dy_plane + p.S * plane));  // ~24 KiB
+  AlignedBuffer<float> storage, dy_storage;
   storage.reserve(static_cast<size_t>(slice * per_image));
   float* planes = storage.data();
+  if (dy_plane != PQ) dy_storage.reserve(static_cast<size_t>(slice * p.K * dy_plane));
+  std::vector<double> chunk_sums(static_cast<size_t>((chunks - 1) * groups * group_sums), 0.0);
   for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
     const int64_t images = std::min(slice, p.N - n0);
     fill_shifted_planes(p, x, n0, images, planes);
     const float* dy_slice = dy + n0 * p.K * PQ;
-    parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t b0 = 0; b0 < images; b0 += batch)
-        for (int64_t g = g0; g < g1; ++g)
-          kernels.grad_weight_planes(p, planes, dy_slice, g * KB, b0, std::min(images, b0 + batch),
-                                     sums + g * kernels.wgrad_sums(p));
+    if (dy_plane != PQ) {
+      float* padded = dy_storage.data();
+      parallel_for(0, images * p.K, 16, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          std::copy_n(dy_slice + t * PQ, PQ, padded + t * dy_plane);
+          std::fill(padded + t * dy_plane + PQ, padded + (t + 1) * dy_plane, 0.0f);
+        }
+      });
+      dy_slice = padded;
+    }
+    parallel_for(0, chunks * groups, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t chunk = t / groups, g = t % groups;
+        double* at = (chunk == 0 ? sums : chunk_sums.data() + (chunk - 1) * groups * group_sums) + g * group_sums;
+        const int64_t i1 = images * (chunk + 1) / chunks;
+        for (int64_t b0 = images * chunk / chunks; b0 < i1; b0 += batch)
+          kernels.grad_weight_planes(p, planes, dy_slice, dy_plane, g * KB, b0, std::min(i1, b0 + batch), at);
+      }
     });
   }
+  for (int64_t chunk = 1; chunk < chunks; ++chunk)
+    for (int64_t i = 0; i < groups * group_sums; ++i) sums[i] += chunk_sums[(chunk - 1) * groups * group_sums + i];
 }
 
 // Stride_h > 1: padded input rows (as the forward's) and dy rows of whole vectors, a slice of images at a time.

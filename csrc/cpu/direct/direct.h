@@ -47,10 +47,11 @@ using FewTapsGradWeight = void (*)(const ConvParams& p, const float* x, int64_t 
                                   int64_t k0, int64_t images, double* sums);
 // Stride 1: the same sums from shifted planes, over images n0 .. n1 of a slice. planes holds, per image and
 // input channel, S planes of shifted_plane_size(p) floats: plane s holds rows in_row(0, 0) .. in_row(P - 1,
-// R - 1) of the input, Q columns each, column q holding input column in_col(q, s) (zeros outside the image).
-// dy is the slice's NCHW dy, read in place.
-using FewTapsGradWeightPlanes = void (*)(const ConvParams& p, const float* planes, const float* dy, int64_t k0,
-                                        int64_t n0, int64_t n1, double* sums);
+// R - 1) of the input, Q columns each, column q holding input column in_col(q, s) (zeros outside the image),
+// then zeros. dy: the slice's NCHW dy, one plane of P * Q pixels every dy_plane floats; when P * Q is not a
+// whole number of vectors of every ISA (16 floats), dy_plane is rounded up to one and zeros fill the gap.
+using FewTapsGradWeightPlanes = void (*)(const ConvParams& p, const float* planes, const float* dy, int64_t dy_plane,
+                                        int64_t k0, int64_t n0, int64_t n1, double* sums);
 using FewTapsGradWeightFinish = void (*)(const ConvParams& p, const double* sums, int64_t k0, float* dw);
 // channels_last forward of an image input (C <= 4), any K: output row op of image n, every pixel's K channels
 // (contiguous in y) in vector registers, from wt[(r * S + s) * C + c][k] (rows kpad floats apart, kpad a multiple
@@ -93,7 +94,9 @@ struct DirectKernels {
 // Columns of one padded input row: the output row rounded up to whole vectors of every ISA, plus the taps.
 inline int64_t few_outputs_columns(const ConvParams& p) { return round_up(p.Q, 32); }
 inline int64_t padded_row_width(const ConvParams& p) { return few_outputs_columns(p) + (p.S - 1) * p.dil_w; }
-inline int64_t shifted_plane_size(const ConvParams& p) { return (p.P + (p.R - 1) * p.dil_h) * p.Q; }
+// A shifted plane's rows, then zeros up to a whole number of 16-float vectors past them: a dy plane's last vector
+// (rounded up past P * Q) meets tap r at most 15 floats past the rows. Planes stay 64-byte aligned.
+inline int64_t shifted_plane_size(const ConvParams& p) { return round_up((p.P + (p.R - 1) * p.dil_h) * p.Q + 15, 16); }
 
 // channels_last image inputs to more than a few channels: the forward and weight gradient read them in place
 // (image_rows_nhwc, image_grad_weight_nhwc), where an NCHW copy of their wide y or dy would cost more than the sums.
