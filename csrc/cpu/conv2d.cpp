@@ -333,26 +333,44 @@ void conv2d_grad_input_col2im_bf16(const ConvParams& p, Arithmetic arithmetic, c
 template <typename T>
 void conv2d_grad_bias(const ConvParams& p, const T* dy, T* db) {
   const int64_t PQ = p.PQ();
-  // double accumulation: the sum runs over N * P * Q terms in a fixed order.
-  parallel_for(0, p.K, 16, [&](int64_t k0, int64_t k1) {
-    std::vector<double> acc(k1 - k0, 0.0);
-    for (int64_t n = 0; n < p.N; ++n) {
-      if (!p.channels_last) {
-        for (int64_t k = k0; k < k1; ++k) {
+  // Double sums over N * P * Q terms in a fixed order (whatever the threads). NCHW: one task per channel, each
+  // plane summed in 8 independent double lanes (a single running sum waits on each add: LeNet's first layer took
+  // 0.35 ms, as long as its forward). channels_last: blocks of channels, summed along each pixel's run.
+  if (!p.channels_last) {
+    parallel_for(0, p.K, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        double lanes[8] = {};
+        for (int64_t n = 0; n < p.N; ++n) {
           const T* src = dy + (n * p.K + k) * PQ;
-          double s = 0;
-          for (int64_t i = 0; i < PQ; ++i) s += src[i];
-          acc[k - k0] += s;
+          int64_t i = 0;
+          for (; i + 8 <= PQ; i += 8)
+            for (int l = 0; l < 8; ++l) lanes[l] += static_cast<double>(src[i + l]);
+          for (; i < PQ; ++i) lanes[i % 8] += static_cast<double>(src[i]);
         }
-      } else {
-        for (int64_t i = 0; i < PQ; ++i) {
-          const T* src = dy + (n * PQ + i) * p.K;
-          for (int64_t k = k0; k < k1; ++k) acc[k - k0] += src[k];
-        }
+        db[k] = static_cast<T>(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                               ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])));
+      }
+    });
+    return;
+  }
+  // channels_last: a fixed number of blocks of pixels, each with its own sums of every channel, added up in
+  // block order (blocks of channels read every pixel's whole run of channels once per block: 4.6x torch's time).
+  const int64_t pixels = p.N * PQ, blocks = std::clamp<int64_t>(pixels / 256, 1, 64);
+  std::vector<double> partial(static_cast<size_t>(blocks * p.K), 0.0);
+  parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      double* __restrict acc = partial.data() + b * p.K;
+      for (int64_t i = pixels * b / blocks; i < pixels * (b + 1) / blocks; ++i) {
+        const T* __restrict src = dy + i * p.K;
+        for (int64_t k = 0; k < p.K; ++k) acc[k] += static_cast<double>(src[k]);
       }
     }
-    for (int64_t k = k0; k < k1; ++k) db[k] = static_cast<T>(acc[k - k0]);
   });
+  for (int64_t k = 0; k < p.K; ++k) {
+    double sum = 0.0;
+    for (int64_t b = 0; b < blocks; ++b) sum += partial[b * p.K + k];
+    db[k] = static_cast<T>(sum);
+  }
 }
 
 #define FASTCONV_INSTANTIATE(T)                                                                   \
