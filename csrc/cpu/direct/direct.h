@@ -72,9 +72,20 @@ inline int64_t image_row_columns(const ConvParams& p) { return (p.Q - 1) * p.str
 inline int64_t image_rows_floats(const ConvParams& p) { return p.R * image_row_columns(p) * p.C; }
 // The weight gradient's sums per tap: K rounded up to whole vectors of every ISA.
 inline int64_t image_grad_kpad(const ConvParams& p) { return round_up(p.K, 16); }
-// Its scratch: the input rows, a row's taps gathered per pixel, float partial sums, the last pixel's dy.
+// Output rows per block of the in-place weight gradient: ~64 pixels (one row of a wide map), within the map.
+inline int64_t image_grad_block_rows(const ConvParams& p) {
+  const int64_t rows = p.Q >= 64 ? 1 : 64 / p.Q;
+  return rows < p.P ? rows : p.P;
+}
+// The input rows a block of `block_rows` output rows reads, consecutive from its first.
+inline int64_t image_grad_input_rows(const ConvParams& p, int64_t block_rows) {
+  return (block_rows - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1;
+}
+// Its scratch: a block's input rows, their taps gathered per pixel, float partial sums, the last pixel's dy.
 inline int64_t image_grad_scratch_floats(const ConvParams& p) {
-  return image_rows_floats(p) + (p.Q + image_grad_kpad(p)) * p.C * p.R * p.S + image_grad_kpad(p) + 16;
+  const int64_t rows = image_grad_block_rows(p), taps = p.C * p.R * p.S;
+  return image_grad_input_rows(p, rows) * image_row_columns(p) * p.C + (rows * p.Q + image_grad_kpad(p)) * taps +
+         image_grad_kpad(p) + 16;
 }
 
 struct DirectKernels {
