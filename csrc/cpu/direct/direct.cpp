@@ -208,9 +208,10 @@ void image_grad_weight_nhwc(const ConvParams& p, const T* dy, const T* x, float*
     }
 }
 
-// An image input to more than a few channels, forward: in place, pixel by pixel (no NCHW copy of a wide y). With
-// a few channels most vector lanes would idle: LeNet's 3->6 layer is faster through NCHW copies. T as above (y
-// rounded once: no float y to round afterwards, ~1 ms of the whitening layer at batch 256).
+// The forward of an image input to more than a few channels, or of a vector or more of output channels
+// (nhwc_forward_in_place): in place, pixel by pixel (no NCHW copies of x and y). With under a vector most lanes
+// would idle: LeNet's 3->6 layer is faster through NCHW copies. T as above (y rounded once: no float y to round
+// afterwards, ~1 ms of the whitening layer at batch 256).
 template <typename T>
 void image_forward_nhwc(const ConvParams& p, const T* x, const float* w, const float* bias, T* y) {
   const int64_t kpad = round_up(p.K, 16), taps = p.R * p.S * p.C;
@@ -275,7 +276,7 @@ void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, 
 }
 
 void few_outputs_forward(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
-  if (nhwc_image_input(p)) return image_forward_nhwc(p, x, w, bias, y);
+  if (nhwc_forward_in_place(p, direct_kernels(active_isa()).lanes)) return image_forward_nhwc(p, x, w, bias, y);
   if (p.channels_last) {  // through NCHW copies of x and y
     std::vector<float> wt(static_cast<size_t>(p.K * p.C * p.R * p.S));
     copy_weights(p, w, as_nchw(p), wt.data());
