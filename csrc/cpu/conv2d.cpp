@@ -335,7 +335,7 @@ void conv2d_grad_bias(const ConvParams& p, const T* dy, T* db) {
   const int64_t PQ = p.PQ();
   // Double sums over N * P * Q terms in a fixed order (whatever the threads). NCHW: one task per channel, each
   // plane summed in 8 independent double lanes (a single running sum waits on each add: LeNet's first layer took
-  // 0.35 ms, as long as its forward). channels_last: blocks of channels, summed along each pixel's run.
+  // 0.35 ms, as long as its forward). channels_last: below.
   if (!p.channels_last) {
     parallel_for(0, p.K, 1, [&](int64_t k0, int64_t k1) {
       for (int64_t k = k0; k < k1; ++k) {

@@ -135,12 +135,13 @@ bool few_pixels_fits(const ConvParams& p, Arithmetic arithmetic) {
 
 // Few output channels (the first layer's grad-input: 3 of 64; LeNet's layers): an 8-row register tile would stay
 // mostly empty and im2col packing would cost more than the multiplies. Each tap of an output row must be one
-// contiguous run of its padded input row (stride_w 1). channels_last problems come too: moving both sides to
-// NCHW and back costs far less than the NHWC GEMM loses on a tile with a handful of columns.
+// contiguous run of its padded input row (stride_w 1). channels_last problems come too: read in place or moved to
+// NCHW and back, they cost far less than the NHWC GEMM loses on a tile with a handful of columns.
 // Image inputs (C <= 4: the first layer's forward, 3 -> 64) too, whatever K: the GEMM's reduction of 27 stores
 // its tiles every 27 steps and packs a padded im2col, 2.6 against 1.8 ms for ResNet-18's first layer at batch 64
 // (Zen 4). channels_last ones to over 16 channels run in place, pixel by pixel (an NCHW copy of 64 output
-// channels cost 7 ms); to fewer, through NCHW copies as the thin ones.
+// channels cost 7 ms); so do thin ones of a vector or more of output channels (direct.h: nhwc_forward_in_place),
+// the rest through NCHW copies.
 bool few_outputs_fits(const ConvParams& p, Arithmetic arithmetic) {
   const bool thin = p.K <= kFewOutputsMax || p.C <= 4;
   return arithmetic != Arithmetic::kDouble && p.groups == 1 && thin && p.stride_w == 1 && p.padded_extents_small();

@@ -441,6 +441,43 @@ def test_conv2d_thin_direct_paths_match_torch(case, layout, isa):
     assert out.stride() == expected.stride() and grads[0].stride() == expected_grads[0].stride()  # torch's layout
 
 
+# (N, C, K, H, W, kernel, stride, padding): LeNet's 6 -> 16 layer (10x10 outputs: a partial last vector of the
+# planes' weight gradient), the row path (stride_h 2, rows of 12), and 3 -> 6 / 3 -> 3 (channels_last in place
+# with AVX2, and through NCHW copies).
+NON_FINITE_THIN_CASES = [(2, 6, 16, 14, 14, 5, 1, 0), (2, 3, 6, 12, 13, 3, (2, 1), 1), (2, 3, 3, 12, 12, 3, 1, 1)]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", NON_FINITE_THIN_CASES, ids=[str(i) for i in range(len(NON_FINITE_THIN_CASES))])
+def test_conv2d_thin_direct_paths_non_finite_inputs_match_torch(case, layout, isa):
+    """An infinity or a NaN in x or dy reaches the outputs and weight-gradient taps torch's sums give it to, no
+    others: the vector lanes past a row's or plane's last output hold input values no output reads (dy's zeros
+    there times an infinity would be NaN). (dy's non-finite values next to padding are not covered: torch
+    multiplies the padding's zeros by them, NaN where the direct kernels skip the padding rows.)"""
+    N, C, K, H, W, kernel, stride, padding = case
+    mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    gen = torch.Generator().manual_seed(11)
+    x, w = torch.randn(N, C, H, W, generator=gen), torch.randn(K, C, kernel, kernel, generator=gen)
+    x[0, 1, H - 1, 0], x[1, 0, H // 2, W - 1], x[1, 2, H - 2, 3] = float("inf"), float("nan"), float("-inf")
+    out_shape = F.conv2d(x, w, stride=stride, padding=padding).shape
+    gy = torch.randn(out_shape, generator=gen)
+    gy[1, K - 1, out_shape[2] // 2, out_shape[3] // 2] = float("inf")  # (inside: see the docstring)
+    x, w, gy = (t.contiguous(memory_format=mf) for t in (x, w, gy))
+    algorithms = fastconv._ops.cpu_conv2d_algorithms(x, w, stride, padding)
+    assert algorithms["grad_weight"] == "direct_few_taps", algorithms
+    args = (list(stride) if isinstance(stride, tuple) else [stride] * 2, [padding] * 4, [1, 1], 1)
+    ops = torch.ops.fastconv
+    got = (ops.conv2d(x, w, None, *args), ops.conv2d_grad_input(gy, x, w, *args), ops.conv2d_grad_weight(gy, x, w, *args))
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    expected = F.conv2d(xd, wd, stride=stride, padding=padding)
+    wanted = (expected.detach(), *torch.autograd.grad(expected, (xd, wd), gy.double()))
+    for g, want, name in zip(got, wanted, ("out", "dx", "dw")):
+        assert torch.equal(torch.isnan(g), torch.isnan(want)), f"{name}: NaN where torch has none, or missing"
+        assert torch.equal(torch.isinf(g), torch.isinf(want)), f"{name}: infinities differ"
+        finite = torch.isfinite(want)
+        torch.testing.assert_close(g.double()[finite], want[finite], rtol=1e-5, atol=1e-5 * want[finite].abs().max().item())
+
+
 DEPTHWISE_BITWISE = [  # (N, C, H, W, kernel, stride, padding, dilation, channels_last)
     (1, 4, 6, 6, 3, 1, 1, 1, False),
     (3, 16, 13, 11, 3, 2, 1, 1, False),

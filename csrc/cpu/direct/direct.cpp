@@ -25,37 +25,39 @@ void pad_rows(const ConvParams& p, const float* x, int64_t n, int64_t c, int64_t
     std::copy_n(x + p.input_offset(n, c, h, i0 - p.pad_w), i1 - i0, dst + (h - h0) * width + i0);
 }
 
-// The shifted planes of images n0 .. n0 + images (layout in direct.h) into `planes`. Rows are short (LeNet's
-// second layer: 10 floats), so they are copied and zeroed by plain loops, kept from becoming memmove / memset
-// calls: three calls a row took a third as long as the kernel's sums.
+// Plane s of channel c of image n (layout in direct.h) into dst. Rows are short (LeNet's second layer: 10
+// floats), so they are copied and zeroed by plain loops, kept from becoming memmove / memset calls: three calls a
+// row took a third as long as the kernel's sums.
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
-void fill_shifted_planes(const ConvParams& p, const float* x, int64_t n0, int64_t images, float* planes) {
+void fill_shifted_plane(const ConvParams& p, const float* x, int64_t n, int64_t c, int64_t s, float* dst) {
   const int64_t plane = shifted_plane_size(p), rows = p.P + (p.R - 1) * p.dil_h;
+  const int64_t shift = p.in_col(0, s);  // column q reads input column q + shift (stride_w is 1)
+  const int64_t q0 = std::clamp<int64_t>(-shift, 0, p.Q), q1 = std::clamp<int64_t>(p.W - shift, q0, p.Q);
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = dst + i * p.Q;
+    const int64_t h = p.in_row(0, 0) + i;
+    const bool inside = h >= 0 && h < p.H;
+    for (int64_t q = 0; q < (inside ? q0 : p.Q); ++q) row[q] = 0.0f;
+    if (!inside) continue;
+    const float* src = x + p.input_offset(n, c, h, 0);
+    for (int64_t q = q0; q < q1; ++q) row[q] = src[q + shift];
+    for (int64_t q = q1; q < p.Q; ++q) row[q] = 0.0f;
+  }
+  for (int64_t i = rows * p.Q; i < plane; ++i) dst[i] = 0.0f;
+}
+
+// The shifted planes of images n0 .. n0 + images into `planes`.
+void fill_shifted_planes(const ConvParams& p, const float* x, int64_t n0, int64_t images, float* planes) {
+  const int64_t plane = shifted_plane_size(p);
   parallel_for(0, images * p.C, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = n0 + t / p.C, c = t % p.C;
-      for (int64_t s = 0; s < p.S; ++s) {
-        float* dst = planes + (t * p.S + s) * plane;
-        const int64_t shift = p.in_col(0, s);  // column q reads input column q + shift (stride_w is 1)
-        const int64_t q0 = std::clamp<int64_t>(-shift, 0, p.Q), q1 = std::clamp<int64_t>(p.W - shift, q0, p.Q);
-        for (int64_t i = 0; i < rows; ++i) {
-          float* row = dst + i * p.Q;
-          const int64_t h = p.in_row(0, 0) + i;
-          const bool inside = h >= 0 && h < p.H;
-          for (int64_t q = 0; q < (inside ? q0 : p.Q); ++q) row[q] = 0.0f;
-          if (!inside) continue;
-          const float* src = x + p.input_offset(n, c, h, 0);
-          for (int64_t q = q0; q < q1; ++q) row[q] = src[q + shift];
-          for (int64_t q = q1; q < p.Q; ++q) row[q] = 0.0f;
-        }
-        for (int64_t i = rows * p.Q; i < plane; ++i) dst[i] = 0.0f;
-      }
-    }
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t s = 0; s < p.S; ++s)
+        fill_shifted_plane(p, x, n0 + t / p.C, t % p.C, s, planes + (t * p.S + s) * plane);
   });
 }
 
-// Stride 1: the weight gradient's lane sums from shifted planes, built for a slice of images at a time (~1 MiB,
-// or one image's; callers send images of over 16 MiB of planes to the row path) and 64-byte aligned, so that when
+// Stride 1: the weight gradient's lane sums from shifted planes, built for a slice of images at a time (~1 MiB
+// of planes and padded dy, or one image's; callers send images of over 16 MiB of planes to the row path) and 64-byte aligned, so that when
 // Q is a multiple of 16 the kernel's loads stay on cache lines, as dy's do. Slices of ~16 MiB cost a fresh mapping
 // and its page faults on most calls (the whitening layer's weight gradient at batch 256, between torch's calls:
 // 4.2 ms against 2.5 with 1 MiB slices; in channels_last, through NCHW copies, 10.8 against 3.5).
@@ -71,13 +73,14 @@ void grad_weight_from_planes(const ConvParams& p, const float* dy, const float* 
   const int64_t plane = shifted_plane_size(p), per_image = p.C * p.S * plane, PQ = p.PQ();
   const int64_t KB = kernels.wgrad_channels, group_sums = kernels.wgrad_sums(p);
   const int64_t dy_plane = round_up(PQ, 16);  // whole vectors: a copy with zeros after each plane if need be
-  const int64_t slice = std::clamp<int64_t>((int64_t{1} << 18) / per_image, 1, p.N);
+  const int64_t dy_copy = dy_plane == PQ ? 0 : p.K * dy_plane;  // per image
+  const int64_t slice = std::clamp<int64_t>((int64_t{1} << 18) / (per_image + dy_copy), 1, p.N);
   const int64_t chunks = std::min(slice, ceil_div(kFewTapsTasks, groups));
   const int64_t batch = std::max<int64_t>(1, 6144 / (KB * dy_plane + p.S * plane));  // ~24 KiB
   AlignedBuffer<float> storage, dy_storage;
   storage.reserve(static_cast<size_t>(slice * per_image));
   float* planes = storage.data();
-  if (dy_plane != PQ) dy_storage.reserve(static_cast<size_t>(slice * p.K * dy_plane));
+  dy_storage.reserve(static_cast<size_t>(slice * dy_copy));
   std::vector<double> chunk_sums(static_cast<size_t>((chunks - 1) * groups * group_sums), 0.0);
   for (int64_t n0 = 0; n0 < p.N; n0 += slice) {
     const int64_t images = std::min(slice, p.N - n0);
@@ -241,9 +244,9 @@ DirectKernels direct_kernels(Isa isa) {
   return pick_for_isa(isa, &scalar::direct_kernels, &avx2::direct_kernels, &avx512::direct_kernels);
 }
 
-// Each task owns whole output channels and sums over every image and row in order: the result does not depend
-// on the thread count, and no partial sums need adding up. Images go in slices of at most ~16 MiB of padded
-// input and dy, so the scratch stays bounded for large images and batches.
+// The result does not depend on the thread count: the row path's tasks own whole output channels and sum over
+// every image and row in order; the plane path's keep a sum per chunk of images, added up in chunk order. Images
+// go in slices (at most ~16 MiB of padded input and dy), so the scratch stays bounded for large images and batches.
 void few_taps_grad_weight(const ConvParams& p, const float* dy, const float* x, float* dw) {
   const DirectKernels kernels = direct_kernels(active_isa());
   if (nhwc_grad_weight_in_place(p, kernels.lanes)) return image_grad_weight_nhwc(p, dy, x, dw);

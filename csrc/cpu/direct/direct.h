@@ -9,8 +9,8 @@
 //   shifted input, summed in vector lanes: for stride 1 over whole planes (each image's input copied once per
 //   column shift s, so every tap is one contiguous run), else row by row from padded input rows. channels_last
 //   image inputs to over kFewOutputsMax channels, and channels_last problems of over half a vector to
-//   kFewOutputsMax output channels: dy read in place, row by row, each row's vectors of channels times each tap's
-//   value (image_grad_weight_nhwc).
+//   kFewOutputsMax output channels: dy read in place, a few rows at a time, each pixel's vectors of channels
+//   times each tap's value (image_grad_weight_nhwc).
 // The NCHW kernels need column stride 1 (a tap of a row is one contiguous run). Other thin channels_last problems
 // go through NCHW copies (the copies cost far less than the NHWC GEMM loses on them). The inner loops are compiled
 // once per ISA (rows_<isa>.cpp) and chosen at run time, as the GEMM micro-kernels are.
@@ -54,10 +54,11 @@ using FewTapsGradWeight = void (*)(const ConvParams& p, const float* x, int64_t 
 using FewTapsGradWeightPlanes = void (*)(const ConvParams& p, const float* planes, const float* dy, int64_t dy_plane,
                                         int64_t k0, int64_t n0, int64_t n1, double* sums);
 using FewTapsGradWeightFinish = void (*)(const ConvParams& p, const double* sums, int64_t k0, float* dw);
-// channels_last forward of an image input (C <= 4), any K: output row op of image n, every pixel's K channels
-// (contiguous in y) in vector registers, from wt[(r * S + s) * C + c][k] (rows kpad floats apart, kpad a multiple
-// of 64 bytes, zeros past K) and bias[k] (kpad floats, zeros when the conv has none). T: float, or bfloat16 bits
-// (x widened, y rounded once from float sums). rows: scratch of image_rows_floats(p) floats.
+// channels_last forward read in place (nhwc_forward_in_place: image inputs, any K; any C to a vector or more of up
+// to kFewOutputsMax channels): output row op of image n, every pixel's K channels (contiguous in y) in vector
+// registers, from wt[(r * S + s) * C + c][k] (rows kpad floats apart, kpad a multiple of 64 bytes, zeros past K)
+// and bias[k] (kpad floats, zeros when the conv has none). T: float, or bfloat16 bits (x widened, y rounded once
+// from float sums). rows: scratch of image_rows_floats(p) floats.
 template <typename T>
 using ImageRowsNhwc = void (*)(const ConvParams& p, const T* x, const float* wt, int64_t kpad, const float* bias,
                                T* y, int64_t n, int64_t op, float* rows);
