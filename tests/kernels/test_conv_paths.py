@@ -332,17 +332,23 @@ def test_conv2d_winograd_non_finite_inputs_match_torch(algorithm, layout, isa, m
     x[1, 5, 6, 6], x[0, 2, 0, 9], gy[1, 7, 4, 11], gy[0, 3, 0, 0] = float("inf"), float("nan"), float("-inf"), float("nan")
     x, w, gy = (t.contiguous(memory_format=mf) for t in (x, w, gy))
     assert fastconv._ops.cpu_conv2d_algorithms(x, w, 1, 1)["forward"] == algorithm
-    args = ([1, 1], [1] * 4, [1, 1], 1)
+    _assert_non_finite_match_torch(x, w, gy, (1, 1), 1, rtol=1e-4, atol=1e-3)
+
+
+def _assert_non_finite_match_torch(x, w, gy, stride, padding, rtol, atol):
+    """Forward, grad-input and grad-weight against torch in float64: NaN and infinities where torch's are, the
+    finite values within rtol / atol."""
+    args = (list(stride), [padding] * 4, [1, 1], 1)
     ops = torch.ops.fastconv
     got = (ops.conv2d(x, w, None, *args), ops.conv2d_grad_input(gy, x, w, *args), ops.conv2d_grad_weight(gy, x, w, *args))
     xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
-    expected = F.conv2d(xd, wd, padding=1)
+    expected = F.conv2d(xd, wd, stride=stride, padding=padding)
     wanted = (expected.detach(), *torch.autograd.grad(expected, (xd, wd), gy.double()))
     for g, want, name in zip(got, wanted, ("out", "dx", "dw")):
         assert torch.equal(torch.isnan(g), torch.isnan(want)), f"{name}: NaN where torch has none, or missing"
         assert torch.equal(torch.isinf(g), torch.isinf(want)), f"{name}: infinities differ"
         finite = torch.isfinite(want)
-        torch.testing.assert_close(g.double()[finite], want[finite], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(g.double()[finite], want[finite], rtol=rtol, atol=atol)
 
 
 # --- the direct paths for thin convs (few output channels forward, few taps grad-weight; NCHW float32) ------
@@ -444,7 +450,7 @@ def test_conv2d_thin_direct_paths_match_torch(case, layout, isa):
 # (N, C, K, H, W, kernel, stride, padding): LeNet's 6 -> 16 layer (10x10 outputs: a partial last vector of the
 # planes' weight gradient), the row path (stride_h 2, rows of 12), and 3 -> 6 / 3 -> 3 (channels_last in place
 # with AVX2, and through NCHW copies).
-NON_FINITE_THIN_CASES = [(2, 6, 16, 14, 14, 5, 1, 0), (2, 3, 6, 12, 13, 3, (2, 1), 1), (2, 3, 3, 12, 12, 3, 1, 1)]
+NON_FINITE_THIN_CASES = [(2, 6, 16, 14, 14, 5, (1, 1), 0), (2, 3, 6, 12, 13, 3, (2, 1), 1), (2, 3, 3, 12, 12, 3, (1, 1), 1)]
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -465,17 +471,7 @@ def test_conv2d_thin_direct_paths_non_finite_inputs_match_torch(case, layout, is
     x, w, gy = (t.contiguous(memory_format=mf) for t in (x, w, gy))
     algorithms = fastconv._ops.cpu_conv2d_algorithms(x, w, stride, padding)
     assert algorithms["grad_weight"] == "direct_few_taps", algorithms
-    args = (list(stride) if isinstance(stride, tuple) else [stride] * 2, [padding] * 4, [1, 1], 1)
-    ops = torch.ops.fastconv
-    got = (ops.conv2d(x, w, None, *args), ops.conv2d_grad_input(gy, x, w, *args), ops.conv2d_grad_weight(gy, x, w, *args))
-    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
-    expected = F.conv2d(xd, wd, stride=stride, padding=padding)
-    wanted = (expected.detach(), *torch.autograd.grad(expected, (xd, wd), gy.double()))
-    for g, want, name in zip(got, wanted, ("out", "dx", "dw")):
-        assert torch.equal(torch.isnan(g), torch.isnan(want)), f"{name}: NaN where torch has none, or missing"
-        assert torch.equal(torch.isinf(g), torch.isinf(want)), f"{name}: infinities differ"
-        finite = torch.isfinite(want)
-        torch.testing.assert_close(g.double()[finite], want[finite], rtol=1e-5, atol=1e-5 * want[finite].abs().max().item())
+    _assert_non_finite_match_torch(x, w, gy, stride, padding, rtol=1e-5, atol=1e-4)
 
 
 DEPTHWISE_BITWISE = [  # (N, C, H, W, kernel, stride, padding, dilation, channels_last)

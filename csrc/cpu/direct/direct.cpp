@@ -57,10 +57,11 @@ void fill_shifted_planes(const ConvParams& p, const float* x, int64_t n0, int64_
 }
 
 // Stride 1: the weight gradient's lane sums from shifted planes, built for a slice of images at a time (~1 MiB
-// of planes and padded dy, or one image's; callers send images of over 16 MiB of planes to the row path) and 64-byte aligned, so that when
-// Q is a multiple of 16 the kernel's loads stay on cache lines, as dy's do. Slices of ~16 MiB cost a fresh mapping
-// and its page faults on most calls (the whitening layer's weight gradient at batch 256, between torch's calls:
-// 4.2 ms against 2.5 with 1 MiB slices; in channels_last, through NCHW copies, 10.8 against 3.5).
+// of planes and padded dy, or one image's; callers send images of over 16 MiB of planes to the row path) and
+// 64-byte aligned, so that when Q is a multiple of 16 the kernel's loads stay on cache lines, as dy's do. Slices
+// of ~16 MiB cost a fresh mapping and its page faults on most calls (the whitening layer's weight gradient at
+// batch 256, between torch's calls: 4.2 ms against 2.5 with 1 MiB slices; in channels_last, through NCHW copies,
+// 10.8 against 3.5).
 // Tasks are (chunk of the slice's images, group of output channels) pairs, at least kFewTapsTasks of them: by
 // groups alone LeNet's 3 -> 6 layer made 3 tasks, one thread idle for a third of the time. Each chunk has its own
 // sums, added up in chunk order at the end: the result does not depend on the threads. A task takes its images a
